@@ -70,7 +70,7 @@ def _add_pseudo_config(cfg):
     cfg.PSEUDO.SEED = 0
     # Test presets only: build every model with random weights, announced loudly and recorded.
     cfg.PSEUDO.RANDOM_WEIGHTS = False
-    # Where downloaded SAM checkpoints are kept ("" = ~/.cache/zip_d2).
+    # Weight download cache for SAM and CLIP ("" = ~/.cache/zip_d2 for SAM, open_clip's ~/.cache/clip for CLIP).
     cfg.PSEUDO.CACHE_DIR = ""
 
     cfg.PSEUDO.CLIP = CN()
@@ -90,6 +90,8 @@ def _add_pseudo_config(cfg):
     # Decide which classes are present by image-level CLIP classification (False: the caller
     # gives the classes per image, as the authors' demo does).
     cfg.PSEUDO.CLIP.CLASSIFY = True
+    # Square input side for image-level classification (224 = CLIP's own); 0 = INPUT_SIZE pass's class token.
+    cfg.PSEUDO.CLIP.CLASSIFY_SIZE = 224
     # Keep at most this many classes per image (0 = no top-k limit).
     cfg.PSEUDO.CLIP.TOPK = 5
     # Keep a class only if its image-level softmax probability is at least this.
@@ -111,6 +113,9 @@ def _add_pseudo_config(cfg):
     # "uniform" (K evenly spaced pixels in raster order; the demo) or "semantic" (paper's
     # semantic-aware seeding from the activation map with automatic K).
     cfg.PSEUDO.BOUNDARY.INIT = "uniform"
+    # "semantic" init only: bounds of the automatically chosen K.
+    cfg.PSEUDO.BOUNDARY.MIN_CLUSTERS = 8
+    cfg.PSEUDO.BOUNDARY.MAX_CLUSTERS = 40
 
     cfg.PSEUDO.DISCOVERY = CN()
     # Number of clusters ranked by overlap with the semantic region (label 0 takes a slot).
@@ -131,6 +136,8 @@ def _add_pseudo_config(cfg):
     cfg.PSEUDO.SAM.MULTIMASK = True
     # Add a positive point at the instance's most activated cell to its box prompt.
     cfg.PSEUDO.SAM.POINT_PROMPT = False
+    # Prompts per SAM mask-decoder call (also the automatic generator's points per batch).
+    cfg.PSEUDO.SAM.BATCH_SIZE = 64
 
     cfg.PSEUDO.SCORE = CN()
     # CLIP factor of the score: "image_prob" (class probability) or "mask_activation".
@@ -153,9 +160,8 @@ def _add_pseudo_config(cfg):
 
 def _add_open_vocab_config(cfg):
     """Open-vocabulary RoI classifier (Detic pattern) on CLIP text embeddings."""
+    # The heads are chosen by MODEL.ROI_HEADS.NAME: "OpenVocabROIHeads" or "OpenVocabCascadeROIHeads".
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB = CN()
-    # Replace the linear classifier with cosine similarity to frozen CLIP text embeddings.
-    cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.ENABLED = False
     # Training embeddings file (tools/dump_clip_text_embeddings.py); "" = compute from VOCABULARY.
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.EMBEDDINGS = ""
     # Training vocabulary when EMBEDDINGS is ""; "" = the training dataset's class names.
@@ -170,42 +176,54 @@ def _add_open_vocab_config(cfg):
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.CLIP_PRETRAINED = "openai"
     # Prompt templates for in-process embeddings: "ensemble" or "single".
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.TEMPLATES = "ensemble"
+    # Test presets only: compute in-process embeddings with a random-weight CLIP (announced loudly).
+    cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.RANDOM_WEIGHTS = False
     # Logit scale applied to the cosine similarities.
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.TEMPERATURE = 50.0
     # Learn a scalar bias added to every class logit (Detic's option).
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.USE_BIAS = False
+    # Background logit: "zero" (constant 0, Detic) or "learned" (cosine to a learned text-space vector).
+    cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.BACKGROUND = "zero"
     # Weight each foreground RoI's classification loss by its matched annotation's "score".
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.SCORE_WEIGHTED_LOSS = False
 
 
 def _add_centernet_config(cfg):
     """CenterNet-style proposal generator (CenterNet2's first stage), zip_d2's own."""
+    # Selected with MODEL.PROPOSAL_GENERATOR.NAME "CenterNetProposalGenerator".
     cfg.MODEL.CENTERNET = CN()
     # FPN levels the heatmap head runs on.
     cfg.MODEL.CENTERNET.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
-    # Stride of each level in IN_FEATURES.
-    cfg.MODEL.CENTERNET.FPN_STRIDES = [8, 16, 32, 64, 128]
-    # Object size range (max side, pixels) assigned to each level: boundaries between levels.
+    # Object size range (max side, pixels) assigned to each level; overlapping ranges share objects.
     cfg.MODEL.CENTERNET.SOI = [[0, 80], [64, 160], [128, 320], [256, 640], [512, 100000]]
     # Number of 3x3 conv layers in the shared head tower.
     cfg.MODEL.CENTERNET.NUM_CONVS = 4
     # Normalisation in the head tower: "GN" or "".
     cfg.MODEL.CENTERNET.NORM = "GN"
-    # Focal loss alpha and gamma for the centre heatmaps.
+    # Focal loss weight of positives (1 - alpha weighs negatives) on the centre heatmaps.
     cfg.MODEL.CENTERNET.FOCAL_ALPHA = 0.25
+    # Focal loss focusing exponent.
     cfg.MODEL.CENTERNET.FOCAL_GAMMA = 2.0
-    # Loss weights of the heatmap and GIoU box regression terms.
+    # Exponent of the Gaussian penalty reduction of negatives near a centre (CornerNet's beta).
+    cfg.MODEL.CENTERNET.FOCAL_BETA = 4.0
+    # Gaussian radius of a centre, as a fraction of the box's width/height.
+    cfg.MODEL.CENTERNET.GAUSSIAN_SIGMA = 0.1
+    # Heatmap loss weight.
     cfg.MODEL.CENTERNET.HM_WEIGHT = 1.0
+    # GIoU box regression loss weight.
     cfg.MODEL.CENTERNET.REG_WEIGHT = 2.0
-    # Proposals kept per image before/after NMS, training and test.
+    # Proposals kept per image before NMS (per level) and after NMS, training.
     cfg.MODEL.CENTERNET.PRE_NMS_TOPK_TRAIN = 4000
     cfg.MODEL.CENTERNET.POST_NMS_TOPK_TRAIN = 2000
+    # Proposals kept per image before NMS (per level) and after NMS, test.
     cfg.MODEL.CENTERNET.PRE_NMS_TOPK_TEST = 1000
     cfg.MODEL.CENTERNET.POST_NMS_TOPK_TEST = 256
     # NMS IoU threshold on proposals.
     cfg.MODEL.CENTERNET.NMS_THRESH = 0.9
     # Minimum heatmap score for a proposal.
     cfg.MODEL.CENTERNET.SCORE_THRESH = 0.0001
+    # Final score = sqrt(proposal score * RoI class score) (CenterNet2's probabilistic two-stage).
+    cfg.MODEL.CENTERNET.MULT_PROPOSAL_SCORE = True
 
 
 def _add_self_training_config(cfg):

@@ -1,0 +1,27 @@
+"""Shared fixtures: small synthetic datasets made once per test session."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from zip_d2.data.synthetic import SceneParams, make_synthetic_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """A small non-square synthetic dataset: {"root", "train", "val"} paths."""
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    paths = make_synthetic_dataset(root, num_train=24, num_val=8, seed=0,
+                                   params=SceneParams(width=96, height=80, min_radius=8,
+                                                      max_radius=16))
+    return {"root": root, **paths}
+
+
+def run_tool(script, *args, timeout=600, env=None):
+    """Run ``tools/<script>`` with this interpreter from the repo root; return CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)

@@ -1,0 +1,141 @@
+"""Bad datasets stop training before any work, with one line naming the problem."""
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from zip_d2.data.register import register_coco_json
+from zip_d2.data.validate import DatasetError, validate_coco
+from zip_d2.engine.setup import SetupError, preflight, setup_cfg
+
+from conftest import run_tool
+
+CONFIG = "configs/synthetic/mask_rcnn_R18_synthetic.yaml"
+
+
+@pytest.fixture
+def dataset_copy(synthetic_dataset, tmp_path):
+    """A private, editable copy of the synthetic val split: (json_path, image_root, data)."""
+    root = tmp_path / "val"
+    shutil.copytree(os.path.join(synthetic_dataset["root"], "val"), root)
+    data = json.load(open(synthetic_dataset["val"]))
+    return str(tmp_path / "val.json"), str(root), data
+
+
+def check(name, json_path, image_root, data=None):
+    if data is not None:
+        json.dump(data, open(json_path, "w"))
+    cfg = setup_cfg(CONFIG, ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()"],
+                    [[name, json_path, image_root]])
+    preflight(cfg)
+
+
+def expect_one_line(excinfo, *fragments):
+    msg = str(excinfo.value)
+    assert "\n" not in msg
+    for frag in fragments:
+        assert frag in msg, msg
+
+
+def test_valid_dataset_passes(dataset_copy):
+    check("ok_set", *dataset_copy)
+
+
+def test_missing_json_file(dataset_copy):
+    _, root, _ = dataset_copy
+    with pytest.raises(DatasetError) as e:
+        check("no_json", "/nonexistent/x.json", root)
+    expect_one_line(e, "JSON file not found", "/nonexistent/x.json")
+
+
+def test_missing_image_root(dataset_copy):
+    path, _, data = dataset_copy
+    with pytest.raises(DatasetError) as e:
+        check("no_root", path, "/nonexistent/images", data)
+    expect_one_line(e, "image root not found")
+
+
+def test_json_missing_required_field(dataset_copy):
+    path, root, data = dataset_copy
+    del data["images"][2]["height"]
+    with pytest.raises(DatasetError) as e:
+        check("no_height", path, root, data)
+    expect_one_line(e, "images[2]", "height")
+
+
+def test_annotation_with_unknown_category(dataset_copy):
+    path, root, data = dataset_copy
+    data["annotations"][0]["category_id"] = 99
+    with pytest.raises(DatasetError) as e:
+        check("bad_cat", path, root, data)
+    expect_one_line(e, "category_id 99 is not in 'categories'")
+
+
+def test_image_size_differs_from_json(dataset_copy):
+    path, root, data = dataset_copy
+    img = data["images"][1]
+    cv2.imwrite(os.path.join(root, img["file_name"]), np.zeros((50, 70, 3), np.uint8))
+    with pytest.raises(DatasetError) as e:
+        check("bad_size", path, root, data)
+    expect_one_line(e, "is 70x50 (WxH)", f"says {img['width']}x{img['height']}")
+
+
+def test_empty_dataset(dataset_copy):
+    path, root, data = dataset_copy
+    data["images"], data["annotations"] = [], []
+    with pytest.raises(DatasetError) as e:
+        check("empty", path, root, data)
+    expect_one_line(e, "empty")
+
+
+def test_training_set_without_annotations(dataset_copy):
+    path, root, data = dataset_copy
+    data["annotations"] = []
+    with pytest.raises(DatasetError) as e:
+        check("no_anns", path, root, data)
+    expect_one_line(e, "no annotations to train on")
+
+
+def test_duplicate_ids_and_rle_area_are_reported(dataset_copy):
+    _, root, data = dataset_copy
+    data["annotations"][1]["id"] = data["annotations"][0]["id"]
+    data["annotations"][2]["area"] += 50
+    problems = validate_coco(data, root, check_segmentations=True)
+    assert any("duplicate id" in p for p in problems)
+    assert any("RLE decodes to area" in p for p in problems)
+
+
+def test_unregistered_name_and_name_reuse_are_errors(dataset_copy):
+    path, root, data = dataset_copy
+    cfg = setup_cfg(CONFIG, ["DATASETS.TRAIN", "('never_registered',)"])
+    with pytest.raises(DatasetError, match="not registered: pass --register-dataset"):
+        preflight(cfg)
+    json.dump(data, open(path, "w"))
+    register_coco_json("reused_name", path, root)
+    register_coco_json("reused_name", path, root)  # same files: fine
+    with pytest.raises(DatasetError, match="already registered"):
+        register_coco_json("reused_name", path, "/elsewhere")
+
+
+def test_bad_config_key_and_missing_config_file():
+    with pytest.raises(SetupError, match="command-line overrides: Non-existent key: MODEL.NOT_A_KEY"):
+        setup_cfg(CONFIG, ["MODEL.NOT_A_KEY", "1"])
+    with pytest.raises(SetupError, match="config file not found"):
+        setup_cfg("configs/nope.yaml")
+
+
+def test_train_net_reports_a_bad_dataset_in_one_line_without_traceback(dataset_copy):
+    path, root, data = dataset_copy
+    data["annotations"][0]["category_id"] = 42
+    json.dump(data, open(path, "w"))
+    res = run_tool("train_net.py", "--config-file", CONFIG,
+                   "--register-dataset", "cli_bad", path, root,
+                   "DATASETS.TRAIN", "('cli_bad',)", "DATASETS.TEST", "()", timeout=120)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("train_net: error: dataset 'cli_bad'")
+    assert "category_id 42" in lines[-1]

@@ -1,0 +1,1 @@
+"""Datasets: synthetic scenes with exact ground truth, COCO JSON validation and registration."""

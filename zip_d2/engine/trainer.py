@@ -1,0 +1,33 @@
+"""The trainer behind tools/train_net.py."""
+import os
+
+from detectron2.engine import DefaultTrainer
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+
+from ..evaluation import ClassAgnosticCOCOEvaluator
+from .setup import config_dict
+from .wandb_writer import WandbWriter
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer plus COCO evaluation (class-aware, and class-agnostic on request) and
+    an optional W&B writer beside Detectron2's metrics.json and TensorBoard writers."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        evaluators = [COCOEvaluator(dataset_name, output_dir=output_folder)]
+        if cfg.ZIP.EVAL.CLASS_AGNOSTIC:
+            evaluators.append(ClassAgnosticCOCOEvaluator(dataset_name))
+        return DatasetEvaluators(evaluators)
+
+    def build_writers(self):
+        writers = super().build_writers()
+        wandb_cfg = self.cfg.ZIP.WANDB
+        if wandb_cfg.ENABLED:
+            writers.append(WandbWriter(
+                project=wandb_cfg.PROJECT, entity=wandb_cfg.ENTITY, name=wandb_cfg.NAME,
+                mode=wandb_cfg.MODE, output_dir=self.cfg.OUTPUT_DIR,
+                config=config_dict(self.cfg),
+            ))
+        return writers
