@@ -23,6 +23,7 @@ setup(
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
         "scipy>=1.10",
+        "scikit-image>=0.21",
         "Pillow>=9.0",
         "wandb>=0.16",
         "tqdm>=4.60",

@@ -1,0 +1,144 @@
+"""End to end with the tiny random-weight preset on a synthetic image: the labeler interface
+the pseudo-label job builds on."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zip_d2.config import get_cfg
+from zip_d2.pseudo import build_labeler
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pseudo"
+
+VOCAB = ["person", "car", "dog", "cat"]
+
+
+def _cfg(**overrides):
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIGS / "tiny_random.yaml"))
+    for k, v in overrides.items():
+        node = cfg.PSEUDO
+        *path, last = k.split(".")
+        for p in path:
+            node = getattr(node, p)
+        setattr(node, last, v)
+    return cfg
+
+
+def _image():
+    img = np.zeros((128, 160, 3), np.uint8)
+    img[:] = (40, 120, 40)
+    img[20:90, 10:70] = (200, 30, 30)
+    img[30:110, 70:140] = (30, 30, 200)
+    return img
+
+
+@pytest.fixture(scope="module")
+def labelers():
+    return {m: build_labeler(_cfg(METHOD=m)) for m in ("zip", "zip-no-sam", "sam-clip")}
+
+
+def _check_detections(dets, image, names):
+    H, W = image.shape[:2]
+    assert len(dets) > 0
+    for d in dets:
+        assert set(d) == {"category", "score", "mask", "box"}
+        assert d["category"] in names
+        assert 0.0 <= d["score"] <= 1.0 and isinstance(d["score"], float)
+        assert d["mask"].shape == (H, W) and d["mask"].dtype == bool and d["mask"].any()
+        x0, y0, x1, y1 = d["box"]
+        assert d["box"].shape == (4,) and 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H
+        ys, xs = np.nonzero(d["mask"])
+        assert x0 <= xs.min() and xs.max() < x1 and y0 <= ys.min() and ys.max() < y1
+
+
+@pytest.mark.parametrize("method", ["zip", "zip-no-sam", "sam-clip"])
+def test_tiny_preset_runs_end_to_end_with_valid_detections(labelers, method):
+    lab = labelers[method]
+    assert lab.categories == [{"id": i + 1, "name": n} for i, n in enumerate(VOCAB)]
+    _check_detections(lab(_image()), _image(), VOCAB)
+
+
+def test_tiny_zip_runs_one_image_in_well_under_five_seconds_on_cpu(labelers):
+    start = time.perf_counter()
+    labelers["zip"](_image())
+    assert time.perf_counter() - start < 5.0
+
+
+def test_same_seed_gives_the_same_output():
+    a = build_labeler(_cfg())(_image())
+    b = build_labeler(_cfg())(_image())
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        assert x["category"] == y["category"] and x["score"] == y["score"]
+        assert np.array_equal(x["mask"], y["mask"]) and np.array_equal(x["box"], y["box"])
+
+
+def test_class_agnostic_mode_outputs_one_category():
+    lab = build_labeler(_cfg(CLASS_AGNOSTIC=True, METHOD="zip-no-sam"))
+    assert lab.categories == [{"id": 1, "name": "object"}]
+    _check_detections(lab(_image()), _image(), ["object"])
+
+
+def test_classes_given_per_image_restrict_the_categories(labelers):
+    dets = labelers["zip-no-sam"](_image(), classes=["dog"])
+    _check_detections(dets, _image(), ["dog"])
+    assert labelers["zip"](_image(), classes=[]) == []
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        labelers["zip"](_image(), classes=["unicorn"])
+
+
+def test_without_classification_the_caller_must_give_classes():
+    lab = build_labeler(_cfg(**{"CLIP.CLASSIFY": False, "METHOD": "zip-no-sam"}))
+    with pytest.raises(ValueError, match="pass the image's classes"):
+        lab(_image())
+    assert all(d["category"] == "cat" for d in lab(_image(), classes=["cat"]))
+
+
+def test_bad_images_are_rejected_with_a_clear_error(labelers):
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        labelers["zip"](_image().astype(np.float32))
+
+
+@pytest.mark.parametrize("method", ["zip", "zip-no-sam", "sam-clip"])
+def test_describe_records_models_thresholds_and_random_weights(labelers, method):
+    info = json.loads(json.dumps(labelers[method].describe()))
+    assert info["method"] == method and info["random_weights"] is True
+    assert info["device"] == "cpu" and info["precision"] == "fp32" and info["vocabulary"] == ",".join(VOCAB)
+    assert info["clip"]["model"] == "zip-tiny-vit" and info["clip"]["weights"] == "random"
+    assert info["score"]["nms_iou"] == 0.5
+    if method != "sam-clip":
+        assert info["boundary"]["num_clusters"] == 8
+        assert info["discovery"] == {"top_clusters": 8, "min_inside_ratio": 0.3, "max_box_to_area": 3.0,
+                                     "min_instance_cells": 4}
+    if method != "zip-no-sam":
+        assert info["sam"]["model_type"] == "tiny"
+
+
+def test_semantic_initialisation_option_runs_end_to_end():
+    lab = build_labeler(_cfg(**{"BOUNDARY.INIT": "semantic", "METHOD": "zip-no-sam"}))
+    _check_detections(lab(_image()), _image(), VOCAB)
+    assert lab.describe()["boundary"]["init"] == "semantic"
+
+
+def test_point_prompts_and_mask_activation_score_run_end_to_end():
+    lab = build_labeler(_cfg(**{"SAM.POINT_PROMPT": True, "SCORE.CLIP_SCORE": "mask_activation"}))
+    _check_detections(lab(_image()), _image(), VOCAB)
+
+
+def test_zip_no_sam_masks_are_the_discovered_grid_instances_upsampled():
+    from zip_d2.pseudo.pipeline import _upsample_nearest
+
+    grid = np.zeros((1, 4, 5), bool)
+    grid[0, 1:3, 2:4] = True
+    up = _upsample_nearest(grid, (8, 10))
+    expected = np.zeros((8, 10), bool)
+    expected[2:6, 4:8] = True
+    np.testing.assert_array_equal(up[0], expected)
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match="PSEUDO.METHOD"):
+        build_labeler(_cfg(METHOD="zipp"))

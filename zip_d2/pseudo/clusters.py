@@ -1,0 +1,118 @@
+"""Boundary prior: k-means over a CLIP ResNet's layer3 ("conv4_x") features.
+
+The clusters of this mid-layer follow object parts and, importantly, the boundaries between
+touching objects; ``instances.py`` turns them into instances.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["short_side_size", "layer3_features", "uniform_init", "semantic_init", "kmeans"]
+
+
+def short_side_size(image_hw: Tuple[int, int], short_side: int, multiple: int = 16) -> Tuple[int, int]:
+    """(h, w) with the short side = ``short_side``, aspect kept, both rounded to ``multiple``."""
+    H, W = image_hw
+    s = short_side / min(H, W)
+    return (max(multiple, int(round(H * s / multiple)) * multiple),
+            max(multiple, int(round(W * s / multiple)) * multiple))
+
+
+def layer3_features(visual, images: torch.Tensor) -> torch.Tensor:
+    """open_clip ``ModifiedResNet`` trunk up to layer3 (layer4 and attention pool unused).
+
+    images: (B, 3, H, W) normalised. Returns (B, 16 * width, H/16, W/16) (2048 channels for
+    RN50x64).
+    """
+    x = visual.stem(images.to(visual.conv1.weight.dtype))
+    x = visual.layer1(x)
+    x = visual.layer2(x)
+    return visual.layer3(x)
+
+
+def uniform_init(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The authors' deterministic seeding: K pixels evenly spaced in raster order, from the
+    first to the last (rounded; duplicates, possible only when N < K, collapse). (K, D)."""
+    n = x.shape[0]
+    idx = torch.linspace(0, n - 1, k, device=x.device).round().long().unique()
+    return x[idx].clone()
+
+
+def semantic_init(x: torch.Tensor, activation: torch.Tensor, grid_hw: Tuple[int, int],
+                  min_k: int = 8, max_k: int = 40, background_seeds: int = 8,
+                  ratio: float = 0.7) -> torch.Tensor:
+    """Semantic-aware seeding with automatic K (our reading of the paper's option; its
+    equations are not available to the project).
+
+    Every local maximum (3x3) of the strongest class activation that lies inside the semantic
+    region seeds one centroid, so K grows with the number of activated object parts; another
+    ``background_seeds`` come from raster-uniform cells outside the region. K is clamped to
+    [min_k, max_k], peaks taken strongest first; missing seeds are filled raster-uniformly.
+
+    x: (N, D) features of the h*w grid cells in raster order.
+    activation: (C, h, w) class activations in [0, 1] on the same grid.
+    Returns (K, D) initial centroids.
+    """
+    h, w = grid_hw
+    act = activation.float().amax(dim=0) if activation.numel() else torch.zeros(h, w, device=x.device)
+    region = act > ratio * act.mean()
+    peaks = (act == F.max_pool2d(act[None, None], 3, 1, 1)[0, 0]) & region
+    peak_idx = torch.nonzero(peaks.flatten()).flatten()
+    peak_idx = peak_idx[torch.argsort(-act.flatten()[peak_idx], stable=True)][: max_k - background_seeds]
+    outside = torch.nonzero(~region.flatten()).flatten()
+    if outside.numel():
+        step = max(1, outside.numel() // background_seeds)
+        bg_idx = outside[::step][:background_seeds]
+    else:
+        bg_idx = outside
+    idx = torch.cat([peak_idx, bg_idx])
+    k = int(min(max(idx.numel(), min_k), max_k))
+    if idx.numel() < k:
+        fill = torch.arange(k, device=x.device) * (x.shape[0] // k)
+        fill = fill[~torch.isin(fill, idx)]
+        idx = torch.cat([idx, fill[: k - idx.numel()]])
+    return x[idx[:k]].clone()
+
+
+@torch.no_grad()
+def kmeans(x: torch.Tensor, k: int = 20, max_iters: int = 100,
+           init: Optional[torch.Tensor] = None, rtol: float = 1e-5) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means, Euclidean, fully batched on ``x``'s device.
+
+    x: (N, D) features. On CUDA, float16/bfloat16 features stay in that dtype for the two
+        matrix products per iteration (accumulated in float32 by the GPU), which halves the
+        memory traffic that bounds this step; everything else runs in float32.
+    init: (K, D) initial centroids; None = :func:`uniform_init` with ``k``.
+    Stops when no centroid moves by more than ``rtol`` relative (``torch.allclose``, as the
+    authors' code) or after ``max_iters``; an empty cluster keeps its centroid.
+    Returns labels (N,) int64 of the last assignment and centroids (K, D) float32.
+    """
+    half = x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+    dtype = x.dtype if half else torch.float32
+    x = x.to(dtype)
+    c = (uniform_init(x, k) if init is None else init).float().clone()
+    k = c.shape[0]
+    x_sq = x.float().pow(2).sum(dim=1, keepdim=True)
+    labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    for _ in range(max_iters):
+        # ||x - c||^2 as one matrix product; ||x||^2 is constant per row but kept so the
+        # distances are true ones (argmin ties resolve as in a direct computation).
+        d = (x_sq + c.pow(2).sum(dim=1)[None]) - 2.0 * (x @ c.to(dtype).T).float()
+        labels = d.argmin(dim=1)
+        # Means as one product with the count-normalised one-hot matrix: no loop over clusters,
+        # no float atomics (index_add_ on CUDA sums in a run-dependent order), and no large
+        # partial sums that could overflow in float16. Dividing by the weights' own sum undoes
+        # the rounding of 1/count in half precision (every member carries the same weight).
+        onehot = F.one_hot(labels, k).float()
+        counts = onehot.sum(dim=0)
+        w = (onehot / counts.clamp_min(1)).to(dtype)
+        means = (w.T @ x).float() / w.float().sum(dim=0).clamp_min(1e-30)[:, None]
+        new_c = torch.where(counts[:, None] > 0, means, c)
+        settled = torch.allclose(new_c, c, rtol=rtol)
+        c = new_c
+        if settled:
+            break
+    return labels, c

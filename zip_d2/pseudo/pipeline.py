@@ -1,0 +1,382 @@
+"""The labelers: Zip, and the baselines it is compared with, behind one interface.
+
+A labeler takes an (H, W, 3) uint8 RGB image (and optionally the classes known to be in it) and
+returns a list of detections ``{"category", "score", "mask", "box"}``; it knows its
+``categories`` and can ``describe()`` itself for the output's ``info`` block. Writing files is
+the job's business, not the labeler's.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zip_d2.text import encode_text_ensemble, load_vocabulary
+
+from . import clues, clusters, instances, masks
+from .models import create_clip, create_sam
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ZipLabeler", "SamClipLabeler", "build_labeler", "METHODS"]
+
+_PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _resolve_device(spec: str) -> torch.device:
+    if not spec:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def _upsample_nearest(grid_masks: np.ndarray, image_hw) -> np.ndarray:
+    """(N, h, w) bool grid masks -> (N, H, W) bool, nearest neighbour (cell = floor(pixel * h / H))."""
+    H, W = image_hw
+    h, w = grid_masks.shape[1:]
+    rows = np.minimum((np.arange(H) * h) // H, h - 1)
+    cols = np.minimum((np.arange(W) * w) // W, w - 1)
+    return grid_masks[:, rows[:, None], cols[None, :]]
+
+
+class _ClipLabelerBase:
+    """What every labeler shares: vocabulary, the semantic CLIP, its text embeddings, scoring."""
+
+    method = ""
+
+    def __init__(self, cfg):
+        p = cfg.PSEUDO
+        self.cfg = cfg.clone()
+        self.device = _resolve_device(p.DEVICE)
+        if p.PRECISION not in _PRECISIONS:
+            raise ValueError(f"PSEUDO.PRECISION must be one of {list(_PRECISIONS)}, got {p.PRECISION!r}.")
+        self.precision = p.PRECISION if self.device.type == "cuda" else "fp32"
+        self.autocast_dtype = _PRECISIONS[self.precision]
+        if self.device.type == "cuda":
+            # "Same seed, same output" on GPU: no autotuned, run-dependent convolution kernels.
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        self.class_agnostic = bool(p.CLASS_AGNOSTIC)
+        self.vocabulary = load_vocabulary(p.VOCABULARY)
+        self.class_names = [c["name"] for c in self.vocabulary]
+        self._name_to_index = {n: i for i, n in enumerate(self.class_names)}
+        self.categories = [{"id": 1, "name": "object"}] if self.class_agnostic else list(self.vocabulary)
+        # Random-weight models are drawn from this seed, so a preset is reproducible.
+        torch.manual_seed(p.SEED)
+        self.clip = create_clip(p.CLIP.MODEL, p.CLIP.PRETRAINED, self.device,
+                                random_weights=p.RANDOM_WEIGHTS, cache_dir=p.CACHE_DIR)
+        with torch.no_grad():
+            self.text_embeddings = encode_text_ensemble(
+                self.clip.model, self.clip.tokenizer, self.class_names, p.CLIP.TEMPLATES, self.device)
+            # The "redundant feature" every prompt shares, removed from the dense similarity.
+            self.empty_embedding = encode_text_ensemble(
+                self.clip.model, self.clip.tokenizer, [""], p.CLIP.TEMPLATES, self.device)[0]
+        self.logit_scale = float(self.clip.model.logit_scale.exp().item())
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @staticmethod
+    def _check_image(image: np.ndarray) -> None:
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+                and image.dtype == np.uint8):
+            raise ValueError("image must be an (H, W, 3) uint8 RGB numpy array, got "
+                             f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image))}.")
+
+    def _candidates(self, classes: Optional[Sequence[str]]) -> np.ndarray:
+        """Vocabulary indices the image is scored against. (K,) int64."""
+        if classes is None:
+            if not self.cfg.PSEUDO.CLIP.CLASSIFY:
+                raise ValueError("PSEUDO.CLIP.CLASSIFY is False: pass the image's classes to the labeler.")
+            return np.arange(len(self.class_names))
+        unknown = [c for c in classes if c not in self._name_to_index]
+        if unknown:
+            raise ValueError(f"Classes not in the vocabulary ({self.cfg.PSEUDO.VOCABULARY}): {unknown}.")
+        if not classes:
+            return np.zeros((0,), np.int64)
+        return np.array(sorted({self._name_to_index[c] for c in classes}), np.int64)
+
+    def _finish(self, image_hw, det_masks: np.ndarray, scores: np.ndarray,
+                class_idx: np.ndarray) -> List[dict]:
+        """Threshold, cross-class mask NMS, cap, and format detections."""
+        s = self.cfg.PSEUDO.SCORE
+        H, W = image_hw
+        ok = (scores >= s.MIN_SCORE) & det_masks.reshape(len(det_masks), -1).any(axis=1)
+        det_masks, scores, class_idx = det_masks[ok], scores[ok], class_idx[ok]
+        keep = masks.mask_nms(det_masks, scores, s.NMS_IOU, s.MAX_DETECTIONS)
+        boxes = masks.masks_to_boxes(det_masks[keep])
+        out = []
+        for j, i in enumerate(keep):
+            out.append({
+                "category": "object" if self.class_agnostic else self.class_names[int(class_idx[i])],
+                "score": float(np.clip(scores[i], 0.0, 1.0)),
+                "mask": det_masks[i].astype(bool),
+                "box": boxes[j].astype(np.float64).clip([0, 0, 0, 0], [W, H, W, H]),
+            })
+        return out
+
+    def _describe_common(self) -> dict:
+        p = self.cfg.PSEUDO
+        return {
+            "method": self.method,
+            "vocabulary": p.VOCABULARY,
+            "num_classes": len(self.class_names),
+            "class_agnostic": self.class_agnostic,
+            "device": str(self.device),
+            "precision": self.precision,
+            "seed": int(p.SEED),
+            "random_weights": bool(p.RANDOM_WEIGHTS),
+            "clip": {"model": self.clip.name, "pretrained": p.CLIP.PRETRAINED, "weights": self.clip.weights,
+                     "templates": p.CLIP.TEMPLATES, "input_size": int(p.CLIP.INPUT_SIZE)},
+            "score": {"clip_score": p.SCORE.CLIP_SCORE, "nms_iou": float(p.SCORE.NMS_IOU),
+                      "max_detections": int(p.SCORE.MAX_DETECTIONS), "min_score": float(p.SCORE.MIN_SCORE)},
+        }
+
+
+class ZipLabeler(_ClipLabelerBase):
+    """Zip: CLIP classification and surgery activation, RN50x64 layer3 clusters, fragment
+    discovery, then SAM refinement (``use_sam=True``, method "zip") or the discovered grid
+    masks themselves, upsampled to the image (method "zip-no-sam", where SAM's factor of the
+    score is 1, so score = sqrt(s_clip)).
+
+    Call: ``labeler(image, classes=None)`` with image (H, W, 3) uint8 RGB; returns a list of
+    ``{"category": str, "score": float in [0, 1], "mask": (H, W) bool,
+    "box": (4,) float64 XYXY image pixels, x1/y1 exclusive (so w = x1 - x0)}``, best first.
+    ``classes`` (vocabulary names) replaces image-level classification for this image.
+    """
+
+    def __init__(self, cfg, use_sam: bool = True):
+        self.method = "zip" if use_sam else "zip-no-sam"
+        super().__init__(cfg)
+        p = cfg.PSEUDO
+        if p.BOUNDARY.INIT not in ("uniform", "semantic"):
+            raise ValueError(f"PSEUDO.BOUNDARY.INIT must be 'uniform' or 'semantic', got {p.BOUNDARY.INIT!r}.")
+        if p.SCORE.CLIP_SCORE not in ("image_prob", "mask_activation"):
+            raise ValueError(f"PSEUDO.SCORE.CLIP_SCORE must be 'image_prob' or 'mask_activation'.")
+        if not hasattr(self.clip.model.visual, "transformer"):
+            raise ValueError(f"PSEUDO.CLIP.MODEL must be a ViT for CLIP Surgery, got {p.CLIP.MODEL}.")
+        patch = self.clip.model.visual.patch_size[0]
+        if p.CLIP.INPUT_SIZE % patch:
+            raise ValueError(f"PSEUDO.CLIP.INPUT_SIZE {p.CLIP.INPUT_SIZE} is not a multiple of the patch size {patch}.")
+        if not 0 < p.CLIP.SURGERY_DEPTH <= len(self.clip.model.visual.transformer.resblocks):
+            raise ValueError(f"PSEUDO.CLIP.SURGERY_DEPTH {p.CLIP.SURGERY_DEPTH} exceeds the ViT's blocks.")
+        self.boundary = create_clip(p.BOUNDARY.MODEL, p.BOUNDARY.PRETRAINED, self.device,
+                                    random_weights=p.RANDOM_WEIGHTS, cache_dir=p.CACHE_DIR)
+        if not hasattr(self.boundary.model.visual, "layer3"):
+            raise ValueError(f"PSEUDO.BOUNDARY.MODEL must be an open_clip ResNet, got {p.BOUNDARY.MODEL}.")
+        self.refiner = None
+        if use_sam:
+            sam = create_sam(p.SAM.MODEL_TYPE, p.SAM.CHECKPOINT, p.CACHE_DIR, self.device,
+                             random_weights=p.RANDOM_WEIGHTS)
+            self.sam_weights = sam.zip_weights
+            self.refiner = masks.SamRefiner(sam, multimask=p.SAM.MULTIMASK, batch_size=p.SAM.BATCH_SIZE,
+                                            autocast_dtype=self.autocast_dtype)
+
+    # -- stages --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def semantic_clues(self, image: np.ndarray, candidates: np.ndarray, classes_given: bool):
+        """Kept vocabulary indices (K,), their CLIP probabilities (K,), and activations
+        (K, g, g) float32 in [0, 1] on the ViT patch grid."""
+        c = self.cfg.PSEUDO.CLIP
+        size = int(c.INPUT_SIZE)
+        x = clues.image_to_tensor(image, (size, size), self.clip.mean, self.clip.std, self.device)
+        with self._autocast():
+            tokens = clues.surgery_tokens(self.clip.model.visual, x, c.SURGERY_DEPTH)
+        tokens = tokens.float()
+        global_emb = tokens[0, 0]
+        if c.CLASSIFY_SIZE and c.CLASSIFY_SIZE != size:
+            small = clues.image_to_tensor(image, (c.CLASSIFY_SIZE, c.CLASSIFY_SIZE), self.clip.mean,
+                                          self.clip.std, self.device)
+            with self._autocast():
+                global_emb = clues.surgery_tokens(self.clip.model.visual, small, c.SURGERY_DEPTH)[0, 0].float()
+        probs = clues.classify(global_emb, self.text_embeddings[candidates], self.logit_scale)
+        if classes_given:
+            local = np.arange(len(candidates))
+        else:
+            local = clues.select_classes(probs, c.TOPK, c.MIN_PROB)
+        kept = candidates[local]
+        ps = self.clip.model.visual.patch_size
+        grid = (size // ps[0], size // ps[1])
+        act = clues.dense_activation(tokens[:, 1:], self.text_embeddings[kept], self.empty_embedding,
+                                     grid, c.FEATURE_NORM_DIM)
+        return kept, probs[local].cpu().numpy(), act
+
+    @torch.no_grad()
+    def boundary_clusters(self, image: np.ndarray, activation: Optional[torch.Tensor] = None) -> np.ndarray:
+        """(h, w) int64 k-means cluster map of the layer3 features (stride 16)."""
+        b = self.cfg.PSEUDO.BOUNDARY
+        hw = clusters.short_side_size(image.shape[:2], b.SHORT_SIDE)
+        x = clues.image_to_tensor(image, hw, self.boundary.mean, self.boundary.std, self.device)
+        with self._autocast():
+            feats = clusters.layer3_features(self.boundary.model.visual, x)
+        h, w = feats.shape[-2:]
+        flat = feats[0].flatten(1).T  # half precision stays half for k-means on CUDA
+        init = None
+        if b.INIT == "semantic" and activation is not None and len(activation):
+            act = F.interpolate(activation[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
+            init = clusters.semantic_init(flat.float(), act, (h, w), b.MIN_CLUSTERS, b.MAX_CLUSTERS,
+                                          ratio=self.cfg.PSEUDO.CLIP.ACTIVATION_RATIO)
+        labels, _ = clusters.kmeans(flat, b.NUM_CLUSTERS, b.MAX_ITERS, init=init)
+        return labels.view(h, w).cpu().numpy()
+
+    def discover(self, cluster_map: np.ndarray, regions: np.ndarray) -> List[instances.Instances]:
+        """One :class:`Instances` per class region (K, h, w) bool, sharing one fragment labelling."""
+        d = self.cfg.PSEUDO.DISCOVERY
+        frags = instances.split_fragments(cluster_map)
+        return [instances.discover_instances(frags, r, d.TOP_CLUSTERS, d.MIN_INSIDE_RATIO,
+                                             d.MAX_BOX_TO_AREA, d.MIN_INSTANCE_CELLS) for r in regions]
+
+    # -- the whole image ----------------------------------------------------------------------
+    def __call__(self, image: np.ndarray, classes: Optional[List[str]] = None) -> List[dict]:
+        """Detections for one (H, W, 3) uint8 RGB image; see the module docstring."""
+        self._check_image(image)
+        H, W = image.shape[:2]
+        candidates = self._candidates(classes)
+        if len(candidates) == 0:
+            return []
+        kept, probs, act = self.semantic_clues(image, candidates, classes is not None)
+        if len(kept) == 0:
+            return []
+        cluster_map = self.boundary_clusters(image, act)
+        grid_hw = cluster_map.shape
+        act_img, regions = clues.semantic_regions(act, (H, W), grid_hw, self.cfg.PSEUDO.CLIP.ACTIVATION_RATIO)
+        found = self.discover(cluster_map, regions)
+        counts = np.array([len(f) for f in found], np.int64)
+        if counts.sum() == 0:
+            return []
+        class_of = np.repeat(np.arange(len(kept)), counts)
+        grid_masks = np.concatenate([f.masks() for f in found if len(f)])
+        boxes = instances.grid_boxes_to_image(np.concatenate([f.boxes for f in found]), grid_hw, (H, W))
+
+        if self.refiner is not None:
+            points = None
+            if self.cfg.PSEUDO.SAM.POINT_PROMPT:
+                points = self._peak_points(act_img, class_of, grid_masks, (H, W))
+            self.refiner.set_image(image)
+            det_masks, sam_score = self.refiner.refine(boxes, points)
+        else:
+            det_masks = _upsample_nearest(grid_masks, (H, W))
+            sam_score = np.ones(len(det_masks), np.float32)
+
+        if self.cfg.PSEUDO.SCORE.CLIP_SCORE == "image_prob":
+            clip_score = probs[class_of]
+        else:
+            per_class = act_img[class_of].reshape(len(class_of), -1)
+            flat_masks = det_masks.reshape(len(det_masks), -1)
+            clip_score = (per_class * flat_masks).sum(1) / np.maximum(flat_masks.sum(1), 1)
+        scores = masks.combine_scores(clip_score, sam_score)
+        return self._finish((H, W), det_masks, scores, kept[class_of])
+
+    @staticmethod
+    def _peak_points(act_img: np.ndarray, class_of: np.ndarray, grid_masks: np.ndarray, image_hw) -> np.ndarray:
+        """(N, 2) XY image pixels: each instance's most activated pixel inside its mask."""
+        H, W = image_hw
+        up = _upsample_nearest(grid_masks, image_hw)
+        scored = np.where(up, act_img[class_of], -1.0).reshape(len(up), -1)
+        idx = scored.argmax(axis=1)
+        return np.stack([idx % W, idx // W], axis=1).astype(np.float32) + 0.5
+
+    def describe(self) -> dict:
+        p = self.cfg.PSEUDO
+        out = self._describe_common()
+        out["clip"].update({
+            "surgery_depth": int(p.CLIP.SURGERY_DEPTH), "feature_norm_dim": int(p.CLIP.FEATURE_NORM_DIM),
+            "classify": bool(p.CLIP.CLASSIFY), "classify_size": int(p.CLIP.CLASSIFY_SIZE),
+            "topk": int(p.CLIP.TOPK), "min_prob": float(p.CLIP.MIN_PROB),
+            "activation_ratio": float(p.CLIP.ACTIVATION_RATIO)})
+        out["boundary"] = {"model": self.boundary.name, "pretrained": p.BOUNDARY.PRETRAINED,
+                           "weights": self.boundary.weights, "short_side": int(p.BOUNDARY.SHORT_SIDE),
+                           "num_clusters": int(p.BOUNDARY.NUM_CLUSTERS), "max_iters": int(p.BOUNDARY.MAX_ITERS),
+                           "init": p.BOUNDARY.INIT, "min_clusters": int(p.BOUNDARY.MIN_CLUSTERS),
+                           "max_clusters": int(p.BOUNDARY.MAX_CLUSTERS)}
+        out["discovery"] = {"top_clusters": int(p.DISCOVERY.TOP_CLUSTERS),
+                            "min_inside_ratio": float(p.DISCOVERY.MIN_INSIDE_RATIO),
+                            "max_box_to_area": float(p.DISCOVERY.MAX_BOX_TO_AREA),
+                            "min_instance_cells": int(p.DISCOVERY.MIN_INSTANCE_CELLS)}
+        if self.refiner is not None:
+            out["sam"] = {"model_type": p.SAM.MODEL_TYPE, "checkpoint": p.SAM.CHECKPOINT, "weights": self.sam_weights,
+                          "multimask": bool(p.SAM.MULTIMASK), "point_prompt": bool(p.SAM.POINT_PROMPT),
+                          "batch_size": int(p.SAM.BATCH_SIZE)}
+        return out
+
+
+class SamClipLabeler(_ClipLabelerBase):
+    """Baseline "sam-clip": SAM's automatic masks, each labelled by CLIP on its box crop."""
+
+    method = "sam-clip"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        from segment_anything import SamAutomaticMaskGenerator
+
+        p = cfg.PSEUDO
+        sam = create_sam(p.SAM.MODEL_TYPE, p.SAM.CHECKPOINT, p.CACHE_DIR, self.device,
+                         random_weights=p.RANDOM_WEIGHTS)
+        self.sam_weights = sam.zip_weights
+        self.generator = SamAutomaticMaskGenerator(
+            sam, points_per_side=p.SAM_CLIP.POINTS_PER_SIDE, points_per_batch=p.SAM.BATCH_SIZE,
+            pred_iou_thresh=p.SAM_CLIP.PRED_IOU_THRESH,
+            stability_score_thresh=p.SAM_CLIP.STABILITY_SCORE_THRESH, output_mode="binary_mask")
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, classes: Optional[List[str]] = None) -> List[dict]:
+        """Detections for one (H, W, 3) uint8 RGB image; see the module docstring."""
+        self._check_image(image)
+        H, W = image.shape[:2]
+        candidates = self._candidates(classes)
+        if len(candidates) == 0:
+            return []
+        with self._autocast():
+            proposals = self.generator.generate(image)
+        if not proposals:
+            return []
+        seg = np.stack([r["segmentation"] for r in proposals]).astype(bool)
+        sam_score = np.array([r["predicted_iou"] for r in proposals], np.float32)
+        size = self.clip.model.visual.image_size
+        crops = []
+        for r in proposals:  # one crop per proposal: the list comes from SAM's generator
+            x, y, w, h = [int(round(v)) for v in r["bbox"]]
+            crop = image[y:y + max(h, 1), x:x + max(w, 1)]
+            crops.append(clues.image_to_tensor(crop, tuple(size), self.clip.mean, self.clip.std, self.device))
+        crops = torch.cat(crops)
+        feats = []
+        for i in range(0, len(crops), 64):
+            with self._autocast():
+                feats.append(self.clip.model.encode_image(crops[i:i + 64]).float())
+        feats = F.normalize(torch.cat(feats), dim=-1)
+        probs = (self.logit_scale * feats @ self.text_embeddings[candidates].float().T).softmax(dim=-1)
+        best_p, best = probs.max(dim=1)
+        scores = masks.combine_scores(best_p.cpu().numpy(), sam_score)
+        return self._finish((H, W), seg, scores, candidates[best.cpu().numpy()])
+
+    def describe(self) -> dict:
+        p = self.cfg.PSEUDO
+        out = self._describe_common()
+        out["sam"] = {"model_type": p.SAM.MODEL_TYPE, "checkpoint": p.SAM.CHECKPOINT, "weights": self.sam_weights,
+                      "points_per_side": int(p.SAM_CLIP.POINTS_PER_SIDE),
+                      "pred_iou_thresh": float(p.SAM_CLIP.PRED_IOU_THRESH),
+                      "stability_score_thresh": float(p.SAM_CLIP.STABILITY_SCORE_THRESH)}
+        return out
+
+
+METHODS = {
+    "zip": lambda cfg: ZipLabeler(cfg, use_sam=True),
+    "zip-no-sam": lambda cfg: ZipLabeler(cfg, use_sam=False),
+    "sam-clip": SamClipLabeler,
+}
+
+
+def build_labeler(cfg):
+    """The labeler for ``cfg.PSEUDO.METHOD`` ("zip", "zip-no-sam" or "sam-clip").
+
+    Raises MissingWeightsError (before producing anything) when a model's weights are missing.
+    """
+    method = cfg.PSEUDO.METHOD
+    if method not in METHODS:
+        raise ValueError(f"PSEUDO.METHOD must be one of {list(METHODS)}, got {method!r}.")
+    return METHODS[method](cfg)
