@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Generate Zip pseudo-labels for a folder of images or a COCO image list, as one COCO JSON.
+
+One process (CPU or one GPU):
+    python tools/generate_pseudo_labels.py --images datasets/demo/images --out work/demo.json
+Every GPU of every node (shards on a filesystem all nodes see):
+    torchrun --nproc_per_node 8 tools/generate_pseudo_labels.py \
+        --coco-json $DETECTRON2_DATASETS/coco/annotations/instances_train2017.json \
+        --images $DETECTRON2_DATASETS/coco/train2017 --out work/train2017_zip.json
+
+Finished images are appended to OUT.json.shards/ as they finish; rerunning the same command
+after a crash or kill continues where it stopped. At the end the shards are merged into OUT.json
+and validated. Exit status: 0 done, 1 merged but validation found problems, 2 the job could
+not start (nothing was labeled) or could not merge (see the message).
+"""
+import argparse
+import logging
+import os
+import sys
+
+from zip_d2.labels.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
+
+# Found from this file, so the tool works from any directory.
+PAPER_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "configs", "pseudo", "zip_paper.yaml")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_argument_group("input (one of)")
+    src.add_argument("--images", metavar="DIR",
+                     help="image folder, searched recursively; with --coco-json, its image root "
+                          "(default there: the JSON's folder)")
+    src.add_argument("--coco-json", metavar="FILE",
+                     help="COCO JSON whose image list and image ids are used")
+    p.add_argument("--out", required=True, metavar="OUT.json", help="merged COCO JSON to write")
+    p.add_argument("--config", "--config-file", dest="config", default=PAPER_CONFIG,
+                   help="yacs config: the paper's models (default) or "
+                        "configs/pseudo/tiny_random.yaml (tiny random-weight models, for tests)")
+    p.add_argument("--vocabulary", help="coco, lvis, a file of class names, or 'a,b,c' "
+                                        "(sets PSEUDO.VOCABULARY)")
+    p.add_argument("--method", choices=["zip", "sam-clip", "zip-no-sam"],
+                   help="sets PSEUDO.METHOD")
+    p.add_argument("--class-agnostic", action="store_true", help="one category, 'object'")
+    job = p.add_argument_group("job")
+    job.add_argument("--batch-size", type=int, default=4, help="images per labeler call")
+    job.add_argument("--workers", type=int, default=4, help="decoding processes per rank")
+    job.add_argument("--prefetch", type=int, default=2, help="batches each worker decodes ahead")
+    job.add_argument("--max-side", type=int, default=4096,
+                     help="images with a longer side are labeled downscaled to it (labels are "
+                          "written at full size); 0 = never")
+    job.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                     help="skip images with more pixels")
+    job.add_argument("--min-side", type=int, default=DEFAULT_MIN_SIDE,
+                     help="skip images with a shorter side")
+    job.add_argument("--overwrite", action="store_true",
+                     help="discard existing shards of OUT instead of resuming")
+    job.add_argument("--retry-skipped", action="store_true",
+                     help="on resume, try again the images recorded as skipped")
+    job.add_argument("--max-consecutive-failures", type=int, default=50,
+                     help="stop when the labeler fails on this many images in a row")
+    job.add_argument("--no-progress", action="store_true", help="no progress bar")
+    job.add_argument("--no-validate", action="store_true", help="skip validation after merge")
+    p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                   help="config overrides as KEY VALUE pairs, applied last")
+    args = p.parse_args(argv)
+    if not args.images and not args.coco_json:
+        p.error("give --images DIR or --coco-json FILE")
+    if len(args.opts) % 2:
+        p.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
+    return args
+
+
+def setup_cfg(args):
+    from zip_d2.config import get_cfg
+
+    cfg = get_cfg()
+    if args.config:
+        cfg.merge_from_file(args.config)
+    if args.vocabulary:
+        cfg.PSEUDO.VOCABULARY = args.vocabulary
+    if args.method:
+        cfg.PSEUDO.METHOD = args.method
+    if args.class_agnostic:
+        cfg.PSEUDO.CLASS_AGNOSTIC = True
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from zip_d2.labels.images import InputError
+    from zip_d2.labels.shards import ShardError
+    from zip_d2.labels.job import JobError, JobOptions, run_job, summary_lines
+    from zip_d2.pseudo.models import MissingWeightsError
+
+    opts = JobOptions(out=args.out, images=args.images, coco_json=args.coco_json,
+                      batch_size=args.batch_size, workers=args.workers, prefetch=args.prefetch,
+                      max_side=args.max_side, max_pixels=args.max_pixels,
+                      min_side=args.min_side, overwrite=args.overwrite,
+                      retry_skipped=args.retry_skipped, progress=not args.no_progress,
+                      validate=not args.no_validate,
+                      max_consecutive_failures=args.max_consecutive_failures,
+                      command=list(sys.argv if argv is None else argv))
+    try:
+        cfg = setup_cfg(args)
+    except (OSError, ValueError, KeyError, AssertionError) as e:
+        # yacs reports a missing file, an unknown key or a bad value with these.
+        print(f"error: config: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = run_job(cfg, opts)
+    except (JobError, InputError, MissingWeightsError, ShardError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # Disk full or a vanished output folder mid-run: finished images are in the shards.
+        print(f"error: {type(e).__name__}: {e}; finished images are kept in "
+              f"{args.out}.shards, rerun to continue", file=sys.stderr)
+        return 2
+    for line in summary_lines(result):
+        print(line)
+    if result.merged:
+        print(f"wrote {result.merged}")
+        if result.problems:
+            print(f"validation found {len(result.problems)} problem(s):", file=sys.stderr)
+            for problem in result.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 1
+        print("validation: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Merge a pseudo-label job's shards into one COCO JSON, then validate it.
+
+The job does this itself at the end; use this tool when ranks ran on machines without a shared
+filesystem (copy every OUT.json.shards/rank*.jsonl into one folder first), or to inspect a job
+that is still running (--allow-partial).
+
+    python tools/merge_pseudo_labels.py --out work/demo.json [--shards work/demo.json.shards]
+
+Exit status: 0 merged and valid, 1 merged but validation found problems, 2 could not merge.
+"""
+import argparse
+import sys
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p.add_argument("--out", required=True, help="merged COCO JSON to write")
+    p.add_argument("--shards", help="shard folder (default: OUT.shards)")
+    p.add_argument("--image-root", help="image root for validation (default: the job's)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="merge even if some listed images are not finished yet")
+    p.add_argument("--no-validate", action="store_true")
+    args = p.parse_args(argv)
+
+    from zip_d2.data.validate import validate_coco
+    from zip_d2.labels import shards
+
+    shard_dir = args.shards or shards.shard_dir_for(args.out)
+    try:
+        merged = shards.merge_shards(shard_dir, allow_partial=args.allow_partial)
+        shards.write_json_atomic(merged, args.out)
+    except (shards.ShardError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    counts = merged["info"]["counts"]
+    print(f"wrote {args.out}: {counts['images_labeled']} images, {counts['images_skipped']} "
+          f"skipped, {counts['annotations']} annotations")
+    if args.no_validate:
+        return 0
+    root = args.image_root or merged["info"]["job"]["input"]["image_root"]
+    problems = validate_coco(merged, image_root=root, check_image_sizes=True,
+                             check_segmentations=True)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    print("validation: OK" if not problems else f"validation: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

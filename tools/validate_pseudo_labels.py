@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Validate a COCO instances JSON (pseudo-labels or any other) with zip_d2's validator.
+
+Checks unique ids, required fields, categories, that every image file exists and has the
+stated (EXIF-oriented) size, that boxes lie inside their images and that every RLE decodes to
+its stated area.
+
+    python tools/validate_pseudo_labels.py work/demo.json --image-root datasets/demo/images
+
+Exit status: 0 valid, 1 problems found (one per line), 2 unreadable.
+"""
+import argparse
+import sys
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p.add_argument("json", help="COCO JSON file")
+    p.add_argument("--image-root",
+                   help="folder the file_names are relative to (default: for pseudo-labels, the "
+                        "job's image root from the info block; else files are not checked)")
+    p.add_argument("--no-image-sizes", action="store_true",
+                   help="do not open image headers to compare sizes")
+    p.add_argument("--max-problems", type=int, default=20)
+    args = p.parse_args(argv)
+
+    from zip_d2.data.validate import DatasetError, load_json, validate_coco
+
+    try:
+        data = load_json(args.json)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    root = args.image_root
+    if root is None and isinstance(data, dict):
+        root = (data.get("info") or {}).get("job", {}).get("input", {}).get("image_root")
+    problems = validate_coco(data, image_root=root, check_image_sizes=not args.no_image_sizes,
+                             check_segmentations=True, max_problems=args.max_problems)
+    for problem in problems:
+        print(f"{args.json}: {problem}")
+    if problems:
+        return 1
+    n_img, n_ann = len(data["images"]), len(data["annotations"])
+    print(f"{args.json}: OK ({n_img} images, {n_ann} annotations"
+          f"{', image files checked under ' + root if root else ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Draw pseudo-masks over N images and write an HTML page indexing them.
+
+    python tools/visualize_pseudo_labels.py work/demo.json --out-dir work/demo_vis --num 20
+    # then open work/demo_vis/index.html
+"""
+import argparse
+import sys
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p.add_argument("json", help="pseudo-label COCO JSON")
+    p.add_argument("--image-root", help="default: the job's image root from the info block")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--num", type=int, default=20, help="number of images to draw")
+    p.add_argument("--seed", type=int, help="draw a seeded random sample instead of the first N")
+    p.add_argument("--score-thresh", type=float, default=0.0, help="hide detections below this")
+    args = p.parse_args(argv)
+
+    from zip_d2.data.validate import DatasetError, load_json
+    from zip_d2.labels.visualize import write_overlays
+
+    try:
+        data = load_json(args.json)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    root = args.image_root or data.get("info", {}).get("job", {}).get("input", {}).get("image_root")
+    if not root:
+        print("error: give --image-root (the JSON does not record one)", file=sys.stderr)
+        return 2
+    index = write_overlays(data, root, args.out_dir, num=args.num, seed=args.seed,
+                           score_thresh=args.score_thresh)
+    print(f"wrote {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

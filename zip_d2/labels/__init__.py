@@ -1,0 +1,7 @@
+"""The pseudo-label generation job: image lists in, validated COCO JSON out.
+
+Stages, one module each: ``images`` (list and decode inputs, bad files become skip reasons),
+``coco_output`` (detections to strict COCO records), ``shards`` (per-rank append-only shard
+files, resume, merge), ``job`` (the run loop), ``evaluate`` and ``visualize`` (looking at the
+result).
+"""

@@ -1,0 +1,134 @@
+"""Labeler detections to strict COCO records.
+
+A detection is the labeler's ``{"category": str, "score": float, "mask": (h, w) bool,
+"box": (4,) XYXY}`` at the working size of the image. A COCO annotation here is written at the
+full decoded size (EXIF orientation applied), with a compressed-RLE segmentation whose counts are
+a string, its exact area, the tight XYWH box of that mask, ``iscrowd`` 0 and the score. Ids are
+not assigned here: they are given at merge time so that resumed and sharded runs agree.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib
+import math
+import platform
+from importlib import metadata
+from typing import Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_util
+
+import zip_d2
+
+# Packages whose versions decide the labels; recorded in the info block.
+_RECORDED_PACKAGES = ("zip_d2", "torch", "torchvision", "open_clip_torch", "segment-anything",
+                      "detectron2", "pycocotools", "numpy", "opencv-python-headless", "Pillow")
+
+
+def full_size_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(height, width) bool: a working-size mask scaled to the full image (bilinear, >= 0.5)."""
+    if mask.shape == (height, width):
+        return mask
+    up = cv2.resize(mask.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_LINEAR)
+    return up >= 128
+
+
+def encode_mask(mask: np.ndarray) -> Tuple[dict, int, List[float]]:
+    """RLE with string counts, area in pixels and tight XYWH box of an (H, W) bool mask."""
+    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
+    area = int(mask_util.area(rle))
+    bbox = [float(v) for v in mask_util.toBbox(rle)]
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])],
+            "counts": rle["counts"].decode("ascii")}, area, bbox
+
+
+def detections_to_annotations(detections: Sequence[dict], work_shape: Tuple[int, int],
+                              width: int, height: int,
+                              category_ids: Dict[str, int]) -> Tuple[List[dict], int]:
+    """COCO annotations (without ``id``/``image_id``) for one image's detections.
+
+    Args:
+        detections: the labeler's output for the working-size image.
+        work_shape: (h, w) of the image the labeler saw; masks must have this shape.
+        width, height: the full decoded image size the annotations are written at.
+        category_ids: category name -> COCO category id.
+
+    Returns:
+        (annotations in the labeler's order, number of detections dropped for an empty mask).
+
+    Raises ValueError when a detection breaks the labeler contract (unknown category, mask of
+    the wrong shape, score not a number in [0, 1]); the job records that image as skipped.
+    """
+    annotations, empty = [], 0
+    for det in detections:
+        name = det["category"]
+        if name not in category_ids:
+            raise ValueError(f"labeler returned category {name!r}, not in the vocabulary")
+        mask = np.asarray(det["mask"])
+        if mask.shape != tuple(work_shape):
+            raise ValueError(f"labeler returned a mask of shape {mask.shape} for a "
+                             f"{work_shape[1]}x{work_shape[0]} image")
+        score = float(det["score"])
+        if not (math.isfinite(score) and 0.0 <= score <= 1.0):
+            raise ValueError(f"labeler returned score {score}, outside [0, 1]")
+        segmentation, area, bbox = encode_mask(full_size_mask(mask.astype(bool), width, height))
+        if area == 0:
+            empty += 1
+            continue
+        annotations.append({"category_id": category_ids[name], "segmentation": segmentation,
+                            "area": area, "bbox": bbox, "iscrowd": 0, "score": score})
+    return annotations, empty
+
+
+# Distributions that may be installed under another name (detectron2 from a repackaged wheel
+# or a source build) still report a version through their module.
+_MODULES = {"detectron2": "detectron2", "open_clip_torch": "open_clip",
+            "segment-anything": "segment_anything"}
+
+
+def _module_version(dist_name: str) -> str:
+    module = _MODULES.get(dist_name)
+    if module is None:
+        return ""
+    try:
+        return str(getattr(importlib.import_module(module), "__version__", ""))
+    except ImportError:
+        return ""
+
+
+def package_versions() -> Dict[str, str]:
+    """Installed versions of the packages that decide the labels ("" when not installed)."""
+    versions = {"python": platform.python_version()}
+    for name in _RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = _module_version(name)
+    versions["zip_d2"] = versions["zip_d2"] or zip_d2.__version__
+    return versions
+
+
+def build_info(settings: dict, job: dict, counts: dict) -> dict:
+    """The COCO ``info`` block: COCO's usual fields plus everything needed to reproduce the labels.
+
+    settings: the job's label-deciding settings (labeler description, categories, decoding).
+    job: how it was run (input, command, world size). counts: images, skipped, annotations.
+    """
+    now = datetime.datetime.now(datetime.timezone.utc)
+    labeler = settings.get("labeler", {})
+    return {
+        "description": f"zip_d2 pseudo-labels ({labeler.get('method', '?')})",
+        "version": zip_d2.__version__,
+        "year": now.year,
+        "date_created": now.isoformat(timespec="seconds"),
+        "contributor": "zip_d2 tools/generate_pseudo_labels.py",
+        "method": labeler.get("method"),
+        "random_weights": bool(labeler.get("random_weights", False)),
+        "labeler": labeler,
+        "decoding": settings.get("decoding", {}),
+        "bbox_source": "tight box of the RLE mask at full image size",
+        "job": job,
+        "counts": counts,
+        "packages": package_versions(),
+    }

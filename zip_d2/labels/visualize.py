@@ -1,0 +1,105 @@
+"""Overlays of pseudo-masks (detectron2's Visualizer) and an HTML page indexing them."""
+from __future__ import annotations
+
+import html
+import os
+import random
+from collections import defaultdict
+from typing import List, Optional
+
+import numpy as np
+from pycocotools import mask as mask_util
+
+from .images import decode_image
+
+
+def choose_images(data: dict, num: int, seed: Optional[int] = None) -> List[dict]:
+    """``num`` image records: the first by id, or a seeded random sample when ``seed`` is set."""
+    images = sorted(data["images"], key=lambda im: im["id"])
+    if seed is not None:
+        images = random.Random(seed).sample(images, min(num, len(images)))
+    return images[:num]
+
+
+def draw_overlay(image: np.ndarray, annotations: List[dict], names: dict,
+                 score_thresh: float = 0.0) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: masks, boxes and "name score" labels drawn over ``image``."""
+    from detectron2.utils.visualizer import ColorMode, Visualizer
+
+    anns = sorted((a for a in annotations if a.get("score", 1.0) >= score_thresh),
+                  key=lambda a: -a.get("score", 1.0))
+    vis = Visualizer(image, metadata=None, scale=1.0, instance_mode=ColorMode.IMAGE)
+    if not anns:
+        return vis.output.get_image()
+    masks = [mask_util.decode({"size": a["segmentation"]["size"],
+                               "counts": a["segmentation"]["counts"].encode("ascii")})
+             .astype(bool) for a in anns]
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)])
+    labels = [f"{names.get(a['category_id'], a['category_id'])} {a.get('score', 1.0):.2f}"
+              for a in anns]
+    # Deterministic colours so two renderings of the same labels look the same.
+    rng = np.random.default_rng(0)
+    colors = [tuple(rng.uniform(0.2, 1.0, 3)) for _ in anns]
+    out = vis.overlay_instances(masks=masks, boxes=boxes, labels=labels, assigned_colors=colors,
+                                alpha=0.45)
+    return out.get_image()
+
+
+def write_overlays(data: dict, image_root: str, out_dir: str, num: int = 20,
+                   seed: Optional[int] = None, score_thresh: float = 0.0) -> str:
+    """Render ``num`` images' pseudo-masks into ``out_dir`` and write ``out_dir/index.html``.
+
+    Returns the path of index.html.
+    """
+    from PIL import Image
+
+    os.makedirs(out_dir, exist_ok=True)
+    by_image = defaultdict(list)
+    for ann in data["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    rows = []
+    for img in choose_images(data, num, seed):
+        # Full size and EXIF orientation, exactly as the labels were written.
+        pixels = decode_image(os.path.join(image_root, img["file_name"]), max_side=0,
+                              max_pixels=2**62, min_side=0).pixels
+        overlay = draw_overlay(pixels, by_image[img["id"]], names, score_thresh)
+        name = f"{img['id']:08d}.jpg"
+        Image.fromarray(overlay).save(os.path.join(out_dir, name), quality=90)
+        kept = [a for a in by_image[img["id"]] if a.get("score", 1.0) >= score_thresh]
+        cats = sorted({names.get(a["category_id"], str(a["category_id"])) for a in kept})
+        rows.append((name, img, len(kept), cats))
+    path = os.path.join(out_dir, "index.html")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(_index_html(data, rows, score_thresh))
+    return path
+
+
+def _index_html(data: dict, rows, score_thresh: float) -> str:
+    info = data.get("info", {})
+    warn = ""
+    if info.get("random_weights"):
+        warn = "<p class=warn>RANDOM WEIGHTS: these labels come from untrained models.</p>"
+    cards = "\n".join(
+        f"<figure><a href='{html.escape(name)}'><img src='{html.escape(name)}' loading=lazy></a>"
+        f"<figcaption>{html.escape(img['file_name'])} (id {img['id']}, {img['width']}x"
+        f"{img['height']})<br>{n} instances: {html.escape(', '.join(cats)) or '-'}"
+        f"</figcaption></figure>" for name, img, n, cats in rows)
+    skipped = data.get("skipped_images", [])
+    skipped_html = ""
+    if skipped:
+        items = "".join(f"<li>{html.escape(s['file_name'])}: {html.escape(s['reason'])}</li>"
+                        for s in skipped)
+        skipped_html = f"<h2>Skipped images ({len(skipped)})</h2><ul>{items}</ul>"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Pseudo-labels: {html.escape(str(info.get('method')))}</title>
+<style>body{{font-family:sans-serif;margin:1em}} figure{{display:inline-block;margin:.5em;
+width:320px;vertical-align:top}} img{{width:320px}} figcaption{{font-size:12px}}
+.warn{{color:#b00;font-weight:bold}}</style></head><body>
+<h1>Pseudo-labels ({html.escape(str(info.get('description', '')))})</h1>{warn}
+<p>{len(data['images'])} images, {len(data['annotations'])} annotations, {len(skipped)} skipped;
+showing {len(rows)}; score threshold {score_thresh}; created {html.escape(str(info.get('date_created')))}.</p>
+{cards}
+{skipped_html}
+</body></html>
+"""
