@@ -45,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--class-agnostic", action="store_true", help="one category, 'object'")
     job = p.add_argument_group("job")
     job.add_argument("--batch-size", type=int, default=4, help="images per labeler call")
-    job.add_argument("--workers", type=int, default=4, help="decoding processes per rank")
+    job.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                     help="decoding processes per rank")
     job.add_argument("--prefetch", type=int, default=2, help="batches each worker decodes ahead")
     job.add_argument("--max-side", type=int, default=4096,
                      help="images with a longer side are labeled downscaled to it (labels are "

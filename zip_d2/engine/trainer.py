@@ -1,9 +1,11 @@
 """The trainer behind tools/train_net.py."""
 import os
 
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
+from ..data.mapper import ScoredDatasetMapper
 from ..evaluation import ClassAgnosticCOCOEvaluator
 from .setup import config_dict
 from .wandb_writer import WandbWriter
@@ -12,6 +14,14 @@ from .wandb_writer import WandbWriter
 class Trainer(DefaultTrainer):
     """DefaultTrainer plus COCO evaluation (class-aware, and class-agnostic on request) and
     an optional W&B writer beside Detectron2's metrics.json and TensorBoard writers."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        # Keep each pseudo-label's "score" on the training Instances (gt_scores) for the
+        # score-weighted classification loss; otherwise identical to Detectron2's mapper.
+        if cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.SCORE_WEIGHTED_LOSS:
+            return build_detection_train_loader(cfg, mapper=ScoredDatasetMapper(cfg, True))
+        return super().build_train_loader(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

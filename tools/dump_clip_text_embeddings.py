@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Write the CLIP text embeddings of a vocabulary, with the metadata a detector checks.
+
+The file (torch format, ``zip_d2.text.TextEmbeddings``) holds the (C, D) L2-normalised matrix
+(prompt-ensemble mean, re-normalised), the class names in row order, the CLIP model, its weights
+and the prompts. Point ``MODEL.ROI_BOX_HEAD.OPEN_VOCAB.EMBEDDINGS`` (training) or
+``TEST_EMBEDDINGS`` (vocabulary swap) at it; a head configured for another CLIP model refuses it.
+
+    python tools/dump_clip_text_embeddings.py --vocabulary coco --out work/coco_vitb16.pth
+    python tools/dump_clip_text_embeddings.py --vocabulary "cat,dog" --templates single \
+        --clip-model ViT-B-16 --pretrained /path/to/ViT-B-16.pt --out work/pets.pth
+"""
+import argparse
+import sys
+
+from zip_d2.pseudo.models import MissingWeightsError
+from zip_d2.text import TEMPLATES, build_text_embeddings, load_vocabulary
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--vocabulary", required=True,
+        help='"coco", "lvis", a text file with one class name a line, or "a,b,c"',
+    )
+    parser.add_argument("--out", required=True, help="output file (.pth)")
+    parser.add_argument("--clip-model", default="ViT-B-16", help="open_clip architecture")
+    parser.add_argument(
+        "--pretrained", default="openai", help="open_clip pretrained tag or a local checkpoint file"
+    )
+    parser.add_argument(
+        "--templates", default="ensemble", choices=sorted(TEMPLATES),
+        help="prompt set: CLIP's 80 ImageNet templates + 5 scene templates, or one template",
+    )
+    parser.add_argument("--device", default="cpu", help='"cpu" or "cuda"')
+    parser.add_argument(
+        "--random-weights", action="store_true",
+        help="tests only: a randomly initialised CLIP (announced loudly, recorded in the file)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        names = [c["name"] for c in load_vocabulary(args.vocabulary)]
+        emb = build_text_embeddings(
+            names, args.clip_model, args.pretrained, templates=args.templates,
+            device=args.device, random_weights=args.random_weights,
+        )
+    except (ValueError, MissingWeightsError) as e:
+        print(f"dump_clip_text_embeddings: error: {e}", file=sys.stderr)
+        return 2
+    emb.save(args.out)
+    print(
+        f"dump_clip_text_embeddings: wrote {args.out}: {len(names)} classes x "
+        f"{emb.embeddings.shape[1]} dims, CLIP {emb.clip_model} ({emb.clip_pretrained}), "
+        f"templates {args.templates}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Which text embeddings an open-vocabulary head scores against, at training and at test time.
+
+Resolution order (keys under ``MODEL.ROI_BOX_HEAD.OPEN_VOCAB``):
+
+- training: ``EMBEDDINGS`` file > ``VOCABULARY`` spec > ``DATASETS.TRAIN[0]``'s ``thing_classes``;
+- test: ``TEST_EMBEDDINGS`` file > ``TEST_VOCABULARY`` spec > ``DATASETS.TEST[0]``'s
+  ``thing_classes`` > the training embeddings.
+
+Embeddings computed here go through ``zip_d2.text.build_text_embeddings`` (the project's one
+text-embedding implementation). Every set, loaded or computed, is checked against ``CLIP_MODEL``:
+a head trained in one CLIP text space cannot score in another.
+"""
+import logging
+from typing import List, Optional
+
+import torch
+
+from detectron2.data import MetadataCatalog
+
+from zip_d2.text import TextEmbeddings, build_text_embeddings, load_vocabulary
+
+__all__ = ["train_text_embeddings", "test_text_embeddings", "embeddings_for_names"]
+
+logger = logging.getLogger(__name__)
+
+
+def _dataset_classes(dataset_names) -> Optional[List[str]]:
+    if not dataset_names:
+        return None
+    meta = MetadataCatalog.get(dataset_names[0])
+    return list(meta.thing_classes) if hasattr(meta, "thing_classes") else None
+
+
+# Seed of the random-weight CLIP of test presets. Training, evaluation and tools/demo.py run in
+# different processes and must all get the same "text space", so its weights cannot depend on
+# the global RNG state.
+RANDOM_CLIP_SEED = 0
+
+
+def embeddings_for_names(cfg, class_names: List[str]) -> TextEmbeddings:
+    """Compute embeddings of ``class_names`` in-process with the configured CLIP and prompts.
+
+    With ``OPEN_VOCAB.RANDOM_WEIGHTS`` the CLIP is initialised from ``RANDOM_CLIP_SEED`` (the
+    global RNG is left untouched), so the same names give the same embeddings in every process.
+    """
+    ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
+    with torch.random.fork_rng(devices=[]):
+        if ov.RANDOM_WEIGHTS:
+            torch.manual_seed(RANDOM_CLIP_SEED)
+        return build_text_embeddings(
+            list(class_names),
+            ov.CLIP_MODEL,
+            ov.CLIP_PRETRAINED,
+            templates=ov.TEMPLATES,
+            device="cpu",
+            random_weights=ov.RANDOM_WEIGHTS,
+        )
+
+
+def _load_checked(cfg, path: str) -> TextEmbeddings:
+    ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
+    emb = TextEmbeddings.load(path)
+    emb.check_compatible(ov.CLIP_MODEL)
+    if emb.random_weights and not ov.RANDOM_WEIGHTS:
+        raise ValueError(
+            f"{path} was made with a random-weight CLIP (a test preset); recompute it with real "
+            "weights, or set MODEL.ROI_BOX_HEAD.OPEN_VOCAB.RANDOM_WEIGHTS True for a test run."
+        )
+    if emb.clip_pretrained != ov.CLIP_PRETRAINED and not emb.random_weights:
+        # A local checkpoint path and a tag can name the same weights, so this only warns.
+        logger.warning(
+            "%s comes from CLIP %s weights '%s', the config names '%s'; make sure they are the "
+            "same weights.", path, emb.clip_model, emb.clip_pretrained, ov.CLIP_PRETRAINED,
+        )
+    return emb
+
+
+def _from_spec(cfg, spec: str) -> TextEmbeddings:
+    return embeddings_for_names(cfg, [c["name"] for c in load_vocabulary(spec)])
+
+
+def train_text_embeddings(cfg) -> TextEmbeddings:
+    """The training vocabulary's embeddings; row i must be the training set's class i.
+
+    Raises ValueError if their number differs from ``MODEL.ROI_HEADS.NUM_CLASSES`` or from the
+    training dataset's classes: ground-truth class ids index these rows.
+    """
+    ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
+    dataset_classes = _dataset_classes(cfg.DATASETS.TRAIN)
+    if ov.EMBEDDINGS:
+        emb = _load_checked(cfg, ov.EMBEDDINGS)
+    elif ov.VOCABULARY:
+        emb = _from_spec(cfg, ov.VOCABULARY)
+    elif dataset_classes is not None:
+        emb = embeddings_for_names(cfg, dataset_classes)
+    else:
+        raise ValueError(
+            "Open-vocabulary head: no training vocabulary. Set MODEL.ROI_BOX_HEAD.OPEN_VOCAB."
+            "EMBEDDINGS or .VOCABULARY, or register DATASETS.TRAIN[0] with thing_classes."
+        )
+    num = len(emb.class_names)
+    if num != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        raise ValueError(
+            f"Training vocabulary has {num} classes but MODEL.ROI_HEADS.NUM_CLASSES is "
+            f"{cfg.MODEL.ROI_HEADS.NUM_CLASSES}; they must agree (class ids index the embeddings)."
+        )
+    if dataset_classes is not None:
+        if len(dataset_classes) != num:
+            raise ValueError(
+                f"Training vocabulary has {num} classes but dataset {cfg.DATASETS.TRAIN[0]} has "
+                f"{len(dataset_classes)}; row i of the embeddings must be the dataset's class i."
+            )
+        if list(dataset_classes) != list(emb.class_names):
+            logger.warning(
+                "Training vocabulary names %s differ from dataset %s classes %s; rows are used "
+                "in dataset order.", emb.class_names, cfg.DATASETS.TRAIN[0], dataset_classes,
+            )
+    return emb
+
+
+def test_text_embeddings(cfg, train_embeddings: TextEmbeddings) -> TextEmbeddings:
+    """The vocabulary scored at inference; may differ from training in size and names."""
+    ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
+    if ov.TEST_EMBEDDINGS:
+        return _load_checked(cfg, ov.TEST_EMBEDDINGS)
+    if ov.TEST_VOCABULARY:
+        return _from_spec(cfg, ov.TEST_VOCABULARY)
+    names = _dataset_classes(cfg.DATASETS.TEST)
+    if names is None or list(names) == list(train_embeddings.class_names):
+        return train_embeddings
+    return embeddings_for_names(cfg, names)
