@@ -139,10 +139,11 @@ def bench_image(args, device):
     state = {}
 
     def clues_stage():
-        state["kept"], state["probs"], state["act"] = lab.semantic_clues(image, cands[: len(classes)], True)
+        found = lab.semantic_clues([image], [cands[: len(classes)]], [True])
+        state["kept"], state["probs"], state["act"] = found[0]
 
     def cluster_stage():
-        state["cm"] = lab.boundary_clusters(image, state["act"])
+        state["cm"] = lab.boundary_clusters([image], [state["act"]])[0]
 
     def discovery_stage():
         _, regions = clues.semantic_regions(state["act"], image.shape[:2], state["cm"].shape,

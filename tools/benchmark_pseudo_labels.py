@@ -72,7 +72,7 @@ class StageTimer:
     STAGES = [("clip clues (ViT surgery)", "", "semantic_clues"),
               ("boundary trunk + k-means", "", "boundary_clusters"),
               ("fragment discovery", "", "discover"),
-              ("SAM image encoder", "refiner", "set_image"),
+              ("SAM image encoder", "refiner", "set_images"),
               ("SAM mask decoder", "refiner", "refine"),
               ("SAM automatic masks", "generator", "generate"),
               ("NMS + formatting", "", "_finish")]

@@ -1,7 +1,7 @@
 """SAM refinement of discovered instances, scoring, and cross-class mask NMS."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -11,7 +11,8 @@ __all__ = ["SamRefiner", "combine_scores", "mask_iou_matrix", "mask_nms", "masks
 
 
 class SamRefiner:
-    """Prompts SAM with many boxes (and optional points) through one image embedding.
+    """Prompts SAM with many boxes (and optional points) through one image embedding per image;
+    the image encoder runs once for a whole batch of images (:meth:`set_images`).
 
     sam: a segment-anything ``Sam`` (from ``create_sam``).
     multimask: ask for 3 masks per prompt and keep the one SAM scores highest.
@@ -27,6 +28,7 @@ class SamRefiner:
         self.multimask = multimask
         self.batch_size = batch_size
         self.autocast_dtype = autocast_dtype
+        self._embeddings = []  # (features, original size, resized size) per image of the last batch
 
     def _autocast(self):
         dev = self.predictor.device
@@ -36,16 +38,51 @@ class SamRefiner:
 
     def set_image(self, image: np.ndarray) -> None:
         """(H, W, 3) uint8 RGB; runs the image encoder once."""
+        self.set_images([image])
+
+    def set_images(self, images: Sequence[np.ndarray]) -> None:
+        """(H, W, 3) uint8 RGB images, sizes may differ; runs the image encoder once on all of
+        them as one (B, 3, S, S) batch (SAM pads every image to its square input S), then keeps
+        one embedding per image for :meth:`refine`'s ``index``."""
+        p = self.predictor
+        model = p.model
+        inputs, sizes = [], []
+        for image in images:
+            if model.image_format != "RGB":
+                image = image[..., ::-1]
+            # SamPredictor.set_image's own transform, so a batch of one is what it computes.
+            x = torch.as_tensor(p.transform.apply_image(image), device=p.device)
+            x = x.permute(2, 0, 1).contiguous()[None]
+            sizes.append((tuple(image.shape[:2]), tuple(x.shape[-2:])))
+            inputs.append(model.preprocess(x))
+        self._embeddings = []
+        if not inputs:
+            p.reset_image()
+            return
         with torch.no_grad(), self._autocast():
-            self.predictor.set_image(image, image_format="RGB")
+            features = model.image_encoder(torch.cat(inputs))
+        self._embeddings = [(features[i:i + 1], original, resized)
+                            for i, (original, resized) in enumerate(sizes)]
+        self._select(0)
+
+    def _select(self, index: int) -> None:
+        """Point the predictor's single-image state at image ``index`` of the last batch."""
+        if not 0 <= index < len(self._embeddings):
+            raise IndexError(f"no image {index} in the last set_images batch")
+        p = self.predictor
+        p.features, p.original_size, p.input_size = self._embeddings[index]
+        p.is_image_set = True
 
     @torch.no_grad()
-    def refine(self, boxes: np.ndarray, points: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Masks for box prompts on the image given to :meth:`set_image`.
+    def refine(self, boxes: np.ndarray, points: Optional[np.ndarray] = None,
+               index: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+        """Masks for box prompts on image ``index`` of the last :meth:`set_images` batch (the
+        image given to :meth:`set_image` by default).
 
         boxes: (N, 4) float XYXY image pixels; points: (N, 2) float XY positive points or None.
         Returns masks (N, H, W) bool and SAM's predicted IoU (N,) float32.
         """
+        self._select(index)
         p = self.predictor
         H, W = p.original_size
         n = len(boxes)

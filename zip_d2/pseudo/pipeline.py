@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from zip_d2.text import encode_text_ensemble, load_vocabulary
 
 from . import clues, clusters, instances, masks
-from .models import create_clip, create_sam
+from .models import ClipBundle, create_clip, create_sam
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,9 @@ class ZipLabeler(_ClipLabelerBase):
     masks themselves, upsampled to the image (method "zip-no-sam", where SAM's factor of the
     score is 1, so score = sqrt(s_clip)).
 
-    Call: ``labeler(image, classes=None)`` with image (H, W, 3) uint8 RGB; returns a list of
+    Call: ``labeler(image, classes=None)`` with image (H, W, 3) uint8 RGB, or
+    ``labeler.label_batch(images, classes=None)`` for a list (one detection list per image,
+    the same as single calls, with the models run on the batch); a call returns a list of
     ``{"category": str, "score": float in [0, 1], "mask": (H, W) bool,
     "box": (4,) float64 XYXY image pixels, x1/y1 exclusive (so w = x1 - x0)}``, best first.
     ``classes`` (vocabulary names) replaces image-level classification for this image.
@@ -177,45 +179,72 @@ class ZipLabeler(_ClipLabelerBase):
             self.refiner = masks.SamRefiner(sam, multimask=p.SAM.MULTIMASK, batch_size=p.SAM.BATCH_SIZE,
                                             autocast_dtype=self.autocast_dtype)
 
-    # -- stages --------------------------------------------------------------------------------
-    @torch.no_grad()
-    def semantic_clues(self, image: np.ndarray, candidates: np.ndarray, classes_given: bool):
-        """Kept vocabulary indices (K,), their CLIP probabilities (K,), and activations
-        (K, g, g) float32 in [0, 1] on the ViT patch grid."""
-        c = self.cfg.PSEUDO.CLIP
-        size = int(c.INPUT_SIZE)
-        x = clues.image_to_tensor(image, (size, size), self.clip.mean, self.clip.std, self.device)
-        with self._autocast():
-            tokens = clues.surgery_tokens(self.clip.model.visual, x, c.SURGERY_DEPTH)
-        tokens = tokens.float()
-        global_emb = tokens[0, 0]
-        if c.CLASSIFY_SIZE and c.CLASSIFY_SIZE != size:
-            small = clues.image_to_tensor(image, (c.CLASSIFY_SIZE, c.CLASSIFY_SIZE), self.clip.mean,
-                                          self.clip.std, self.device)
-            with self._autocast():
-                global_emb = clues.surgery_tokens(self.clip.model.visual, small, c.SURGERY_DEPTH)[0, 0].float()
-        probs = clues.classify(global_emb, self.text_embeddings[candidates], self.logit_scale)
-        if classes_given:
-            local = np.arange(len(candidates))
-        else:
-            local = clues.select_classes(probs, c.TOPK, c.MIN_PROB)
-        kept = candidates[local]
-        ps = self.clip.model.visual.patch_size
-        grid = (size // ps[0], size // ps[1])
-        act = clues.dense_activation(tokens[:, 1:], self.text_embeddings[kept], self.empty_embedding,
-                                     grid, c.FEATURE_NORM_DIM)
-        return kept, probs[local].cpu().numpy(), act
+    # -- stages (each runs on a batch of images; the heavy models see the batch at once) ---------
+    def _stack(self, images: Sequence[np.ndarray], size_hw, bundle: ClipBundle) -> torch.Tensor:
+        """(B, 3, h, w) float32: the images resized to one size and normalised for ``bundle``."""
+        return torch.cat([clues.image_to_tensor(im, size_hw, bundle.mean, bundle.std, self.device)
+                          for im in images])
 
     @torch.no_grad()
-    def boundary_clusters(self, image: np.ndarray, activation: Optional[torch.Tensor] = None) -> np.ndarray:
-        """(h, w) int64 k-means cluster map of the layer3 features (stride 16)."""
-        b = self.cfg.PSEUDO.BOUNDARY
-        hw = clusters.short_side_size(image.shape[:2], b.SHORT_SIDE)
-        x = clues.image_to_tensor(image, hw, self.boundary.mean, self.boundary.std, self.device)
+    def semantic_clues(self, images: Sequence[np.ndarray], candidates: Sequence[np.ndarray],
+                       classes_given: Sequence[bool]) -> List[tuple]:
+        """Per image: kept vocabulary indices (K,), their CLIP probabilities (K,), and
+        activations (K, g, g) float32 in [0, 1] on the ViT patch grid.
+
+        Every image is resized to the same square input, so the ViT runs once per batch (and
+        once more at CLASSIFY_SIZE); class selection and activation maps are per image because
+        each image has its own candidates.
+        """
+        c = self.cfg.PSEUDO.CLIP
+        size = int(c.INPUT_SIZE)
+        visual = self.clip.model.visual
         with self._autocast():
-            feats = clusters.layer3_features(self.boundary.model.visual, x)
+            tokens = clues.surgery_tokens(visual, self._stack(images, (size, size), self.clip), c.SURGERY_DEPTH)
+        tokens = tokens.float()
+        global_emb = tokens[:, 0]
+        if c.CLASSIFY_SIZE and c.CLASSIFY_SIZE != size:
+            small = self._stack(images, (c.CLASSIFY_SIZE, c.CLASSIFY_SIZE), self.clip)
+            with self._autocast():
+                global_emb = clues.surgery_tokens(visual, small, c.SURGERY_DEPTH)[:, 0].float()
+        ps = visual.patch_size
+        grid = (size // ps[0], size // ps[1])
+        out = []
+        for i, (cands, given) in enumerate(zip(candidates, classes_given)):
+            probs = clues.classify(global_emb[i], self.text_embeddings[cands], self.logit_scale)
+            local = np.arange(len(cands)) if given else clues.select_classes(probs, c.TOPK, c.MIN_PROB)
+            kept = cands[local]
+            act = clues.dense_activation(tokens[i:i + 1, 1:], self.text_embeddings[kept], self.empty_embedding,
+                                         grid, c.FEATURE_NORM_DIM)
+            out.append((kept, probs[local].cpu().numpy(), act))
+        return out
+
+    @torch.no_grad()
+    def boundary_clusters(self, images: Sequence[np.ndarray],
+                          activations: Optional[Sequence[torch.Tensor]] = None) -> List[np.ndarray]:
+        """Per image, the (h, w) int64 k-means cluster map of its layer3 features (stride 16).
+
+        The trunk keeps each image's aspect, so it runs once per group of images sharing a
+        resized (h, w) (most of COCO is 640x480); k-means runs per image.
+        activations: per image (K, g, g) class activations, used by the semantic initialisation.
+        """
+        b = self.cfg.PSEUDO.BOUNDARY
+        groups = {}
+        for i, image in enumerate(images):
+            groups.setdefault(clusters.short_side_size(image.shape[:2], b.SHORT_SIDE), []).append(i)
+        out = [None] * len(images)
+        for hw, members in groups.items():
+            x = self._stack([images[i] for i in members], hw, self.boundary)
+            with self._autocast():
+                feats = clusters.layer3_features(self.boundary.model.visual, x)
+            for j, i in enumerate(members):
+                out[i] = self._cluster(feats[j], None if activations is None else activations[i])
+        return out
+
+    def _cluster(self, feats: torch.Tensor, activation: Optional[torch.Tensor]) -> np.ndarray:
+        """(C, h, w) layer3 features of one image -> (h, w) int64 cluster map."""
+        b = self.cfg.PSEUDO.BOUNDARY
         h, w = feats.shape[-2:]
-        flat = feats[0].flatten(1).T  # half precision stays half for k-means on CUDA
+        flat = feats.flatten(1).T  # half precision stays half for k-means on CUDA
         init = None
         if b.INIT == "semantic" and activation is not None and len(activation):
             act = F.interpolate(activation[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
@@ -231,36 +260,77 @@ class ZipLabeler(_ClipLabelerBase):
         return [instances.discover_instances(frags, r, d.TOP_CLUSTERS, d.MIN_INSIDE_RATIO,
                                              d.MAX_BOX_TO_AREA, d.MIN_INSTANCE_CELLS) for r in regions]
 
-    # -- the whole image ----------------------------------------------------------------------
-    def __call__(self, image: np.ndarray, classes: Optional[List[str]] = None) -> List[dict]:
-        """Detections for one (H, W, 3) uint8 RGB image; see the module docstring."""
-        self._check_image(image)
-        H, W = image.shape[:2]
-        candidates = self._candidates(classes)
-        if len(candidates) == 0:
-            return []
-        kept, probs, act = self.semantic_clues(image, candidates, classes is not None)
-        if len(kept) == 0:
-            return []
-        cluster_map = self.boundary_clusters(image, act)
+    def _proposals(self, image_hw, act: torch.Tensor, cluster_map: np.ndarray):
+        """Discovered instances of one image: (C, H, W) activation at image size, the class of
+        each instance (N,), its grid mask (N, h, w) bool and box (N, 4) in image pixels; None
+        when nothing is found."""
         grid_hw = cluster_map.shape
-        act_img, regions = clues.semantic_regions(act, (H, W), grid_hw, self.cfg.PSEUDO.CLIP.ACTIVATION_RATIO)
+        act_img, regions = clues.semantic_regions(act, image_hw, grid_hw, self.cfg.PSEUDO.CLIP.ACTIVATION_RATIO)
         found = self.discover(cluster_map, regions)
         counts = np.array([len(f) for f in found], np.int64)
         if counts.sum() == 0:
-            return []
-        class_of = np.repeat(np.arange(len(kept)), counts)
+            return None
+        class_of = np.repeat(np.arange(len(found)), counts)
         grid_masks = np.concatenate([f.masks() for f in found if len(f)])
-        boxes = instances.grid_boxes_to_image(np.concatenate([f.boxes for f in found]), grid_hw, (H, W))
+        boxes = instances.grid_boxes_to_image(np.concatenate([f.boxes for f in found]), grid_hw, image_hw)
+        return act_img, class_of, grid_masks, boxes
 
+    # -- whole images --------------------------------------------------------------------------
+    def __call__(self, image: np.ndarray, classes: Optional[List[str]] = None) -> List[dict]:
+        """Detections for one (H, W, 3) uint8 RGB image; see the module docstring."""
+        return self.label_batch([image], None if classes is None else [classes])[0]
+
+    def label_batch(self, images: List[np.ndarray], classes: Optional[list] = None) -> List[List[dict]]:
+        """Detections for each image of a batch, the same as calling the labeler on each.
+
+        images: (H, W, 3) uint8 RGB arrays, sizes may differ.
+        classes: None, or one entry per image: None (classify) or that image's class names.
+        The CLIP ViT, the boundary trunk (per resized size) and SAM's image encoder run on the
+        batch; discovery, prompt decoding and NMS run per image.
+        """
+        if classes is None:
+            classes = [None] * len(images)
+        if len(classes) != len(images):
+            raise ValueError(f"classes has {len(classes)} entries for {len(images)} images.")
+        for image in images:
+            self._check_image(image)
+        candidates = [self._candidates(c) for c in classes]
+        out: List[List[dict]] = [[] for _ in images]
+        todo = [i for i, c in enumerate(candidates) if len(c)]
+        if not todo:
+            return out
+        per_image = self.semantic_clues([images[i] for i in todo], [candidates[i] for i in todo],
+                                        [classes[i] is not None for i in todo])
+        clued = {i: f for i, f in zip(todo, per_image) if len(f[0])}
+        todo = list(clued)
+        if not todo:
+            return out
+        maps = self.boundary_clusters([images[i] for i in todo], [clued[i][2] for i in todo])
+        proposals = {}
+        for i, cluster_map in zip(todo, maps):
+            prop = self._proposals(images[i].shape[:2], clued[i][2], cluster_map)
+            if prop is not None:
+                proposals[i] = prop
+        todo = list(proposals)
+        if self.refiner is not None and todo:
+            self.refiner.set_images([images[i] for i in todo])
+        for j, i in enumerate(todo):
+            kept, probs, _ = clued[i]
+            out[i] = self._detections(images[i].shape[:2], kept, probs, *proposals[i], sam_index=j)
+        return out
+
+    def _detections(self, image_hw, kept: np.ndarray, probs: np.ndarray, act_img: np.ndarray,
+                    class_of: np.ndarray, grid_masks: np.ndarray, boxes: np.ndarray,
+                    sam_index: int) -> List[dict]:
+        """Masks (SAM's, or the grid instances upsampled), scores and NMS for one image whose
+        SAM embedding is ``sam_index`` of the refiner's current batch."""
         if self.refiner is not None:
             points = None
             if self.cfg.PSEUDO.SAM.POINT_PROMPT:
-                points = self._peak_points(act_img, class_of, grid_masks, (H, W))
-            self.refiner.set_image(image)
-            det_masks, sam_score = self.refiner.refine(boxes, points)
+                points = self._peak_points(act_img, class_of, grid_masks, image_hw)
+            det_masks, sam_score = self.refiner.refine(boxes, points, index=sam_index)
         else:
-            det_masks = _upsample_nearest(grid_masks, (H, W))
+            det_masks = _upsample_nearest(grid_masks, image_hw)
             sam_score = np.ones(len(det_masks), np.float32)
 
         if self.cfg.PSEUDO.SCORE.CLIP_SCORE == "image_prob":
@@ -270,7 +340,7 @@ class ZipLabeler(_ClipLabelerBase):
             flat_masks = det_masks.reshape(len(det_masks), -1)
             clip_score = (per_class * flat_masks).sum(1) / np.maximum(flat_masks.sum(1), 1)
         scores = masks.combine_scores(clip_score, sam_score)
-        return self._finish((H, W), det_masks, scores, kept[class_of])
+        return self._finish(image_hw, det_masks, scores, kept[class_of])
 
     @staticmethod
     def _peak_points(act_img: np.ndarray, class_of: np.ndarray, grid_masks: np.ndarray, image_hw) -> np.ndarray:
