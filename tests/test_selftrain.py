@@ -1,0 +1,143 @@
+"""Self-training: the CutLER merge rule on constructed cases, and one tiny round end to end."""
+import json
+import os
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_util
+
+from conftest import run_tool
+from zip_d2.data.simulate import write_simulated_pseudo_labels
+from zip_d2.data.synthetic import mask_to_annotation
+from zip_d2.data.validate import validate_coco
+from zip_d2.selftrain import SelfTrainingRun, merge_round_labels, round_threshold
+
+H = W = 40
+
+
+def _box_mask(x0, y0, x1, y1):
+    m = np.zeros((H, W), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def _previous(*masks, category_id=1):
+    anns = [mask_to_annotation(m, id=i + 1, image_id=1, category_id=category_id, score=0.9)
+            for i, m in enumerate(masks)]
+    return {"images": [{"id": 1, "file_name": "a.png", "width": W, "height": H}],
+            "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+
+
+def _pred(mask, score, category_id=1):
+    ann = mask_to_annotation(mask, category_id=category_id)
+    return {"image_id": 1, "category_id": category_id, "segmentation": ann["segmentation"],
+            "score": score}
+
+
+def _masks(anns):
+    return [mask_util.decode(a["segmentation"]).astype(bool) for a in anns]
+
+
+def test_confident_predictions_replace_the_old_masks_they_cover():
+    old = _box_mask(0, 0, 10, 10)
+    sharper = _box_mask(0, 0, 10, 9)  # IoU 0.9 with old
+    anns, stats = merge_round_labels(_previous(old), [_pred(sharper, 0.8)], 0.7)
+    assert len(anns) == 1 and (_masks(anns)[0] == sharper).all() and anns[0]["score"] == 0.8
+    assert stats == {"predictions_kept": 1, "predictions_empty": 0, "old_kept": 0,
+                     "old_replaced": 1}
+
+
+def test_low_score_predictions_are_dropped_and_do_not_replace_old_masks():
+    old = _box_mask(0, 0, 10, 10)
+    anns, stats = merge_round_labels(_previous(old), [_pred(old, 0.69)], 0.7)
+    assert len(anns) == 1 and (_masks(anns)[0] == old).all() and anns[0]["score"] == 0.9
+    assert stats["predictions_kept"] == 0 and stats["old_kept"] == 1
+
+
+def test_old_masks_overlapping_less_than_half_are_kept_beside_new_predictions():
+    old_a = _box_mask(0, 0, 10, 10)
+    old_b = _box_mask(20, 20, 30, 30)
+    # Covers old_b's left 4 columns plus 6 of its own: IoU 40 / 160 = 0.25 -> old_b kept.
+    partial = _box_mask(14, 20, 24, 30)
+    new = _box_mask(30, 0, 40, 10)  # a missed object found by the detector
+    anns, stats = merge_round_labels(_previous(old_a, old_b),
+                                     [_pred(partial, 0.9), _pred(new, 0.75)], 0.7)
+    got = _masks(anns)
+    assert len(got) == 4
+    assert (got[0] == partial).all() and (got[1] == new).all()
+    assert (got[2] == old_a).all() and (got[3] == old_b).all()
+    assert [a["id"] for a in anns] == [1, 2, 3, 4]
+
+
+def test_iou_exactly_at_the_threshold_replaces_and_class_is_ignored_by_the_overlap_test():
+    old = _box_mask(0, 0, 10, 10)
+    half = _box_mask(0, 0, 10, 5)  # IoU 0.5 exactly: not "< 0.5", so old is replaced
+    anns, stats = merge_round_labels(_previous(old), [_pred(half, 0.9, category_id=2)], 0.7)
+    assert stats["old_replaced"] == 1 and len(anns) == 1 and anns[0]["category_id"] == 2
+
+
+def test_confident_predictions_with_empty_masks_are_not_labels():
+    old = _box_mask(0, 0, 10, 10)
+    anns, stats = merge_round_labels(_previous(old), [_pred(np.zeros((H, W), bool), 0.99)], 0.7)
+    assert len(anns) == 1 and (_masks(anns)[0] == old).all()
+    assert stats["predictions_empty"] == 1 and stats["predictions_kept"] == 0
+
+
+def test_round_thresholds_follow_the_config_list_and_repeat_the_last():
+    assert [round_threshold([0.7, 0.65], k) for k in (1, 2, 3)] == [0.7, 0.65, 0.65]
+    with pytest.raises(ValueError):
+        round_threshold([0.7], 0)
+
+
+TINY = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "1",
+        "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()", "DATALOADER.NUM_WORKERS", "0",
+        "INPUT.MIN_SIZE_TRAIN", "(80,)", "INPUT.MIN_SIZE_TEST", "80",
+        # A 3-iteration detector scores low: threshold 0 so the round's labels hold predictions.
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "ZIP.SELF_TRAIN.SCORE_THRESHOLDS", "[0.0]",
+        "TEST.DETECTIONS_PER_IMAGE", "5"]
+
+
+def test_one_self_training_round_end_to_end_then_resume(synthetic_dataset, tmp_path, caplog):
+    labels = str(tmp_path / "sim.json")
+    write_simulated_pseudo_labels(synthetic_dataset["train"], labels, seed=0)
+    image_root = os.path.join(synthetic_dataset["root"], "train")
+    out = tmp_path / "run"
+    proc = run_tool("self_train.py", "--config-file",
+                    "configs/self_train/mask_rcnn_R18_synthetic.yaml", "--labels", labels,
+                    "--image-root", image_root, "--output-dir", out, "--rounds", "1",
+                    "--droploss", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    round0_cfg = (out / "round0" / "config.yaml").read_text()
+    assert "DropLossROIHeads" in round0_cfg and "round1" not in round0_cfg
+    data = json.loads((out / "round1" / "labels.json").read_text())
+    assert validate_coco(data, image_root=image_root, check_segmentations=True) == []
+    info = data["info"]["self_training"]
+    assert info["parent_labels"] == labels
+    assert info["checkpoint"] == str(out / "round0" / "model_final.pth")
+    assert info["score_threshold"] == 0.0 and info["keep_old_max_iou"] == 0.5
+    assert data["info"]["simulated"] is True
+    assert len(data["annotations"]) == info["predictions_kept"] + info["old_kept"] > 0
+    assert (out / "round1" / "model_final.pth").is_file()
+
+    # Interrupt round 1's training after iteration 1: its final weights are gone and
+    # last_checkpoint points at iteration 1. Rerunning resumes at iteration 2 of round 1,
+    # without re-predicting or retraining round 0.
+    os.remove(out / "round1" / "model_final.pth")
+    (out / "round1" / "last_checkpoint").write_text("model_0000001.pth")
+    preds_mtime = os.path.getmtime(out / "round1" / "predictions.json")
+    round0_mtime = os.path.getmtime(out / "round0" / "model_final.pth")
+    caplog.set_level("INFO", logger="zip_d2.selftrain.rounds")
+    SelfTrainingRun("configs/self_train/mask_rcnn_R18_synthetic.yaml", labels, image_root,
+                    str(out), rounds=1, droploss=True, opts=TINY).run()
+    assert "round 1: training from iteration 2 to 3" in caplog.text
+    assert (out / "round1" / "model_final.pth").is_file()
+    assert os.path.getmtime(out / "round1" / "predictions.json") == preds_mtime
+    assert os.path.getmtime(out / "round0" / "model_final.pth") == round0_mtime
+
+
+def test_missing_round0_checkpoint_is_an_error_before_any_work(synthetic_dataset, tmp_path):
+    with pytest.raises(ValueError, match="round-0 checkpoint not found"):
+        SelfTrainingRun("configs/self_train/mask_rcnn_R18_synthetic.yaml",
+                        synthetic_dataset["train"], synthetic_dataset["root"], str(tmp_path),
+                        rounds=1, weights=str(tmp_path / "missing.pth"))
+    assert not (tmp_path / "round1").exists()

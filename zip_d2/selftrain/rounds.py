@@ -1,0 +1,245 @@
+"""Self-training rounds (CutLER recipe): predict -> merge -> validate -> register -> train.
+
+Layout of one run (``output_dir``)::
+
+    round0/                 round-0 training on the initial pseudo-labels (skipped if a
+                            trained checkpoint is given); DropLoss optional
+    round1/predictions.json the round-0 detector's predictions on the image set (COCO results)
+    round1/labels.json      round-1 pseudo-labels (validated; ``info.self_training`` names the
+                            parent labels, the checkpoint and the thresholds)
+    round1/model_final.pth  round-1 detector, initialised from round 0's
+    ...
+    self_train.json         per-round summary, rewritten after every step
+
+Every step's output is written atomically and a finished step is never redone, so rerunning the
+same command after an interruption continues where it stopped: at the first round without
+labels, or inside a round's training from its ``last_checkpoint`` (detectron2's resume).
+Runs in one process (one device).
+"""
+import hashlib
+import json
+import logging
+import os
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.utils.env import seed_all_rng
+
+from ..data.validate import DatasetError, load_json, validate_coco
+from ..engine import Trainer
+from ..engine.setup import preflight, setup_cfg
+from ..modeling.droploss import DROPLOSS_HEADS
+from .merge import merge_round_labels
+
+__all__ = ["SelfTrainingRun", "round_threshold", "predict_dataset", "build_round_labels"]
+
+logger = logging.getLogger(__name__)
+
+
+def round_threshold(thresholds, k):
+    """Score threshold of round ``k`` (1-based); the last value repeats for later rounds."""
+    if k < 1 or not thresholds:
+        raise ValueError(f"round must be >= 1 and thresholds non-empty (k={k}, {thresholds})")
+    return float(thresholds[min(k, len(thresholds)) - 1])
+
+
+def _write_json(data, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def predict_dataset(cfg, weights, dataset_name):
+    """COCO results (dataset category ids, RLE masks) of the model at ``weights`` on a dataset."""
+    if not cfg.MODEL.MASK_ON:
+        raise ValueError("self-training merges masks: the config needs MODEL.MASK_ON True")
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    model.eval()
+    meta = MetadataCatalog.get(dataset_name)
+    to_dataset_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+    results = []
+    for inputs in build_detection_test_loader(cfg, dataset_name):
+        for inp, out in zip(inputs, model(inputs)):
+            for r in instances_to_coco_json(out["instances"].to("cpu"), inp["image_id"]):
+                r["category_id"] = to_dataset_id[r["category_id"]]
+                results.append(r)
+    return results
+
+
+def build_round_labels(parent_json, predictions, k, checkpoint, score_threshold,
+                       keep_old_max_iou):
+    """Round-``k`` COCO data from the parent labels file and the predictions, validated."""
+    parent = load_json(parent_json)
+    annotations, stats = merge_round_labels(parent, predictions, score_threshold,
+                                            keep_old_max_iou)
+    parent_info = parent.get("info", {})
+    info = {
+        "description": f"zip_d2 self-training round {k} pseudo-labels (CutLER rule)",
+        "self_training": {
+            "round": k,
+            "parent_labels": os.path.abspath(parent_json),
+            "checkpoint": os.path.abspath(checkpoint),
+            "score_threshold": score_threshold,
+            "keep_old_max_iou": keep_old_max_iou,
+            **stats,
+        },
+        # Simulated labels stay labelled as simulated through every round.
+        "simulated": bool(parent_info.get("simulated", False)),
+        "parent_info": parent_info,
+    }
+    data = {"info": info, "images": parent["images"], "annotations": annotations,
+            "categories": parent["categories"]}
+    problems = validate_coco(data, check_segmentations=True)
+    if problems:
+        raise DatasetError(f"round-{k} labels are invalid: {problems[0]}")
+    if not annotations:
+        raise DatasetError(f"round-{k} labels are empty: no prediction scored >= "
+                           f"{score_threshold} and no old label survived; lower the threshold")
+    return data
+
+
+class SelfTrainingRun:
+    """One self-training run; see the module docstring for its layout and resume behaviour.
+
+    Args:
+        config_file (str): detector config (must have MASK_ON).
+        labels_json (str): initial (round-0) pseudo-labels, COCO JSON; its images are the set
+            predicted on in every round.
+        image_root (str): directory of those images.
+        output_dir (str): where rounds are written.
+        rounds (int): number of self-training rounds after round 0.
+        weights (str or None): a trained round-0 checkpoint; None = train round 0 here.
+        droploss (bool): train round 0 with DropLoss.
+        opts (list[str]): KEY VALUE overrides applied to every round.
+        register (list): extra [name, json, image_root] datasets (e.g. a test set).
+    """
+
+    def __init__(self, config_file, labels_json, image_root, output_dir, rounds, weights=None,
+                 droploss=False, opts=(), register=()):
+        if rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {rounds}")
+        if weights and not os.path.isfile(weights):
+            raise ValueError(f"round-0 checkpoint not found: {weights}")
+        if not os.path.isfile(labels_json):
+            raise ValueError(f"pseudo-label file not found: {labels_json}")
+        self.config_file, self.rounds, self.droploss = config_file, rounds, droploss
+        self.labels_json = os.path.abspath(labels_json)
+        self.image_root = os.path.abspath(image_root)
+        self.output_dir = os.path.abspath(output_dir)
+        self.weights = os.path.abspath(weights) if weights else None
+        self.opts, self.register = list(opts), [list(r) for r in register]
+        # Dataset names are unique per output directory so two runs in one process never clash.
+        self.tag = hashlib.sha1(self.output_dir.encode()).hexdigest()[:8]
+        self.base_cfg = setup_cfg(config_file, self.opts, self.register)
+        self.summary_path = os.path.join(self.output_dir, "self_train.json")
+
+    def dataset_name(self, k):
+        return f"selftrain_{self.tag}_round{k}"
+
+    def round_dir(self, k):
+        return os.path.join(self.output_dir, f"round{k}")
+
+    def labels_path(self, k):
+        return self.labels_json if k == 0 else os.path.join(self.round_dir(k), "labels.json")
+
+    def checkpoint(self, k):
+        if k == 0 and self.weights:
+            return self.weights
+        return os.path.join(self.round_dir(k), "model_final.pth")
+
+    def round_cfg(self, k):
+        opts = self.opts + [
+            "DATASETS.TRAIN", f"('{self.dataset_name(k)}',)",
+            "OUTPUT_DIR", self.round_dir(k),
+        ]
+        if k > 0:
+            opts += ["MODEL.WEIGHTS", self.checkpoint(k - 1)]
+        elif self.droploss:
+            name = self.base_cfg.MODEL.ROI_HEADS.NAME
+            if name not in DROPLOSS_HEADS:
+                raise ValueError(f"DropLoss has no variant of MODEL.ROI_HEADS.NAME {name!r}; "
+                                 f"supported: {sorted(DROPLOSS_HEADS)}")
+            opts += ["MODEL.ROI_HEADS.NAME", DROPLOSS_HEADS[name],
+                     "MODEL.ROI_HEADS.DROPLOSS.ENABLED", "True"]
+        register = self.register + [[self.dataset_name(k), self.labels_path(k), self.image_root]]
+        return setup_cfg(self.config_file, opts, register)
+
+    def run(self):
+        """Run (or resume) round 0 and ``rounds`` self-training rounds; return the summary."""
+        os.makedirs(self.output_dir, exist_ok=True)
+        summary = load_json(self.summary_path) if os.path.isfile(self.summary_path) else {}
+        summary.update({"config_file": os.path.abspath(self.config_file), "opts": self.opts,
+                        "initial_labels": self.labels_json, "image_root": self.image_root,
+                        "rounds": self.rounds, "droploss_round0": self.droploss})
+        summary.setdefault("round_info", {})
+        if self.weights:
+            logger.info("round 0: using the given checkpoint %s", self.weights)
+            summary["round_info"]["0"] = {"checkpoint": self.weights, "trained_here": False}
+        else:
+            summary["round_info"]["0"] = self._train(0)
+        _write_json(summary, self.summary_path)
+        thresholds = list(self.base_cfg.ZIP.SELF_TRAIN.SCORE_THRESHOLDS)
+        keep_iou = float(self.base_cfg.ZIP.SELF_TRAIN.KEEP_OLD_MAX_IOU)
+        for k in range(1, self.rounds + 1):
+            os.makedirs(self.round_dir(k), exist_ok=True)
+            info = summary["round_info"].setdefault(str(k), {})
+            if not os.path.isfile(self.labels_path(k)):
+                info.update(self._make_labels(k, round_threshold(thresholds, k), keep_iou))
+                _write_json(summary, self.summary_path)
+            else:
+                logger.info("round %d: labels exist, not redone: %s", k, self.labels_path(k))
+            info.update(self._train(k))
+            _write_json(summary, self.summary_path)
+        return summary
+
+    def _make_labels(self, k, threshold, keep_iou):
+        parent_cfg = self.round_cfg(k - 1)
+        preflight(parent_cfg, train=False)
+        preds_path = os.path.join(self.round_dir(k), "predictions.json")
+        if os.path.isfile(preds_path):
+            predictions = load_json(preds_path)
+        else:
+            logger.info("round %d: predicting with %s on %s", k, self.checkpoint(k - 1),
+                        self.labels_path(k - 1))
+            predictions = predict_dataset(parent_cfg, self.checkpoint(k - 1),
+                                          self.dataset_name(k - 1))
+            _write_json(predictions, preds_path)
+        data = build_round_labels(self.labels_path(k - 1), predictions, k, self.checkpoint(k - 1),
+                                  threshold, keep_iou)
+        _write_json(data, self.labels_path(k))
+        stats = data["info"]["self_training"]
+        logger.info("round %d labels: %d predictions >= %.2f kept, %d old labels kept, "
+                    "%d replaced -> %s", k, stats["predictions_kept"], threshold,
+                    stats["old_kept"], stats["old_replaced"], self.labels_path(k))
+        return {"labels": self.labels_path(k), "score_threshold": threshold,
+                "num_annotations": len(data["annotations"])}
+
+    def _train(self, k):
+        final = self.checkpoint(k)
+        if os.path.isfile(final):
+            logger.info("round %d: %s exists, training not redone", k, final)
+            return {"checkpoint": final, "trained_here": True}
+        cfg = self.round_cfg(k)
+        preflight(cfg, train=True)
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+        seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + k)
+        trainer = Trainer(cfg)
+        # resume=True continues from round k's last_checkpoint if an earlier run was cut off;
+        # otherwise it loads MODEL.WEIGHTS (the previous round's detector).
+        trainer.resume_or_load(resume=True)
+        logger.info("round %d: training from iteration %d to %d", k, trainer.start_iter,
+                    cfg.SOLVER.MAX_ITER)
+        trainer.train()
+        result = {"checkpoint": final, "trained_here": True}
+        results = getattr(trainer, "_last_eval_results", None)
+        if results:
+            result["eval"] = {task: dict(v) for task, v in results.items()}
+        return result
