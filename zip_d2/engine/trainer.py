@@ -1,12 +1,12 @@
 """The trainer behind tools/train_net.py."""
 import os
 
-from detectron2.data import build_detection_train_loader
+from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
 from ..data.mapper import ScoredDatasetMapper
-from ..evaluation import ClassAgnosticCOCOEvaluator
+from ..evaluation import ClassAgnosticCOCOEvaluator, OVCOCOEvaluator
 from .setup import config_dict
 from .wandb_writer import WandbWriter
 
@@ -26,7 +26,11 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        evaluators = [COCOEvaluator(dataset_name, output_dir=output_folder)]
+        if MetadataCatalog.get(dataset_name).get("evaluator_type") == "ov_coco":
+            # COCO AP plus box AP50 on base / novel / all classes (generalised setting).
+            evaluators = [OVCOCOEvaluator(dataset_name, output_dir=output_folder)]
+        else:
+            evaluators = [COCOEvaluator(dataset_name, output_dir=output_folder)]
         if cfg.ZIP.EVAL.CLASS_AGNOSTIC:
             evaluators.append(ClassAgnosticCOCOEvaluator(dataset_name))
         return DatasetEvaluators(evaluators)
