@@ -60,7 +60,7 @@ def test_resume_continues_from_the_last_checkpoint_iteration(trained, synthetic_
                    "ZIP.WANDB.ENABLED", "True", "ZIP.WANDB.MODE", "offline", "OUTPUT_DIR", out,
                    env={"WANDB_SILENT": "true"})
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "Starting training from iteration 40" in res.stderr
+    assert "Starting training from iteration 40" in res.stdout + res.stderr
     iters = [m["iteration"] for m in metrics(out) if "total_loss" in m]
     assert max(iters) == 49
     assert min(i for i in iters if i >= 40) > 40 - 1  # no iteration before 40 was rerun
