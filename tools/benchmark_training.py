@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: CPU training of the slim synthetic Mask R-CNN, wall time and the AP it reaches.
 
-    python tools/benchmark_training.py --out work/bench_train [--max-iter 300]
+    python tools/benchmark_training.py --out work/bench_train [--max-iter 600]
 
 Makes the synthetic dataset if missing (400 train / 60 val images, seed 0), trains
 configs/synthetic/mask_rcnn_R18_synthetic.yaml from scratch with tools/train_net.py, and prints
@@ -15,6 +15,7 @@ import sys
 import time
 
 import torch
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs/synthetic/mask_rcnn_R18_synthetic.yaml")
@@ -24,7 +25,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="work/bench_train", help="working directory")
     p.add_argument("--data", default="work/synthetic", help="synthetic dataset directory")
-    p.add_argument("--max-iter", type=int, default=300)
+    p.add_argument("--max-iter", type=int, default=600)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
     args = p.parse_args(argv)
 
@@ -50,7 +51,10 @@ def main(argv=None):
                    if '"time"' in line]
     print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; random init (from scratch)")
-    print(f"iterations: {args.max_iter}, batch 8, 128-px synthetic images")
+    with open(os.path.join(out, "config.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    print(f"iterations: {args.max_iter}, batch {cfg['SOLVER']['IMS_PER_BATCH']}, base LR "
+          f"{cfg['SOLVER']['BASE_LR']}, input short side {cfg['INPUT']['MIN_SIZE_TRAIN']}")
     print(f"training wall time (incl. start-up and final eval): {wall:.0f} s")
     print(f"mean iteration time: {train_iters[-1]['time']:.3f} s")
     print(f"box  AP {final['bbox/AP']:.1f}  AP50 {final['bbox/AP50']:.1f}")
