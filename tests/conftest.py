@@ -25,3 +25,19 @@ def run_tool(script, *args, timeout=600, env=None):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, os.path.join(REPO, "tools", script), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
+
+
+def tiny_pseudo_cfg(**overrides):
+    """The tiny random-weight pseudo-label preset, with ``PSEUDO.<key>=value`` overrides
+    (dotted keys below PSEUDO, e.g. ``tiny_pseudo_cfg(**{"SAM.POINT_PROMPT": True})``)."""
+    from zip_d2.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "pseudo", "tiny_random.yaml"))
+    for key, value in overrides.items():
+        node = cfg.PSEUDO
+        *path, last = key.split(".")
+        for part in path:
+            node = getattr(node, part)
+        setattr(node, last, value)
+    return cfg

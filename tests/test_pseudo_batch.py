@@ -1,27 +1,12 @@
 """``ZipLabeler.label_batch``: the heavy models run on the whole batch, and the detections are
 those of one call per image (tiny random-weight preset, fp32 on CPU)."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from zip_d2.config import get_cfg
+from conftest import tiny_pseudo_cfg as _cfg
 from zip_d2.pseudo import build_labeler, clues, clusters
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pseudo"
-
-
-def _cfg(**overrides):
-    cfg = get_cfg()
-    cfg.merge_from_file(str(CONFIGS / "tiny_random.yaml"))
-    for k, v in overrides.items():
-        node = cfg.PSEUDO
-        *path, last = k.split(".")
-        for p in path:
-            node = getattr(node, p)
-        setattr(node, last, v)
-    return cfg
 
 
 def _two_objects(h, w):
