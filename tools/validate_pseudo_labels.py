@@ -25,6 +25,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from zip_d2.data.validate import DatasetError, load_json, validate_coco
+    from zip_d2.labels.coco_output import recorded_image_root
 
     try:
         data = load_json(args.json)
@@ -32,8 +33,8 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     root = args.image_root
-    if root is None and isinstance(data, dict):
-        root = (data.get("info") or {}).get("job", {}).get("input", {}).get("image_root")
+    if root is None:
+        root = recorded_image_root(data)
     problems = validate_coco(data, image_root=root, check_image_sizes=not args.no_image_sizes,
                              check_segmentations=True, max_problems=args.max_problems)
     for problem in problems:

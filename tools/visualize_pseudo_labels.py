@@ -19,6 +19,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from zip_d2.data.validate import DatasetError, load_json
+    from zip_d2.labels.coco_output import recorded_image_root
     from zip_d2.labels.visualize import write_overlays
 
     try:
@@ -26,7 +27,7 @@ def main(argv=None):
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    root = args.image_root or data.get("info", {}).get("job", {}).get("input", {}).get("image_root")
+    root = args.image_root or recorded_image_root(data)
     if not root:
         print("error: give --image-root (the JSON does not record one)", file=sys.stderr)
         return 2

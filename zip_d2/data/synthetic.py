@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_util
+
+from .rle import encode_mask
 
 # Category ids start at 1 as in COCO; the order is fixed so ids are stable across versions.
 SHAPES = ("circle", "square", "triangle", "hexagon", "star", "cross")
@@ -143,11 +144,8 @@ def render_scene(rng, params=SceneParams()):
 
 def mask_to_annotation(mask, **fields):
     """COCO annotation fields for a (H, W) bool mask: RLE with string counts, area, XYWH bbox."""
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    x, y, bw, bh = mask_util.toBbox(rle).tolist()
-    return {**fields, "segmentation": rle, "area": float(mask_util.area(rle)),
-            "bbox": [x, y, bw, bh], "iscrowd": 0}
+    segmentation, area, bbox = encode_mask(mask)
+    return {**fields, "segmentation": segmentation, "area": area, "bbox": bbox, "iscrowd": 0}
 
 
 def make_synthetic_split(out_dir, split, num_images, seed, params=SceneParams()):

@@ -17,9 +17,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_util
 
 import zip_d2
+from zip_d2.data.rle import encode_mask
 
 # Packages whose versions decide the labels; recorded in the info block.
 _RECORDED_PACKAGES = ("zip_d2", "torch", "torchvision", "open_clip_torch", "segment-anything",
@@ -32,15 +32,6 @@ def full_size_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
         return mask
     up = cv2.resize(mask.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_LINEAR)
     return up >= 128
-
-
-def encode_mask(mask: np.ndarray) -> Tuple[dict, int, List[float]]:
-    """RLE with string counts, area in pixels and tight XYWH box of an (H, W) bool mask."""
-    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
-    area = int(mask_util.area(rle))
-    bbox = [float(v) for v in mask_util.toBbox(rle)]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])],
-            "counts": rle["counts"].decode("ascii")}, area, bbox
 
 
 def detections_to_annotations(detections: Sequence[dict], work_shape: Tuple[int, int],
@@ -132,3 +123,10 @@ def build_info(settings: dict, job: dict, counts: dict) -> dict:
         "counts": counts,
         "packages": package_versions(),
     }
+
+
+def recorded_image_root(data) -> str | None:
+    """The image root a pseudo-label JSON's ``info`` block records (None for other JSON)."""
+    if not isinstance(data, dict):
+        return None
+    return (data.get("info") or {}).get("job", {}).get("input", {}).get("image_root")
