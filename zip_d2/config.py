@@ -12,6 +12,7 @@ def add_zip_config(cfg):
     """Add zip_d2's keys (with defaults) to a Detectron2 config, in place."""
     _add_data_config(cfg)
     _add_logging_config(cfg)
+    _add_solver_config(cfg)
     _add_pseudo_config(cfg)
     _add_open_vocab_config(cfg)
     _add_centernet_config(cfg)
@@ -51,6 +52,13 @@ def _add_logging_config(cfg):
     cfg.ZIP.WANDB.NAME = ""
     # "online", "offline" (no account needed; sync later with `wandb sync`) or "disabled".
     cfg.ZIP.WANDB.MODE = "offline"
+
+
+def _add_solver_config(cfg):
+    # "SGD" (Detectron2's optimizer, momentum SOLVER.MOMENTUM) or "AdamW" (betas SOLVER.BETAS).
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    # AdamW's (beta1, beta2); unused by SGD.
+    cfg.SOLVER.BETAS = (0.9, 0.999)
 
 
 def _add_pseudo_config(cfg):

@@ -1,8 +1,11 @@
 """The trainer behind tools/train_net.py."""
 import os
 
+import torch
+
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 
 from ..data.mapper import ScoredDatasetMapper
@@ -22,6 +25,19 @@ class Trainer(DefaultTrainer):
         if cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.SCORE_WEIGHTED_LOSS:
             return build_detection_train_loader(cfg, mapper=ScoredDatasetMapper(cfg, True))
         return super().build_train_loader(cfg)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        # SGD is Detectron2's own; AdamW takes the same parameter groups (no weight decay on
+        # norms per SOLVER.WEIGHT_DECAY_NORM) and the same optional gradient clipping.
+        if cfg.SOLVER.OPTIMIZER == "SGD":
+            return super().build_optimizer(cfg, model)
+        params = get_default_optimizer_params(
+            model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR, weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW(
+            params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
