@@ -15,7 +15,7 @@ CONFIGS = {
 }
 # A few iterations at 80 px: this checks the wiring end to end, not accuracy.
 FAST = ["INPUT.MIN_SIZE_TRAIN", "(80,)", "INPUT.MIN_SIZE_TEST", "80", "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()", "SOLVER.BASE_LR", "0.01",
+        "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
         "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0",
         "DATALOADER.NUM_WORKERS", "0", "ZIP.DATASETS.CHECK_IMAGE_SIZES", "False",
         # Keep every detection so a barely trained model still gives COCOeval something to score.

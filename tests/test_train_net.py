@@ -10,7 +10,7 @@ from conftest import run_tool
 CONFIG = "configs/synthetic/mask_rcnn_R18_synthetic.yaml"
 # Small enough for CI: 96x80 images, batch 4, a few dozen iterations.
 FAST = ["INPUT.MIN_SIZE_TRAIN", "(80,)", "INPUT.MIN_SIZE_TEST", "80", "SOLVER.IMS_PER_BATCH", "4",
-        "SOLVER.WARMUP_ITERS", "5", "SOLVER.STEPS", "()", "SOLVER.BASE_LR", "0.01",
+        "SOLVER.WARMUP_ITERS", "5", "SOLVER.STEPS", "()",
         "DATALOADER.NUM_WORKERS", "0", "ZIP.DATASETS.CHECK_IMAGE_SIZES", "False"]
 
 
@@ -38,10 +38,11 @@ def test_training_lowers_the_loss_and_writes_checkpoints(trained):
     out, _ = trained
     logged = [m for m in metrics(out) if "total_loss" in m]
     assert len(logged) >= 2
-    # The RPN's objectness loss falls fastest from scratch; box/mask losses can rise at first
-    # as more proposals become foreground, so the total only has to go down.
+    # The RPN's objectness loss falls fastest from scratch. The box losses can rise at first as
+    # more proposals become foreground (half the sampled RoIs may be), so the total is not a
+    # signal this early; the mask loss, computed on foreground RoIs only, has to fall.
     assert logged[-1]["loss_rpn_cls"] < 0.5 * logged[0]["loss_rpn_cls"], logged
-    assert logged[-1]["total_loss"] < logged[0]["total_loss"], logged
+    assert logged[-1]["loss_mask"] < logged[0]["loss_mask"], logged
     assert os.path.exists(os.path.join(out, "model_final.pth"))
     assert os.path.exists(os.path.join(out, "model_0000019.pth"))
 
