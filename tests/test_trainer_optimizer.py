@@ -61,3 +61,9 @@ def test_unknown_optimizer_is_a_one_line_setup_error():
                    "DATASETS.TRAIN", "()", "DATASETS.TEST", "()")
     with pytest.raises(SetupError, match="SOLVER.OPTIMIZER must be SGD or AdamW, got 'Adam'"):
         preflight(cfg)
+
+
+def test_trainer_refuses_an_unknown_optimizer_without_preflight():
+    # Callers that build a Trainer directly must not get AdamW for a typo.
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER must be SGD or AdamW, got 'adamw'"):
+        Trainer.build_optimizer(cfg_with("SOLVER.OPTIMIZER", "adamw"), small_model())

@@ -7,6 +7,9 @@ keys of the same stage. Each key has its default and a one-line comment.
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _d2_get_cfg
 
+# The values SOLVER.OPTIMIZER accepts (zip_d2.engine.trainer.Trainer.build_optimizer).
+OPTIMIZERS = ("SGD", "AdamW")
+
 
 def add_zip_config(cfg):
     """Add zip_d2's keys (with defaults) to a Detectron2 config, in place."""

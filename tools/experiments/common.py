@@ -97,6 +97,7 @@ def schedule_opts(iters, batch, lr=0.01):
     SGD, as when docs/EXPERIMENTS_RESULTS.md was measured (the synthetic config now defaults to
     AdamW at LR 6e-4; pass ``"SOLVER.OPTIMIZER", "AdamW"`` and a matching LR after these to
     use it)."""
-    return ["SOLVER.OPTIMIZER", "SGD", "SOLVER.MAX_ITER", str(iters), "SOLVER.IMS_PER_BATCH", str(batch),
+    return ["SOLVER.OPTIMIZER", "SGD", "SOLVER.MAX_ITER", str(iters),
+            "SOLVER.IMS_PER_BATCH", str(batch),
             "SOLVER.STEPS", f"({int(iters * 0.8)},)", "SOLVER.WARMUP_ITERS", str(min(20, iters)),
             "SOLVER.CHECKPOINT_PERIOD", "50", "SOLVER.BASE_LR", str(lr)]

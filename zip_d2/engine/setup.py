@@ -4,7 +4,7 @@ import os
 import torch
 from yacs.config import CfgNode
 
-from ..config import get_cfg
+from ..config import OPTIMIZERS, get_cfg
 from ..data.register import check_datasets, register_from_cfg
 
 
@@ -56,8 +56,9 @@ def preflight(cfg, train=True):
         raise SetupError("MODEL.DEVICE is cuda but no GPU is visible; add MODEL.DEVICE cpu")
     if train and cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
         raise SetupError("SOLVER.AMP.ENABLED needs a GPU (Detectron2's AMPTrainer is CUDA-only)")
-    if train and cfg.SOLVER.OPTIMIZER not in ("SGD", "AdamW"):
-        raise SetupError(f"SOLVER.OPTIMIZER must be SGD or AdamW, got {cfg.SOLVER.OPTIMIZER!r}")
+    if train and cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
+        raise SetupError(f"SOLVER.OPTIMIZER must be {' or '.join(OPTIMIZERS)}, "
+                         f"got {cfg.SOLVER.OPTIMIZER!r}")
     register_from_cfg(cfg)
     names = (list(cfg.DATASETS.TRAIN) if train else []) + list(cfg.DATASETS.TEST)
     check_datasets(cfg, names, require_annotations=cfg.DATASETS.TRAIN if train else ())

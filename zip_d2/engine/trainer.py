@@ -5,9 +5,11 @@ import torch
 
 from detectron2.data import MetadataCatalog, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.solver import get_default_optimizer_params
+from detectron2.solver.build import maybe_add_gradient_clipping
 
+from ..config import OPTIMIZERS
 from ..data.mapper import ScoredDatasetMapper
 from ..evaluation import ClassAgnosticCOCOEvaluator, OVCOCOEvaluator
 from .setup import config_dict
@@ -30,6 +32,9 @@ class Trainer(DefaultTrainer):
     def build_optimizer(cls, cfg, model):
         # SGD is Detectron2's own; AdamW takes the same parameter groups (no weight decay on
         # norms per SOLVER.WEIGHT_DECAY_NORM) and the same optional gradient clipping.
+        if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
+            raise ValueError(f"SOLVER.OPTIMIZER must be {' or '.join(OPTIMIZERS)}, "
+                             f"got {cfg.SOLVER.OPTIMIZER!r}")
         if cfg.SOLVER.OPTIMIZER == "SGD":
             return super().build_optimizer(cfg, model)
         params = get_default_optimizer_params(
