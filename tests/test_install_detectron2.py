@@ -6,7 +6,6 @@ import os
 import zipfile
 
 import pytest
-
 from conftest import REPO, run_tool
 
 spec = importlib.util.spec_from_file_location(

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from zip_d2.labels.evaluate import EvalError, evaluate_pseudo_labels
+from zip_d2.evaluation.pseudo_labels import EvalError, evaluate_pseudo_labels
 from zip_d2.labels.visualize import write_overlays
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

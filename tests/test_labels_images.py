@@ -7,8 +7,14 @@ import pytest
 from PIL import Image, UnidentifiedImageError
 
 from zip_d2.data.validate import oriented_image_size
-from zip_d2.labels.images import (ImageSkip, InputError, decode_image, list_coco_images,
-                                  list_image_folder, working_size)
+from zip_d2.labels.images import (
+    ImageSkip,
+    InputError,
+    decode_image,
+    list_coco_images,
+    list_image_folder,
+    working_size,
+)
 
 
 def _save(path, array, **kwargs):

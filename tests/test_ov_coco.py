@@ -4,12 +4,12 @@ import os
 
 import pytest
 import torch
+from conftest import run_tool
 
 from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.structures import Boxes, Instances
 
-from conftest import run_tool
 from zip_d2.data.ov_coco import OV_COCO_BASE, OV_COCO_NOVEL
 from zip_d2.data.register import register_coco_json
 from zip_d2.evaluation import OVCOCOEvaluator

@@ -4,8 +4,8 @@ those of one call per image (tiny random-weight preset, fp32 on CPU)."""
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_pseudo_cfg as _cfg
+
 from zip_d2.pseudo import build_labeler, clues, clusters
 
 

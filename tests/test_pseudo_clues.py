@@ -6,9 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zip_d2.pseudo import create_clip
-from zip_d2.pseudo.clues import (classify, dense_activation, interpolate_pos_embed, select_classes,
-                                 semantic_regions, surgery_tokens)
+from zip_d2.models import create_clip
+from zip_d2.pseudo.clues import (
+    classify,
+    dense_activation,
+    interpolate_pos_embed,
+    select_classes,
+    semantic_regions,
+    surgery_tokens,
+)
 
 
 @pytest.fixture(scope="module")

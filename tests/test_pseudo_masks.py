@@ -2,8 +2,14 @@
 import numpy as np
 import torch
 
-from zip_d2.pseudo import create_sam
-from zip_d2.pseudo.masks import SamRefiner, combine_scores, mask_iou_matrix, mask_nms, masks_to_boxes
+from zip_d2.models import create_sam
+from zip_d2.pseudo.masks import (
+    SamRefiner,
+    combine_scores,
+    mask_iou_matrix,
+    mask_nms,
+    masks_to_boxes,
+)
 
 
 def _box_mask(h, w, x0, y0, x1, y1):

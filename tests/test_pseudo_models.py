@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from zip_d2.config import get_cfg
-from zip_d2.pseudo import MissingWeightsError, build_labeler, create_clip, create_sam
+from zip_d2.models import MissingWeightsError, create_clip, create_sam
+from zip_d2.pseudo import build_labeler
 from zip_d2.pseudo.clusters import layer3_features
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pseudo"
@@ -59,7 +60,7 @@ def test_clip_checkpoint_file_round_trips(tmp_path):
 
 
 def test_random_weights_are_announced_loudly(caplog):
-    with caplog.at_level(logging.WARNING, logger="zip_d2.pseudo.models"):
+    with caplog.at_level(logging.WARNING, logger="zip_d2.models"):
         create_sam("tiny", random_weights=True)
     assert "!!! RANDOM WEIGHTS: SAM tiny" in caplog.text
 
@@ -111,7 +112,7 @@ def _serve_tiny_sam(tmp_path, good_checksum=True):
 
 
 def test_published_checkpoint_is_downloaded_once_into_the_cache_and_checked(tmp_path, monkeypatch):
-    from zip_d2.pseudo import models
+    from zip_d2 import models
 
     served = _serve_tiny_sam(tmp_path)
     monkeypatch.setitem(models.SAM_CHECKPOINT_URLS, "tiny", served.as_uri())
@@ -124,7 +125,7 @@ def test_published_checkpoint_is_downloaded_once_into_the_cache_and_checked(tmp_
 
 
 def test_download_with_a_bad_checksum_leaves_nothing_behind(tmp_path, monkeypatch):
-    from zip_d2.pseudo import models
+    from zip_d2 import models
 
     served = _serve_tiny_sam(tmp_path, good_checksum=False)
     monkeypatch.setitem(models.SAM_CHECKPOINT_URLS, "tiny", served.as_uri())

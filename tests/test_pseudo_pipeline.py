@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import tiny_pseudo_cfg as _cfg
-from zip_d2.pseudo import build_labeler
 
+from zip_d2.pseudo import build_labeler
 
 VOCAB = ["person", "car", "dog", "cat"]
 

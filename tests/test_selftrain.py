@@ -4,9 +4,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import run_tool
 from pycocotools import mask as mask_util
 
-from conftest import run_tool
 from zip_d2.data.simulate import write_simulated_pseudo_labels
 from zip_d2.data.synthetic import mask_to_annotation
 from zip_d2.data.validate import validate_coco

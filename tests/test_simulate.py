@@ -4,8 +4,11 @@ import json
 import numpy as np
 from pycocotools import mask as mask_util
 
-from zip_d2.data.simulate import (SimulationParams, simulate_pseudo_labels,
-                                  write_simulated_pseudo_labels)
+from zip_d2.data.simulate import (
+    SimulationParams,
+    simulate_pseudo_labels,
+    write_simulated_pseudo_labels,
+)
 from zip_d2.data.synthetic import mask_to_annotation
 from zip_d2.data.validate import validate_coco
 

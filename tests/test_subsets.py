@@ -3,8 +3,8 @@ import json
 import os
 
 import pytest
-
 from conftest import run_tool
+
 from zip_d2.config import get_cfg
 from zip_d2.data.subsets import LABEL_PERCENTS, make_label_subset, scaled_schedule, subset_size
 from zip_d2.data.validate import validate_coco

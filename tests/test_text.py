@@ -2,8 +2,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zip_d2.text import (TEMPLATES, TextEmbeddings, build_text_embeddings, encode_text_ensemble,
-                         load_vocabulary)
+from zip_d2.text import (
+    TEMPLATES,
+    TextEmbeddings,
+    build_text_embeddings,
+    encode_text_ensemble,
+    load_vocabulary,
+)
 
 
 def test_coco_vocabulary_has_80_thing_classes_with_coco_ids():

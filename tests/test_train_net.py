@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-
 from conftest import run_tool
 
 CONFIG = "configs/synthetic/mask_rcnn_R18_synthetic.yaml"

@@ -26,6 +26,19 @@ import time
 import numpy as np
 import torch
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _reference_loop():
+    """The per-fragment oracle from tests/discovery_reference.py (test code, not the package)."""
+    import importlib.util
+
+    path = os.path.join(REPO, "tests", "discovery_reference.py")
+    spec = importlib.util.spec_from_file_location("discovery_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.discover_instances_loop
+
 
 def _sync(device):
     if device.type == "cuda":
@@ -80,7 +93,7 @@ def synthetic_scene(grid_hw, k, seed=0):
 
 def bench_discovery(args, device):
     from zip_d2.pseudo.instances import discover_instances, split_fragments
-    from zip_d2.pseudo.reference import discover_instances_loop
+    discover_instances_loop = _reference_loop()
 
     h, w = (int(v) for v in args.grid.split("x"))
     cm, region = synthetic_scene((h, w), args.k, args.seed)
@@ -117,13 +130,12 @@ def bench_kmeans(args, device):
 
 def bench_image(args, device):
     from zip_d2.config import get_cfg
-    from zip_d2.pseudo import build_labeler
-    from zip_d2.pseudo import clues
+    from zip_d2.pseudo import build_labeler, clues
 
     cfg = get_cfg()
     config = args.config
     if not os.path.isfile(config):  # also accept paths relative to the repository root
-        config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), config)
+        config = os.path.join(REPO, config)
     cfg.merge_from_file(config)
     cfg.PSEUDO.RANDOM_WEIGHTS = True  # timing only; announced by the factory
     cfg.PSEUDO.DEVICE = str(device)

@@ -22,7 +22,7 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads and proposal generators)
 from zip_d2.config import get_cfg
-from zip_d2.pseudo.models import MissingWeightsError
+from zip_d2.models import MissingWeightsError
 from zip_d2.text import TextEmbeddings, load_vocabulary
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

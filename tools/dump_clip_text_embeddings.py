@@ -13,7 +13,7 @@ and the prompts. Point ``MODEL.ROI_BOX_HEAD.OPEN_VOCAB.EMBEDDINGS`` (training) o
 import argparse
 import sys
 
-from zip_d2.pseudo.models import MissingWeightsError
+from zip_d2.models import MissingWeightsError
 from zip_d2.text import TEMPLATES, build_text_embeddings, load_vocabulary
 
 

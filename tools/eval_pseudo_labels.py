@@ -22,7 +22,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from zip_d2.data.validate import DatasetError, load_json
-    from zip_d2.labels.evaluate import EvalError, evaluate_pseudo_labels, format_table
+    from zip_d2.evaluation.pseudo_labels import EvalError, evaluate_pseudo_labels, format_table
 
     try:
         pred, gt = load_json(args.pred), load_json(args.gt)

@@ -94,9 +94,9 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from zip_d2.labels.images import InputError
-    from zip_d2.labels.shards import ShardError
     from zip_d2.labels.job import JobError, JobOptions, run_job, summary_lines
-    from zip_d2.pseudo.models import MissingWeightsError
+    from zip_d2.labels.shards import ShardError
+    from zip_d2.models import MissingWeightsError
 
     opts = JobOptions(out=args.out, images=args.images, coco_json=args.coco_json,
                       batch_size=args.batch_size, workers=args.workers, prefetch=args.prefetch,

@@ -10,12 +10,12 @@ subsets of one seed are nested. Output: OUT_DIR/<stem>_<p>pct_seed<SEED>.json pe
         --out-dir $DETECTRON2_DATASETS/coco/annotations --percents 1 2 5 10 --seed 1
 """
 import argparse
-import json
 import os
 import sys
 
+from zip_d2.data.coco_json import DatasetError, load_json, write_json_atomic
 from zip_d2.data.subsets import LABEL_PERCENTS, make_label_subset
-from zip_d2.data.validate import DatasetError, load_json, validate_coco
+from zip_d2.data.validate import validate_coco
 
 
 def subset_path(out_dir, coco_json, percent, seed):
@@ -40,10 +40,7 @@ def main(argv=None):
             if problems:
                 raise DatasetError(f"{percent:g}% subset: {problems[0]}")
             path = subset_path(args.out_dir, args.coco_json, percent, args.seed)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, path)
+            write_json_atomic(data, path)
             print(f"{percent:g}%: {len(data['images'])} of {len(coco['images'])} images, "
                   f"{len(data['annotations'])} annotations -> {path}")
     except (DatasetError, ValueError) as e:

@@ -23,13 +23,14 @@ def main(argv=None):
     p.add_argument("--no-validate", action="store_true")
     args = p.parse_args(argv)
 
+    from zip_d2.data.coco_json import write_json_atomic
     from zip_d2.data.validate import validate_coco
     from zip_d2.labels import shards
 
     shard_dir = args.shards or shards.shard_dir_for(args.out)
     try:
         merged = shards.merge_shards(shard_dir, allow_partial=args.allow_partial)
-        shards.write_json_atomic(merged, args.out)
+        write_json_atomic(merged, args.out)
     except (shards.ShardError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

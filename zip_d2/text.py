@@ -13,6 +13,8 @@ from typing import Callable, Dict, List, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from zip_d2.models import create_clip
+
 __all__ = [
     "TEMPLATES",
     "SCENE_TEMPLATES",
@@ -192,10 +194,8 @@ def build_text_embeddings(
 ) -> TextEmbeddings:
     """Load ``clip_model`` through the project's factory and embed ``class_names``.
 
-    Raises ``zip_d2.pseudo.models.MissingWeightsError`` if the weights are unavailable.
+    Raises ``zip_d2.models.MissingWeightsError`` if the weights are unavailable.
     """
-    from zip_d2.pseudo.models import create_clip
-
     bundle = create_clip(clip_model, pretrained, device=device, random_weights=random_weights)
     emb = encode_text_ensemble(bundle.model, bundle.tokenizer, list(class_names), templates, device)
     return TextEmbeddings(embeddings=emb.cpu(), class_names=list(class_names), clip_model=clip_model,

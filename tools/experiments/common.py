@@ -3,20 +3,17 @@
 The scripts run as ``python tools/experiments/<name>.py`` from the repository root; Python puts
 this folder on the import path, so ``import common`` finds this file.
 """
-import contextlib
-import io
 import json
 import os
 import time
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads)
+from zip_d2.data.coco_json import load_json
 from zip_d2.data.synthetic import SceneParams, make_synthetic_dataset
 from zip_d2.engine.setup import preflight, setup_cfg
+from zip_d2.evaluation.coco_eval import coco_from_dict, coco_stats
 from zip_d2.selftrain import predict_dataset
 
 
@@ -30,18 +27,8 @@ def make_data(root, num_train, num_val, num_categories=4, seed=0):
 
 def coco_ap(gt_json, results, iou_type="segm", cat_ids=None):
     """{"AP", "AP50"} (in %) of COCO results against a COCO ground-truth file."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(gt_json)
-        if not results:
-            return {"AP": 0.0, "AP50": 0.0}
-        dt = gt.loadRes([dict(r) for r in results])
-        ev = COCOeval(gt, dt, iou_type)
-        if cat_ids is not None:
-            ev.params.catIds = list(cat_ids)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {"AP": round(100 * float(ev.stats[0]), 1), "AP50": round(100 * float(ev.stats[1]), 1)}
+    stats = coco_stats(coco_from_dict(load_json(gt_json)), results, iou_type, cat_ids=cat_ids)
+    return {"AP": round(100 * stats["AP"], 1), "AP50": round(100 * stats["AP50"], 1)}
 
 
 def labels_as_results(labels_json):

@@ -15,6 +15,7 @@ import json
 import os
 
 from common import evaluate_checkpoint, make_data, schedule_opts, train, write_results
+
 from detectron2.utils.logger import setup_logger
 
 from zip_d2.data.subsets import make_label_subset

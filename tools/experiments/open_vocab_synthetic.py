@@ -22,6 +22,7 @@ import os
 
 import torch
 from common import make_data, schedule_opts, train, write_results
+
 from detectron2.utils.logger import setup_logger
 
 from zip_d2.data.ov_coco import build_ov_split

@@ -14,8 +14,15 @@ import argparse
 import os
 import shutil
 
-from common import (coco_ap, evaluate_checkpoint, labels_as_results, make_data, schedule_opts,
-                    write_results)
+from common import (
+    coco_ap,
+    evaluate_checkpoint,
+    labels_as_results,
+    make_data,
+    schedule_opts,
+    write_results,
+)
+
 from detectron2.utils.logger import setup_logger
 
 from zip_d2.data.simulate import SimulationParams, write_simulated_pseudo_labels

@@ -18,15 +18,15 @@ under ``$DETECTRON2_DATASETS/coco/annotations/`` (``datasets`` when unset):
 Importing this module registers the dataset names of ``OV_COCO_DATASETS`` (lazily: the files
 are read when the dataset is first loaded, and ``check_datasets`` says which file is missing).
 """
-import json
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
+from .coco_json import DatasetError, load_json, write_json_atomic
 from .register import EXTRA_ANNOTATION_KEYS
-from .validate import DatasetError, load_json, validate_coco
+from .validate import validate_coco
 
 __all__ = ["OV_COCO_BASE", "OV_COCO_NOVEL", "OV_COCO_DATASETS", "build_ov_split",
            "make_ov_coco_splits", "register_ov_coco"]
@@ -109,10 +109,7 @@ def make_ov_coco_splits(root=None, splits=("train2017", "val2017")):
             if problems:
                 raise DatasetError(f"{fname}: {problems[0]}")
             path = os.path.join(ann_dir, fname)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, path)
+            write_json_atomic(data, path)
             written[fname] = path
         # Vocabulary files in COCO id order, so pseudo-label ids 1..N follow the same order
         # as the registered datasets' contiguous ids.

@@ -16,16 +16,16 @@ parameter of :class:`SimulationParams`:
 The output is a COCO JSON whose ``info`` says ``"simulated": true`` and records every parameter,
 the seed and the source ground truth, so a simulated file can never pass for real pseudo-labels.
 """
-import json
 import os
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_util
 
+from .coco_json import DatasetError, load_json, write_json_atomic
+from .rle import segmentation_to_mask
 from .synthetic import mask_to_annotation
-from .validate import DatasetError, load_json, validate_coco
+from .validate import validate_coco
 
 __all__ = ["SimulationParams", "simulate_pseudo_labels", "write_simulated_pseudo_labels"]
 
@@ -47,16 +47,6 @@ class SimulationParams:
     score_noise: float = 0.15
     # One category for every label (class-agnostic pseudo-labels, CutLER-style).
     class_agnostic: bool = False
-
-
-def _decode(ann, height, width):
-    seg = ann["segmentation"]
-    if isinstance(seg, list):
-        rles = mask_util.frPyObjects(seg, height, width)
-        return mask_util.decode(mask_util.merge(rles)).astype(bool)
-    if isinstance(seg["counts"], list):
-        seg = mask_util.frPyObjects(seg, height, width)
-    return mask_util.decode(seg).astype(bool)
 
 
 def _touching(a, b):
@@ -132,7 +122,7 @@ def simulate_pseudo_labels(gt, params=SimulationParams(), seed=0, source=""):
     annotations = []
     for img in gt["images"]:
         h, w = img["height"], img["width"]
-        objects = [(_decode(a, h, w), id_to_index[a["category_id"]])
+        objects = [(segmentation_to_mask(a["segmentation"], h, w), id_to_index[a["category_id"]])
                    for a in sorted(by_image.get(img["id"], []), key=lambda a: a["id"])]
         for mask, cat_index, correct in _degrade_image(objects, h, w, len(cats), params, rng):
             mean = params.score_correct if correct else params.score_wrong
@@ -159,9 +149,5 @@ def write_simulated_pseudo_labels(gt_json, out_json, params=SimulationParams(), 
     problems = validate_coco(data, check_segmentations=True)
     if problems:
         raise DatasetError(f"simulated labels are invalid: {problems[0]}")
-    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
-    tmp = out_json + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, out_json)
+    write_json_atomic(data, out_json)
     return data

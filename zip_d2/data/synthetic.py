@@ -8,13 +8,13 @@ for, where a class-level region covers two instances and only a boundary separat
 Everything is deterministic given the seed. Masks are exact: each object is rasterised, drawn
 in order, and its ground-truth mask is what remains visible after later objects occlude it.
 """
-import json
 import os
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
+from .coco_json import write_json_atomic
 from .rle import encode_mask
 
 # Category ids start at 1 as in COCO; the order is fixed so ids are stable across versions.
@@ -177,10 +177,7 @@ def make_synthetic_split(out_dir, split, num_images, seed, params=SceneParams())
         "categories": categories(params.num_categories),
     }
     json_path = os.path.join(out_dir, f"{split}.json")
-    tmp = json_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, json_path)
+    write_json_atomic(data, json_path)
     return json_path
 
 

@@ -3,12 +3,13 @@
 Used in two places: before training on a registered dataset (so a bad file is one clear line,
 not a traceback from deep inside a data-loader worker), and after every pseudo-label merge.
 """
-import json
 import os
 from collections import Counter
 
 import numpy as np
 from PIL import Image
+
+from .coco_json import DatasetError, load_json
 
 _EXIF_ORIENTATION = 274
 # EXIF orientations 5-8 rotate by 90 or 270 degrees: the decoded image has width and height
@@ -20,21 +21,6 @@ _REQUIRED = {
     "annotations": ("id", "image_id", "category_id", "bbox"),
     "categories": ("id", "name"),
 }
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used; the message is one line naming the file and the problem."""
-
-
-def load_json(path):
-    """Read a JSON file, turning every way it can be unusable into a one-line DatasetError."""
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: JSON file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from None
 
 
 def oriented_image_size(path):

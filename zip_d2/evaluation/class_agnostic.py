@@ -4,33 +4,10 @@ Annotation-free methods are first judged on whether they find and delineate obje
 whatever their label (CutLER's protocol); this evaluator reports exactly that, beside the
 class-aware numbers, from the same predictions.
 """
-import contextlib
-import copy
-import io
-
 from detectron2.data.catalog import Metadata
 from detectron2.evaluation import COCOEvaluator
-from pycocotools.coco import COCO
 
-AGNOSTIC_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
-
-
-def to_class_agnostic(dataset):
-    """Copy of a COCO dataset dict with every annotation in the single category "object"."""
-    dataset = copy.deepcopy(dataset)
-    for ann in dataset["annotations"]:
-        ann["category_id"] = AGNOSTIC_CATEGORY["id"]
-    dataset["categories"] = [dict(AGNOSTIC_CATEGORY)]
-    return dataset
-
-
-def coco_from_dict(dataset):
-    """A pycocotools COCO index over an in-memory dataset dict (its prints silenced)."""
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+from .coco_eval import AGNOSTIC_CATEGORY, coco_from_dict, to_class_agnostic
 
 
 class ClassAgnosticCOCOEvaluator(COCOEvaluator):

@@ -6,19 +6,16 @@ are means of per-class AP50 over the base classes, the novel classes and all of 
 protocol of OVR-CNN and Detic). A class with no ground truth in the evaluated images has no AP
 and is left out of the means.
 """
-import contextlib
-import io
 import logging
 
 import numpy as np
-from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 
 from ..data import ov_coco as _ov_coco_data  # noqa: F401  (registers the OV-COCO dataset names)
-from .class_agnostic import coco_from_dict
+from .coco_eval import coco_from_dict, run_coco_eval
 
 __all__ = ["OVCOCOEvaluator", "per_category_ap50", "split_ap50", "evaluate_ov_results"]
 
@@ -65,12 +62,7 @@ def evaluate_ov_results(gt, results, base_names, novel_names):
     if not results:
         nan = {i: 0.0 for i in base_ids + novel_ids if coco_gt.getAnnIds(catIds=[i])}
         return {**split_ap50(nan, base_ids, novel_ids), "per_class": {}}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes([dict(r) for r in results])
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.catIds = base_ids + novel_ids
-        ev.evaluate()
-        ev.accumulate()
+    ev = run_coco_eval(coco_gt, results, "bbox", cat_ids=base_ids + novel_ids, summarize=False)
     ap = per_category_ap50(ev)
     name_of = {c["id"]: c["name"] for c in gt["categories"]}
     return {**split_ap50(ap, base_ids, novel_ids),

@@ -31,12 +31,20 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from zip_d2.data.coco_json import write_json_atomic
 from zip_d2.data.validate import validate_coco
 
 from . import shards
 from .coco_output import detections_to_annotations
-from .images import (DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, ImageEntry, InputError, decode_image,
-                     list_coco_images, list_image_folder)
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_SIDE,
+    ImageEntry,
+    InputError,
+    decode_image,
+    list_coco_images,
+    list_image_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -390,7 +398,7 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
             if opts.validate:
                 result.problems = validate_coco(merged, image_root=root, check_image_sizes=True,
                                                 check_segmentations=True)
-            shards.write_json_atomic(merged, opts.out)
+            write_json_atomic(merged, opts.out)
             result.merged = opts.out
         except Exception as e:  # re-raised below, once the other ranks are released
             merge_error = e

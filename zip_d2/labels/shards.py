@@ -22,6 +22,8 @@ import os
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from zip_d2.data.coco_json import write_json_atomic
+
 from .coco_output import build_info
 
 MANIFEST = "job.json"
@@ -147,10 +149,7 @@ def write_manifest(shard_dir: str, settings: dict, job: dict) -> None:
         if key is not None:
             raise ShardError(f"{shard_dir} holds labels made with other settings ({key} "
                              f"differs); pass --overwrite to start over, or choose another --out")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"settings": settings, "job": job}, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_json_atomic({"settings": settings, "job": job}, path, indent=1, sort_keys=True)
 
 
 def read_manifest(shard_dir: str) -> dict:
@@ -226,13 +225,3 @@ def merge_shards(shard_dir: str, allow_partial: bool = False,
         "categories": settings["categories"],
         "skipped_images": skipped_images,
     }
-
-
-def write_json_atomic(data: dict, path: str) -> None:
-    """Write JSON so that ``path`` is never seen half-written."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

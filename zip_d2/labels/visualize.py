@@ -8,7 +8,8 @@ from collections import defaultdict
 from typing import List, Optional
 
 import numpy as np
-from pycocotools import mask as mask_util
+
+from zip_d2.data.rle import segmentation_to_mask
 
 from .images import decode_image
 
@@ -31,9 +32,7 @@ def draw_overlay(image: np.ndarray, annotations: List[dict], names: dict,
     vis = Visualizer(image, metadata=None, scale=1.0, instance_mode=ColorMode.IMAGE)
     if not anns:
         return vis.output.get_image()
-    masks = [mask_util.decode({"size": a["segmentation"]["size"],
-                               "counts": a["segmentation"]["counts"].encode("ascii")})
-             .astype(bool) for a in anns]
+    masks = [segmentation_to_mask(a["segmentation"], *a["segmentation"]["size"]) for a in anns]
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)])
     labels = [f"{names.get(a['category_id'], a['category_id'])} {a.get('score', 1.0):.2f}"
               for a in anns]

@@ -5,8 +5,11 @@
   ``open_vocab_fast_rcnn``, ``vocabulary``).
 - ``CenterNetProposalGenerator`` (PROPOSAL_GENERATOR_REGISTRY): CenterNet2's first stage.
 """
-from . import centernet, roi_heads  # noqa: F401  (imported for their registrations)
-from . import droploss  # noqa: F401  (registers the DropLoss RoI heads)
+from . import (  # noqa: F401  (imported for their registrations)
+    centernet,
+    droploss,  # noqa: F401  (registers the DropLoss RoI heads)
+    roi_heads,
+)
 from .centernet import CenterNetProposalGenerator
 from .open_vocab_fast_rcnn import OpenVocabOutputLayers
 from .roi_heads import OpenVocabCascadeROIHeads, OpenVocabROIHeads, set_test_vocabulary

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zip_d2.models import ClipBundle, create_clip, create_sam
 from zip_d2.text import encode_text_ensemble, load_vocabulary
 
 from . import clues, clusters, instances, masks
-from .models import ClipBundle, create_clip, create_sam
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class ZipLabeler(_ClipLabelerBase):
         if p.BOUNDARY.INIT not in ("uniform", "semantic"):
             raise ValueError(f"PSEUDO.BOUNDARY.INIT must be 'uniform' or 'semantic', got {p.BOUNDARY.INIT!r}.")
         if p.SCORE.CLIP_SCORE not in ("image_prob", "mask_activation"):
-            raise ValueError(f"PSEUDO.SCORE.CLIP_SCORE must be 'image_prob' or 'mask_activation'.")
+            raise ValueError("PSEUDO.SCORE.CLIP_SCORE must be 'image_prob' or 'mask_activation'.")
         if not hasattr(self.clip.model.visual, "transformer"):
             raise ValueError(f"PSEUDO.CLIP.MODEL must be a ViT for CLIP Surgery, got {p.CLIP.MODEL}.")
         patch = self.clip.model.visual.patch_size[0]

@@ -9,15 +9,9 @@ pixels is the same object, relabelled.
 import numpy as np
 from pycocotools import mask as mask_util
 
+from ..data.rle import segmentation_to_rle
+
 __all__ = ["merge_round_labels"]
-
-
-def _rle(segmentation, height, width):
-    if isinstance(segmentation, list):
-        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation["counts"], list):
-        return mask_util.frPyObjects(segmentation, height, width)
-    return segmentation
 
 
 def _annotation(ann_id, image_id, category_id, rle, score):
@@ -55,7 +49,7 @@ def merge_round_labels(previous, predictions, score_threshold, keep_old_max_iou=
             continue
         img = images.get(p["image_id"])
         if img is not None and not mask_util.area(
-                _rle(p["segmentation"], img["height"], img["width"])):
+                segmentation_to_rle(p["segmentation"], img["height"], img["width"])):
             # An empty predicted mask is no object; as a label it would only be noise.
             stats["predictions_empty"] += 1
             continue
@@ -71,8 +65,8 @@ def merge_round_labels(previous, predictions, score_threshold, keep_old_max_iou=
     annotations = []
     for image_id, img in images.items():
         h, w = img["height"], img["width"]
-        new = [_rle(p["segmentation"], h, w) for p in preds_by_image.get(image_id, [])]
-        old = [_rle(a["segmentation"], h, w) for a in old_by_image.get(image_id, [])]
+        new = [segmentation_to_rle(p["segmentation"], h, w) for p in preds_by_image.get(image_id, [])]
+        old = [segmentation_to_rle(a["segmentation"], h, w) for a in old_by_image.get(image_id, [])]
         for p, rle in zip(preds_by_image.get(image_id, []), new):
             annotations.append(_annotation(len(annotations) + 1, image_id, p["category_id"],
                                            rle, p["score"]))

@@ -17,7 +17,6 @@ labels, or inside a round's training from its ``last_checkpoint`` (detectron2's 
 Runs in one process (one device).
 """
 import hashlib
-import json
 import logging
 import os
 
@@ -28,7 +27,8 @@ from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.env import seed_all_rng
 
-from ..data.validate import DatasetError, load_json, validate_coco
+from ..data.coco_json import DatasetError, load_json, write_json_atomic
+from ..data.validate import validate_coco
 from ..engine import Trainer
 from ..engine.setup import preflight, setup_cfg
 from ..modeling.droploss import DROPLOSS_HEADS
@@ -44,13 +44,6 @@ def round_threshold(thresholds, k):
     if k < 1 or not thresholds:
         raise ValueError(f"round must be >= 1 and thresholds non-empty (k={k}, {thresholds})")
     return float(thresholds[min(k, len(thresholds)) - 1])
-
-
-def _write_json(data, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -183,7 +176,7 @@ class SelfTrainingRun:
             summary["round_info"]["0"] = {"checkpoint": self.weights, "trained_here": False}
         else:
             summary["round_info"]["0"] = self._train(0)
-        _write_json(summary, self.summary_path)
+        write_json_atomic(summary, self.summary_path)
         thresholds = list(self.base_cfg.ZIP.SELF_TRAIN.SCORE_THRESHOLDS)
         keep_iou = float(self.base_cfg.ZIP.SELF_TRAIN.KEEP_OLD_MAX_IOU)
         for k in range(1, self.rounds + 1):
@@ -191,11 +184,11 @@ class SelfTrainingRun:
             info = summary["round_info"].setdefault(str(k), {})
             if not os.path.isfile(self.labels_path(k)):
                 info.update(self._make_labels(k, round_threshold(thresholds, k), keep_iou))
-                _write_json(summary, self.summary_path)
+                write_json_atomic(summary, self.summary_path)
             else:
                 logger.info("round %d: labels exist, not redone: %s", k, self.labels_path(k))
             info.update(self._train(k))
-            _write_json(summary, self.summary_path)
+            write_json_atomic(summary, self.summary_path)
         return summary
 
     def _make_labels(self, k, threshold, keep_iou):
@@ -209,10 +202,10 @@ class SelfTrainingRun:
                         self.labels_path(k - 1))
             predictions = predict_dataset(parent_cfg, self.checkpoint(k - 1),
                                           self.dataset_name(k - 1))
-            _write_json(predictions, preds_path)
+            write_json_atomic(predictions, preds_path)
         data = build_round_labels(self.labels_path(k - 1), predictions, k, self.checkpoint(k - 1),
                                   threshold, keep_iou)
-        _write_json(data, self.labels_path(k))
+        write_json_atomic(data, self.labels_path(k))
         stats = data["info"]["self_training"]
         logger.info("round %d labels: %d predictions >= %.2f kept, %d old labels kept, "
                     "%d replaced -> %s", k, stats["predictions_kept"], threshold,

@@ -239,8 +239,13 @@ def create_clip(
 
 def _build_tiny_sam() -> nn.Module:
     """A segment-anything ``Sam`` with SAM's structure at toy size (256 input, 2 encoder blocks)."""
-    from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
-                                           TwoWayTransformer)
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
 
     image_size, patch, dim = 256, 16, 32
     sam = Sam(

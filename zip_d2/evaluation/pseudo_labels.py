@@ -6,44 +6,20 @@ the pseudo-labels cover are evaluated: a skipped image is reported, not counted 
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-from typing import Dict, List
+from typing import List
 
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
-# COCOeval.stats, in order.
-STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
-              "ARl"]
+from .coco_eval import STAT_NAMES, coco_from_dict, coco_stats, to_class_agnostic
 
 
 class EvalError(ValueError):
     """Predictions and ground truth cannot be matched; one line."""
 
 
-def _coco_from_dict(data: dict) -> COCO:
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
-def _agnostic(gt: dict) -> dict:
-    gt = copy.deepcopy(gt)
-    gt["categories"] = [{"id": 1, "name": "object"}]
-    for ann in gt["annotations"]:
-        ann["category_id"] = 1
-    return gt
-
-
 def match_predictions(pred: dict, gt: dict, class_agnostic: bool):
     """(gt dict, predictions as COCO results in gt's ids, evaluated gt image ids, notes)."""
     notes = []
     if class_agnostic:
-        gt = _agnostic(gt)
+        gt = to_class_agnostic(gt)
     gt_image_ids = {img["file_name"]: img["id"] for img in gt["images"]}
     pred_image_ids = {}
     for img in pred["images"]:
@@ -80,30 +56,21 @@ def match_predictions(pred: dict, gt: dict, class_agnostic: bool):
     return gt, results, sorted(set(pred_image_ids.values())), notes
 
 
-def _evaluate(gt_coco: COCO, results: List[dict], iou_type: str, image_ids) -> Dict[str, float]:
+def _evaluate(gt_coco, results: List[dict], iou_type: str, image_ids) -> dict:
     if iou_type == "bbox":
         dets = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
     else:
         # Without a bbox, loadRes takes the area from the mask, as mask AP's size ranges need.
         dets = [{k: v for k, v in r.items() if k != "bbox"} for r in results
                 if r.get("segmentation")]
-    if not dets:
-        return {name: 0.0 for name in STAT_NAMES}
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt_coco.loadRes(copy.deepcopy(dets))
-        ev = COCOeval(gt_coco, dt, iou_type)
-        ev.params.imgIds = image_ids
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    # COCOeval marks "no ground truth in this size range" as -1; report it as such.
-    return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+    # COCOeval marks "no ground truth in this size range" as -1; it is reported as such.
+    return coco_stats(gt_coco, dets, iou_type, image_ids)
 
 
 def evaluate_pseudo_labels(pred: dict, gt: dict, class_agnostic: bool = False) -> dict:
     """{"bbox": {stat: value}, "segm": {...}, "images": n, "notes": [...]}; values in [0, 1]."""
     gt, results, image_ids, notes = match_predictions(pred, gt, class_agnostic)
-    gt_coco = _coco_from_dict(gt)
+    gt_coco = coco_from_dict(gt)
     return {"bbox": _evaluate(gt_coco, results, "bbox", image_ids),
             "segm": _evaluate(gt_coco, results, "segm", image_ids),
             "images": len(image_ids), "detections": len(results), "notes": notes}
