@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from conftest import run_tool
 
+from zip_d2.config import SetupError, setup_cfg
 from zip_d2.data.register import register_coco_json
 from zip_d2.data.validate import DatasetError, validate_coco
-from zip_d2.engine.setup import SetupError, preflight, setup_cfg
+from zip_d2.engine.setup import preflight
 
 CONFIG = "configs/synthetic/mask_rcnn_R18_synthetic.yaml"
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from zip_d2.config import get_cfg
-from zip_d2.engine.setup import SetupError, preflight
+from zip_d2.config import SetupError, get_cfg
+from zip_d2.engine.setup import preflight
 from zip_d2.engine.trainer import Trainer
 
 

@@ -129,18 +129,17 @@ def bench_kmeans(args, device):
 
 
 def bench_image(args, device):
-    from zip_d2.config import get_cfg
+    from zip_d2.config import setup_cfg
     from zip_d2.pseudo import build_labeler, clues
 
-    cfg = get_cfg()
     config = args.config
     if not os.path.isfile(config):  # also accept paths relative to the repository root
         config = os.path.join(REPO, config)
-    cfg.merge_from_file(config)
-    cfg.PSEUDO.RANDOM_WEIGHTS = True  # timing only; announced by the factory
-    cfg.PSEUDO.DEVICE = str(device)
+    # Random weights: timing only (announced by the factory).
+    settings = {"PSEUDO.RANDOM_WEIGHTS": True, "PSEUDO.DEVICE": str(device)}
     if args.precision:
-        cfg.PSEUDO.PRECISION = args.precision
+        settings["PSEUDO.PRECISION"] = args.precision
+    cfg = setup_cfg(config, settings=settings)
     lab = build_labeler(cfg)
     rng = np.random.default_rng(args.seed)
     image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)

@@ -31,7 +31,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads and proposal generators)
-from zip_d2.config import get_cfg
+from zip_d2.config import setup_cfg
 from zip_d2.data.synthetic import SHAPES, SceneParams, render_scene
 
 VARIANTS = {
@@ -73,11 +73,10 @@ def synthetic_batch(batch_size, device, seed=0, params=SceneParams()):
 
 def build(variant, device, opts, num_classes):
     config_file, variant_opts = VARIANTS[variant]
-    cfg = get_cfg()
-    cfg.merge_from_file(config_file)
     vocab = ",".join(SHAPES[:num_classes])
-    cfg.merge_from_list(["MODEL.ROI_BOX_HEAD.OPEN_VOCAB.VOCABULARY", vocab, "DATASETS.TRAIN", "()",
-                         "DATASETS.TEST", "()", "MODEL.DEVICE", device] + variant_opts + list(opts))
+    cfg = setup_cfg(config_file, ["MODEL.ROI_BOX_HEAD.OPEN_VOCAB.VOCABULARY", vocab,
+                                  "DATASETS.TRAIN", "()", "DATASETS.TEST", "()",
+                                  "MODEL.DEVICE", device] + variant_opts + list(opts))
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()

@@ -106,20 +106,16 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from zip_d2.config import get_cfg
+    from zip_d2.config import setup_cfg
     from zip_d2.labels.coco_output import detections_to_annotations
     from zip_d2.labels.images import decode_image, list_image_folder
     from zip_d2.labels.job import JobOptions, run_job, summary_lines
     from zip_d2.pseudo import build_labeler
 
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config)
-    if args.random_weights:
-        cfg.PSEUDO.RANDOM_WEIGHTS = True
-    cfg.merge_from_list(args.opts)
+    cfg = setup_cfg(args.config, args.opts,
+                    settings={"PSEUDO.RANDOM_WEIGHTS": True} if args.random_weights else None)
+    # PSEUDO.DEVICE "" resolves to the current CUDA device when there is one.
     cuda = torch.cuda.is_available() and cfg.PSEUDO.DEVICE in ("", "cuda")
-    if cuda:
-        cfg.PSEUDO.DEVICE = "cuda:0"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     with tempfile.TemporaryDirectory(prefix="zip_bench_") as tmp:

@@ -9,7 +9,6 @@ needs no retraining: its CLIP text embeddings replace the classifier's. CPU by d
         --vocabulary "circle,square,triangle,hexagon" --input work/synthetic/val --output work/demo
 """
 import argparse
-import glob
 import os
 import sys
 
@@ -21,11 +20,10 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads and proposal generators)
-from zip_d2.config import get_cfg
+from zip_d2.config import SetupError, setup_cfg
+from zip_d2.labels.images import list_image_paths
 from zip_d2.models import MissingWeightsError
 from zip_d2.text import TextEmbeddings, load_vocabulary
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def parse_args(argv=None):
@@ -49,30 +47,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def list_images(inputs):
-    """Image paths from files, directories and glob patterns, sorted, without duplicates."""
-    paths = []
-    for item in inputs:
-        if os.path.isdir(item):
-            paths += [os.path.join(item, f) for f in sorted(os.listdir(item))]
-        elif os.path.isfile(item):
-            paths.append(item)
-        else:
-            paths += sorted(glob.glob(item))
-    images = [p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS)]
-    return list(dict.fromkeys(images))
-
-
-def setup_cfg(args):
+def demo_cfg(args):
     """The model's config, rebuilt around the command-line vocabulary.
 
     Only the test vocabulary matters at inference (no weight depends on the number of classes:
     class-agnostic boxes and masks, text-embedding classifier), so the training vocabulary is set
     to the same one and no training dataset needs to be registered.
     """
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = setup_cfg(args.config_file, args.opts)
+    cfg.defrost()
     ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
     if args.embeddings:
         emb = TextEmbeddings.load(args.embeddings)
@@ -99,14 +82,14 @@ def main(argv=None):
     if not os.path.isfile(args.weights):
         print(f"demo: error: weights file {args.weights} does not exist", file=sys.stderr)
         return 2
-    images = list_images(args.input)
+    images = list_image_paths(args.input)
     if not images:
         print(f"demo: error: no images found in {args.input}", file=sys.stderr)
         return 2
     try:
-        cfg, names = setup_cfg(args)
+        cfg, names = demo_cfg(args)
         predictor = DefaultPredictor(cfg)
-    except (ValueError, MissingWeightsError) as e:
+    except (SetupError, ValueError, MissingWeightsError) as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return 2
     metadata = MetadataCatalog.get("__zip_d2_demo")

@@ -73,26 +73,22 @@ def parse_args(argv=None):
     return args
 
 
-def setup_cfg(args):
-    from zip_d2.config import get_cfg
-
-    cfg = get_cfg()
-    if args.config:
-        cfg.merge_from_file(args.config)
+def flag_settings(args):
+    """The config keys this tool's own flags set (applied before the trailing KEY VALUE pairs)."""
+    settings = {}
     if args.vocabulary:
-        cfg.PSEUDO.VOCABULARY = args.vocabulary
+        settings["PSEUDO.VOCABULARY"] = args.vocabulary
     if args.method:
-        cfg.PSEUDO.METHOD = args.method
+        settings["PSEUDO.METHOD"] = args.method
     if args.class_agnostic:
-        cfg.PSEUDO.CLASS_AGNOSTIC = True
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    return cfg
+        settings["PSEUDO.CLASS_AGNOSTIC"] = True
+    return settings
 
 
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from zip_d2.config import SetupError, setup_cfg
     from zip_d2.labels.images import InputError
     from zip_d2.labels.job import JobError, JobOptions, run_job, summary_lines
     from zip_d2.labels.shards import ShardError
@@ -107,10 +103,9 @@ def main(argv=None):
                       max_consecutive_failures=args.max_consecutive_failures,
                       command=list(sys.argv if argv is None else argv))
     try:
-        cfg = setup_cfg(args)
-    except (OSError, ValueError, KeyError, AssertionError) as e:
-        # yacs reports a missing file, an unknown key or a bad value with these.
-        print(f"error: config: {type(e).__name__}: {e}", file=sys.stderr)
+        cfg = setup_cfg(args.config, args.opts, settings=flag_settings(args))
+    except SetupError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         result = run_job(cfg, opts)

@@ -20,8 +20,9 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads, DropLoss included)
+from zip_d2.config import SetupError
 from zip_d2.data.validate import DatasetError
-from zip_d2.engine.setup import SetupError, add_register_argument
+from zip_d2.engine.setup import add_register_argument
 from zip_d2.selftrain import SelfTrainingRun
 
 

@@ -15,10 +15,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads and proposal generators)
+from zip_d2.config import SetupError, setup_cfg
 from zip_d2.data.register import register_from_cfg
 from zip_d2.data.validate import DatasetError
 from zip_d2.engine import Trainer
-from zip_d2.engine.setup import SetupError, add_register_argument, preflight, setup_cfg
+from zip_d2.engine.setup import add_register_argument, preflight
 
 
 def main(args):

@@ -4,6 +4,10 @@
 below are its sections, one per stage of the data flow, so a reader finds a key next to the
 keys of the same stage. Each key has its default and a one-line comment.
 """
+import os
+
+import yaml
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _d2_get_cfg
 
@@ -26,6 +30,65 @@ def get_cfg():
     """Detectron2's default config with zip_d2's keys added."""
     cfg = _d2_get_cfg()
     add_zip_config(cfg)
+    return cfg
+
+
+class SetupError(ValueError):
+    """A problem with the command line or config, reported as one line before any work."""
+
+
+def _one_line(e):
+    return " ".join(str(e).strip("'\"").split()) or type(e).__name__
+
+
+def _set_key(cfg, key, value):
+    """``cfg.<key> = value`` for a dotted key that must exist, keeping the default's type."""
+    node, *path = [cfg] + key.split(".")
+    for part in path[:-1]:
+        if not isinstance(node, CN) or part not in node:
+            raise SetupError(f"unknown config key {key}")
+        node = node[part]
+    last = path[-1]
+    if not isinstance(node, CN) or last not in node:
+        raise SetupError(f"unknown config key {key}")
+    old = node[last]
+    if isinstance(old, bool) != isinstance(value, bool) or (
+            not isinstance(old, (int, float)) and type(old) is not type(value)):
+        raise SetupError(f"{key} takes a {type(old).__name__}, got {value!r}")
+    node[last] = type(old)(value) if isinstance(old, float) else value
+
+
+def setup_cfg(config_file=None, opts=(), register=(), settings=None):
+    """The one config builder of every tool: a frozen config from, in this order, zip_d2's
+    defaults, ``config_file``, ``settings`` (a tool's own flags as {dotted key: value}), the
+    ``KEY VALUE`` strings ``opts``, and ``register`` ([name, json, image_root] datasets added to
+    ZIP.DATASETS.REGISTER).
+
+    Raises:
+        SetupError: missing config file, YAML syntax error, unknown key or bad value, as one line.
+    """
+    cfg = get_cfg()
+    if config_file and not os.path.isfile(config_file):
+        raise SetupError(f"config file not found: {config_file}")
+    if len(opts) % 2:
+        raise SetupError(f"config overrides must be KEY VALUE pairs, got {' '.join(opts)}")
+    steps = ((config_file, cfg.merge_from_file, config_file),
+             ("command-line flags", lambda s: [_set_key(cfg, k, v) for k, v in s.items()],
+              settings),
+             ("command-line overrides", cfg.merge_from_list, list(opts)))
+    for source, merge, arg in steps:
+        if not arg:
+            continue
+        try:
+            merge(arg)
+        except SetupError as e:
+            raise SetupError(f"bad config in {source}: {e}") from None
+        except (KeyError, ValueError, AssertionError, TypeError, AttributeError,
+                yaml.YAMLError) as e:
+            raise SetupError(f"bad config in {source}: {_one_line(e)}") from None
+    cfg.ZIP.DATASETS.REGISTER = [list(r) for r in cfg.ZIP.DATASETS.REGISTER] + [
+        list(r) for r in register]
+    cfg.freeze()
     return cfg
 
 

@@ -10,9 +10,10 @@ import time
 import numpy as np
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads)
+from zip_d2.config import setup_cfg
 from zip_d2.data.coco_json import load_json
 from zip_d2.data.synthetic import SceneParams, make_synthetic_dataset
-from zip_d2.engine.setup import preflight, setup_cfg
+from zip_d2.engine.setup import preflight
 from zip_d2.evaluation.coco_eval import coco_from_dict, coco_stats
 from zip_d2.selftrain import predict_dataset
 

@@ -25,9 +25,10 @@ from common import make_data, schedule_opts, train, write_results
 
 from detectron2.utils.logger import setup_logger
 
+from zip_d2.config import setup_cfg
 from zip_d2.data.ov_coco import build_ov_split
 from zip_d2.data.simulate import SimulationParams, write_simulated_pseudo_labels
-from zip_d2.engine.setup import preflight, setup_cfg
+from zip_d2.engine.setup import preflight
 from zip_d2.evaluation.ov_coco import evaluate_ov_results
 from zip_d2.selftrain import predict_dataset
 from zip_d2.text import TextEmbeddings

@@ -1,15 +1,11 @@
-"""Config set-up and pre-flight checks shared by the training tools."""
-import os
+"""Pre-flight checks and command-line pieces shared by the training tools (the config
+itself is built by ``zip_d2.config.setup_cfg``)."""
 
 import torch
 from yacs.config import CfgNode
 
-from ..config import OPTIMIZERS, get_cfg
+from ..config import OPTIMIZERS, SetupError
 from ..data.register import check_datasets, register_from_cfg
-
-
-class SetupError(ValueError):
-    """A problem with the command line or config, reported as one line before any work."""
 
 
 def add_register_argument(parser):
@@ -20,30 +16,6 @@ def add_register_argument(parser):
         help="register a COCO-format JSON as dataset NAME (repeatable); same as an entry "
         "of ZIP.DATASETS.REGISTER",
     )
-
-
-def setup_cfg(config_file, opts=(), register=()):
-    """Build the frozen config: defaults, ``config_file``, ``KEY VALUE`` ``opts``, registrations.
-
-    Raises:
-        SetupError: missing config file, unknown key or bad value, as one line.
-    """
-    cfg = get_cfg()
-    if config_file and not os.path.isfile(config_file):
-        raise SetupError(f"config file not found: {config_file}")
-    for source, merge, arg in ((config_file, cfg.merge_from_file, config_file),
-                               ("command-line overrides", cfg.merge_from_list, list(opts))):
-        if not arg:
-            continue
-        try:
-            merge(arg)
-        except (KeyError, ValueError, AssertionError, TypeError) as e:
-            msg = str(e).strip("'\"") or type(e).__name__
-            raise SetupError(f"bad config in {source}: {msg}") from None
-    cfg.ZIP.DATASETS.REGISTER = [list(r) for r in cfg.ZIP.DATASETS.REGISTER] + [
-        list(r) for r in register]
-    cfg.freeze()
-    return cfg
 
 
 def preflight(cfg, train=True):

@@ -8,6 +8,7 @@ input as a whole are :class:`InputError` (one line, raised before any work).
 """
 from __future__ import annotations
 
+import glob
 import os
 import warnings
 from dataclasses import dataclass
@@ -97,6 +98,23 @@ def list_image_folder(root: str) -> Tuple[List[ImageEntry], int]:
         raise InputError(f"no images found under {root} (looked for "
                          f"{', '.join(IMAGE_EXTENSIONS)}, recursively)")
     return entries, ignored
+
+
+def list_image_paths(inputs) -> List[str]:
+    """Image files named by command-line inputs: files, folders (searched as
+    :func:`list_image_folder` does) and glob patterns; sorted within each input, first
+    occurrence kept. Files without an image extension are left out."""
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            entries, _ = list_image_folder(item)
+            paths += [os.path.join(item, e.file_name) for e in entries]
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            paths += sorted(glob.glob(item, recursive=True))
+    images = [p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p)]
+    return list(dict.fromkeys(images))
 
 
 def list_coco_images(json_path: str) -> List[ImageEntry]:

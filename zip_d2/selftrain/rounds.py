@@ -27,10 +27,11 @@ from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.env import seed_all_rng
 
+from ..config import setup_cfg
 from ..data.coco_json import DatasetError, load_json, write_json_atomic
 from ..data.validate import validate_coco
 from ..engine import Trainer
-from ..engine.setup import preflight, setup_cfg
+from ..engine.setup import preflight
 from ..modeling.droploss import DROPLOSS_HEADS
 from .merge import merge_round_labels
 
