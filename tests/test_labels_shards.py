@@ -111,6 +111,14 @@ def test_resuming_with_other_settings_is_refused_naming_the_setting(tmp_path):
     assert shards.read_manifest(shard_dir)["job"]["num_images"] == 9
 
 
+def test_shards_of_an_older_settings_format_are_refused_with_a_clear_line(tmp_path):
+    shard_dir = _start(tmp_path, 1)
+    current = dict(SETTINGS, format=shards.SETTINGS_FORMAT)
+    with pytest.raises(shards.ShardError, match=r"another zip_d2 version \(settings format 1, "
+                                                 r"this one writes 2\).*--overwrite"):
+        shards.write_manifest(shard_dir, current, {})
+
+
 def _det(mask, category="cat", score=0.9):
     return {"category": category, "score": score, "mask": mask, "box": np.zeros(4)}
 

@@ -95,6 +95,19 @@ def test_describe_records_models_thresholds_and_random_weights(labelers, method)
         assert info["sam"]["model_type"] == "tiny"
 
 
+def test_describe_follows_the_config_sections_each_method_reads(labelers):
+    zip_info = labelers["zip"].describe()
+    cfg = labelers["zip"].cfg.PSEUDO
+    # Every key of every section the labeler reads is recorded, none copied by hand.
+    for section in ("CLIP", "BOUNDARY", "DISCOVERY", "SCORE", "SAM"):
+        assert set(zip_info[section.lower()]) - {"weights"} == {k.lower() for k in cfg[section]}
+    assert "sam_clip" not in zip_info and "cache_dir" not in zip_info
+    assert "sam" not in labelers["zip-no-sam"].describe()
+    sam_clip = labelers["sam-clip"].describe()
+    assert "boundary" not in sam_clip and "discovery" not in sam_clip
+    assert sam_clip["sam_clip"]["points_per_side"] == cfg.SAM_CLIP.POINTS_PER_SIDE
+
+
 def test_semantic_initialisation_option_runs_end_to_end():
     lab = build_labeler(_cfg(**{"BOUNDARY.INIT": "semantic", "METHOD": "zip-no-sam"}))
     _check_detections(lab(_image()), _image(), VOCAB)

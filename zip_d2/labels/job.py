@@ -5,8 +5,9 @@ Work flows through three overlapped places:
 - the main thread runs the labeler (the GPU stages) batch by batch: through
   ``labeler.label_batch(images)`` when the labeler offers it, else image by image (the engine
   then batches within an image, e.g. all SAM box prompts in one decoder call);
-- a writer thread turns detections into COCO records (mask upscaling, RLE) and appends them to
-  this rank's shard file, so CPU post-processing overlaps the next batch on the GPU.
+- a writer thread (``writer.RecordWriter``) turns detections into COCO records (mask upscaling,
+  RLE) and appends them to this rank's shard file, so CPU post-processing overlaps the next
+  batch on the GPU.
 
 Launch with ``torchrun --nproc_per_node G [--nnodes N ...]``: RANK/WORLD_SIZE pick image
 ``i`` for rank ``i % WORLD_SIZE`` among those not finished yet. Shards must be on a filesystem
@@ -15,13 +16,10 @@ tools/merge_pseudo_labels.py). A single process needs no launcher.
 """
 from __future__ import annotations
 
-import datetime
 import functools
 import logging
 import os
-import queue
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -35,7 +33,7 @@ from zip_d2.data.coco_json import write_json_atomic
 from zip_d2.data.validate import validate_coco
 
 from . import shards
-from .coco_output import detections_to_annotations
+from .distributed import broadcast_error, dist_env, init_distributed
 from .images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIDE,
@@ -45,6 +43,7 @@ from .images import (
     list_coco_images,
     list_image_folder,
 )
+from .writer import RecordWriter
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +106,6 @@ class JobResult:
         return self.images_labeled + self.images_skipped
 
 
-def dist_env():
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
-
-
 class _DecodeDataset(Dataset):
     """Decodes one entry in a loader worker; bad files come back as a skip reason."""
 
@@ -149,85 +142,6 @@ def _worker_init(max_pixels, _worker_id):
     Image.MAX_IMAGE_PIXELS = max(max_pixels, DEFAULT_MAX_PIXELS)
 
 
-def _record_base(entry: ImageEntry) -> dict:
-    base = {"file_name": entry.file_name}
-    if entry.image_id is not None:
-        base["id"] = entry.image_id
-    return base
-
-
-class _Writer(threading.Thread):
-    """Turns detections into shard records and appends them, off the main (GPU) thread."""
-
-    def __init__(self, writer: shards.ShardWriter, category_ids, result: JobResult, bar):
-        super().__init__(daemon=True, name="pseudo-label-writer")
-        self.writer, self.category_ids, self.result, self.bar = writer, category_ids, result, bar
-        self.queue = queue.Queue(maxsize=16)
-        self.error: Optional[BaseException] = None
-
-    def run(self):
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            try:
-                self._handle(*item)
-            except BaseException as e:  # re-raised in the main thread by check()
-                self.error = e
-                return
-
-    def _handle(self, entry, info, detections):
-        start = time.perf_counter()
-        record = _record_base(entry)
-        if "skipped" in info:
-            record["skipped"] = info["skipped"]
-        else:
-            try:
-                anns, _ = detections_to_annotations(detections, info["work_shape"],
-                                                    info["width"], info["height"],
-                                                    self.category_ids)
-            except ValueError as e:
-                record["skipped"] = f"bad labeler output: {e}"
-            else:
-                record.update(width=info["width"], height=info["height"], annotations=anns)
-        mid = time.perf_counter()
-        self.writer.write(record)
-        end = time.perf_counter()
-        self.result.post_s += mid - start
-        self.result.write_s += end - mid
-        if "skipped" in record:
-            self.result.images_skipped += 1
-            logger.info("skipped %s: %s", entry.file_name, record["skipped"])
-        else:
-            self.result.images_labeled += 1
-            self.result.annotations += len(record["annotations"])
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def put(self, entry, info, detections=None):
-        self._put((entry, info, detections))
-
-    def _put(self, item):
-        # A writer that died (disk full...) stops draining the queue: never block on it.
-        while True:
-            self.check()
-            try:
-                self.queue.put(item, timeout=1.0)
-                return
-            except queue.Full:
-                continue
-
-    def check(self):
-        if self.error is not None:
-            raise self.error
-
-    def finish(self):
-        if self.is_alive():
-            self._put(None)
-            self.join()
-        self.check()
-
-
 def _label_batch(labeler, images: List[np.ndarray]):
     """The labeler's detections for each image; an exception stands in for a failed image."""
     if hasattr(labeler, "label_batch"):
@@ -252,7 +166,7 @@ def _settings(labeler, opts: JobOptions) -> dict:
     describe = dict(labeler.describe())
     # Ranks run on different devices (cuda:0, cuda:1...) but produce the same labels.
     describe.pop("device", None)
-    return {"labeler": describe, "categories": list(labeler.categories),
+    return {"format": shards.SETTINGS_FORMAT, "labeler": describe, "categories": list(labeler.categories),
             "decoding": {"max_side": opts.max_side, "max_pixels": opts.max_pixels,
                          "min_side": opts.min_side, "exif_orientation": True,
                          "color": "8-bit RGB; alpha dropped; 16-bit scaled to 8-bit"}}
@@ -313,25 +227,6 @@ def prepare(cfg, opts: JobOptions, build_labeler: Callable):
     return root, entries, input_desc, labeler
 
 
-def _init_distributed(world_size: int, timeout_hours: float) -> bool:
-    if world_size <= 1 or not torch.distributed.is_available():
-        return False
-    if not torch.distributed.is_initialized():
-        # gloo: only small control messages travel, and it works the same on CPU-only tests.
-        torch.distributed.init_process_group(
-            "gloo", timeout=datetime.timedelta(hours=timeout_hours))
-    return True
-
-
-def _broadcast_error(distributed: bool, rank: int, error: Optional[str]) -> Optional[str]:
-    """Rank 0's set-up verdict, seen by every rank (so no rank waits on one that gave up)."""
-    if not distributed:
-        return error
-    box = [error if rank == 0 else None]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> JobResult:
     """Label this rank's share of the images; rank 0 then merges and validates everything.
 
@@ -352,7 +247,7 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
     settings = _settings(labeler, opts)
     job_desc = {"input": input_desc, "num_images": len(entries), "world_size": world_size,
                 "command": list(opts.command), "batch_size": opts.batch_size}
-    distributed = _init_distributed(world_size, opts.dist_timeout_hours)
+    distributed = init_distributed(world_size, opts.dist_timeout_hours)
     error = None
     if rank == 0:
         try:
@@ -366,7 +261,7 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
             shards.write_manifest(shard_dir, settings, job_desc)
         except (shards.ShardError, OSError) as e:
             error = str(e)
-    error = _broadcast_error(distributed, rank, error)
+    error = broadcast_error(distributed, rank, error)
     if error:
         raise JobError(error)
     # Ranks on other nodes see rank 0's folder only on a shared filesystem; without one they
@@ -428,7 +323,7 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
         Image.MAX_IMAGE_PIXELS = max(opts.max_pixels, DEFAULT_MAX_PIXELS)
     failures_in_a_row = 0
     with shards.ShardWriter(shards.shard_path(shard_dir, rank, world_size)) as shard_writer:
-        writer = _Writer(shard_writer, category_ids, result, bar)
+        writer = RecordWriter(shard_writer, category_ids, result, bar)
         writer.start()
         try:
             for batch in loader:

@@ -27,6 +27,9 @@ from zip_d2.data.coco_json import write_json_atomic
 from .coco_output import build_info
 
 MANIFEST = "job.json"
+# Layout version of the settings block in job.json (2: the labeler's description is built from
+# its config sections). Shards written under another layout cannot be compared, so not resumed.
+SETTINGS_FORMAT = 2
 # How often a writer forces its lines to disk: flush() alone survives a killed process, fsync
 # also survives a machine that loses power.
 FSYNC_SECONDS = 30.0
@@ -145,6 +148,11 @@ def write_manifest(shard_dir: str, settings: dict, job: dict) -> None:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)["settings"]
+        if old.get("format") != settings.get("format"):
+            raise ShardError(
+                f"{shard_dir} was written by another zip_d2 version (settings format "
+                f"{old.get('format', 1)}, this one writes {settings.get('format', 1)}), so its "
+                "labels cannot be resumed; pass --overwrite to start over, or choose another --out")
         key = _diff(old, settings)
         if key is not None:
             raise ShardError(f"{shard_dir} holds labels made with other settings ({key} "

@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from yacs.config import CfgNode
 
 from zip_d2.models import ClipBundle, create_clip, create_sam
 from zip_d2.text import encode_text_ensemble, load_vocabulary
@@ -120,22 +121,36 @@ class _ClipLabelerBase:
             })
         return out
 
-    def _describe_common(self) -> dict:
+    # PSEUDO sections this labeler reads (so only they decide its labels); set per class.
+    config_sections = ("CLIP", "SCORE")
+
+    def _weights(self) -> dict:
+        """{section: where its weights came from}, stable across machines."""
+        return {"CLIP": self.clip.weights}
+
+    def describe(self) -> dict:
+        """Everything that decides this labeler's labels, as plain JSON values.
+
+        Built from the config: PSEUDO's top-level keys and the sections this labeler reads, keys
+        lower-cased, with what the config alone does not say (the method, the device and
+        precision actually used, the number of classes, each model's weight source). Leaves out
+        PSEUDO.CACHE_DIR (where weights are cached, not which weights).
+        """
         p = self.cfg.PSEUDO
-        return {
-            "method": self.method,
-            "vocabulary": p.VOCABULARY,
-            "num_classes": len(self.class_names),
-            "class_agnostic": self.class_agnostic,
-            "device": str(self.device),
-            "precision": self.precision,
-            "seed": int(p.SEED),
-            "random_weights": bool(p.RANDOM_WEIGHTS),
-            "clip": {"model": self.clip.name, "pretrained": p.CLIP.PRETRAINED, "weights": self.clip.weights,
-                     "templates": p.CLIP.TEMPLATES, "input_size": int(p.CLIP.INPUT_SIZE)},
-            "score": {"clip_score": p.SCORE.CLIP_SCORE, "nms_iou": float(p.SCORE.NMS_IOU),
-                      "max_detections": int(p.SCORE.MAX_DETECTIONS), "min_score": float(p.SCORE.MIN_SCORE)},
-        }
+        out = {k.lower(): _plain(v) for k, v in p.items()
+               if not isinstance(v, CfgNode) and k != "CACHE_DIR"}
+        for section in self.config_sections:
+            out[section.lower()] = {k.lower(): _plain(v) for k, v in p[section].items()}
+        for section, weights in self._weights().items():
+            out[section.lower()]["weights"] = weights
+        out.update(method=self.method, num_classes=len(self.class_names), device=str(self.device),
+                   precision=self.precision)
+        return out
+
+
+def _plain(value):
+    """A config value as JSON would give it back (tuples become lists)."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 class ZipLabeler(_ClipLabelerBase):
@@ -154,6 +169,8 @@ class ZipLabeler(_ClipLabelerBase):
 
     def __init__(self, cfg, use_sam: bool = True):
         self.method = "zip" if use_sam else "zip-no-sam"
+        self.config_sections = ("CLIP", "BOUNDARY", "DISCOVERY", "SCORE") + (
+            ("SAM",) if use_sam else ())
         super().__init__(cfg)
         p = cfg.PSEUDO
         if p.BOUNDARY.INIT not in ("uniform", "semantic"):
@@ -351,34 +368,18 @@ class ZipLabeler(_ClipLabelerBase):
         idx = scored.argmax(axis=1)
         return np.stack([idx % W, idx // W], axis=1).astype(np.float32) + 0.5
 
-    def describe(self) -> dict:
-        p = self.cfg.PSEUDO
-        out = self._describe_common()
-        out["clip"].update({
-            "surgery_depth": int(p.CLIP.SURGERY_DEPTH), "feature_norm_dim": int(p.CLIP.FEATURE_NORM_DIM),
-            "classify": bool(p.CLIP.CLASSIFY), "classify_size": int(p.CLIP.CLASSIFY_SIZE),
-            "topk": int(p.CLIP.TOPK), "min_prob": float(p.CLIP.MIN_PROB),
-            "activation_ratio": float(p.CLIP.ACTIVATION_RATIO)})
-        out["boundary"] = {"model": self.boundary.name, "pretrained": p.BOUNDARY.PRETRAINED,
-                           "weights": self.boundary.weights, "short_side": int(p.BOUNDARY.SHORT_SIDE),
-                           "num_clusters": int(p.BOUNDARY.NUM_CLUSTERS), "max_iters": int(p.BOUNDARY.MAX_ITERS),
-                           "init": p.BOUNDARY.INIT, "min_clusters": int(p.BOUNDARY.MIN_CLUSTERS),
-                           "max_clusters": int(p.BOUNDARY.MAX_CLUSTERS)}
-        out["discovery"] = {"top_clusters": int(p.DISCOVERY.TOP_CLUSTERS),
-                            "min_inside_ratio": float(p.DISCOVERY.MIN_INSIDE_RATIO),
-                            "max_box_to_area": float(p.DISCOVERY.MAX_BOX_TO_AREA),
-                            "min_instance_cells": int(p.DISCOVERY.MIN_INSTANCE_CELLS)}
+    def _weights(self) -> dict:
+        weights = {"CLIP": self.clip.weights, "BOUNDARY": self.boundary.weights}
         if self.refiner is not None:
-            out["sam"] = {"model_type": p.SAM.MODEL_TYPE, "checkpoint": p.SAM.CHECKPOINT, "weights": self.sam_weights,
-                          "multimask": bool(p.SAM.MULTIMASK), "point_prompt": bool(p.SAM.POINT_PROMPT),
-                          "batch_size": int(p.SAM.BATCH_SIZE)}
-        return out
+            weights["SAM"] = self.sam_weights
+        return weights
 
 
 class SamClipLabeler(_ClipLabelerBase):
     """Baseline "sam-clip": SAM's automatic masks, each labelled by CLIP on its box crop."""
 
     method = "sam-clip"
+    config_sections = ("CLIP", "SAM", "SAM_CLIP", "SCORE")
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -424,14 +425,8 @@ class SamClipLabeler(_ClipLabelerBase):
         scores = masks.combine_scores(best_p.cpu().numpy(), sam_score)
         return self._finish((H, W), seg, scores, candidates[best.cpu().numpy()])
 
-    def describe(self) -> dict:
-        p = self.cfg.PSEUDO
-        out = self._describe_common()
-        out["sam"] = {"model_type": p.SAM.MODEL_TYPE, "checkpoint": p.SAM.CHECKPOINT, "weights": self.sam_weights,
-                      "points_per_side": int(p.SAM_CLIP.POINTS_PER_SIDE),
-                      "pred_iou_thresh": float(p.SAM_CLIP.PRED_IOU_THRESH),
-                      "stability_score_thresh": float(p.SAM_CLIP.STABILITY_SCORE_THRESH)}
-        return out
+    def _weights(self) -> dict:
+        return {"CLIP": self.clip.weights, "SAM": self.sam_weights}
 
 
 METHODS = {
