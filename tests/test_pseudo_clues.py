@@ -36,7 +36,7 @@ def _heads_attention(q, k, v, heads):
 
 
 def _direct_surgery(visual, image, depth):
-    """The surgery formula of ZIP_METHOD.md written out for one image, block by block."""
+    """CLIP Surgery's formula (Li et al., 2023, as the Zip authors' demo uses it) written out for one image, block by block."""
     p = visual.patch_size[0]
     gh, gw = image.shape[-2] // p, image.shape[-1] // p
     patches = image[0].unfold(1, p, p).unfold(2, p, p).permute(1, 2, 0, 3, 4).reshape(gh * gw, -1)

@@ -128,7 +128,7 @@ def _add_solver_config(cfg):
 
 
 def _add_pseudo_config(cfg):
-    """Pseudo-label generation (the Zip discovery engine); see shared ZIP_METHOD.md."""
+    """Pseudo-label generation (the Zip discovery engine, Shi & Yang, ICLR 2024)."""
     cfg.PSEUDO = CN()
     # "zip", "sam-clip" (SAM automatic masks labelled by CLIP) or "zip-no-sam".
     cfg.PSEUDO.METHOD = "zip"

@@ -2,7 +2,7 @@
 
 A random-weight Zip produces noise, and real weights cannot be fetched on the project's machines,
 so experiments on self-training, label-efficient finetuning and open-vocabulary heads train on
-ground truth with *controlled* errors instead (shared EXPERIMENTS.md). Each error kind is one
+ground truth with *controlled* errors instead. Each error kind is one
 parameter of :class:`SimulationParams`:
 
 - ``merge_prob``: two touching instances of the same class become one mask — the failure Zip
