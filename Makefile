@@ -8,7 +8,7 @@ STAMP := $(VENV)/.zip_d2-setup-done
 # Synthetic data and demo outputs live here (git-ignored).
 WORK ?= work
 
-.PHONY: setup test demo smoke train-synthetic clean
+.PHONY: setup lint test demo smoke train-synthetic clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,11 @@ $(STAMP): setup.py tools/install_detectron2.py Makefile
 	$(PIP) install -q --no-build-isolation -e '.[dev]'
 	touch $@
 
-test: setup
+# Lint settings: .ruff.toml (line length 100, import order as detectron2's).
+lint: setup
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest -q tests
 
 # The pseudo-label job with the paper's models (CLIP ViT-B/16 + RN50x64, SAM ViT-H) on the demo

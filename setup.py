@@ -30,5 +30,5 @@ setup(
         "fvcore>=0.1.5",
         "tensorboard",
     ],
-    extras_require={"dev": ["pytest>=7"]},
+    extras_require={"dev": ["pytest>=7", "ruff==0.17.6"]},
 )

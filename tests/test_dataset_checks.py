@@ -121,7 +121,9 @@ def test_unregistered_name_and_name_reuse_are_errors(dataset_copy):
 
 
 def test_bad_config_key_and_missing_config_file():
-    with pytest.raises(SetupError, match="command-line overrides: Non-existent key: MODEL.NOT_A_KEY"):
+    with pytest.raises(
+        SetupError, match="command-line overrides: Non-existent key: MODEL.NOT_A_KEY"
+    ):
         setup_cfg(CONFIG, ["MODEL.NOT_A_KEY", "1"])
     with pytest.raises(SetupError, match="config file not found"):
         setup_cfg("configs/nope.yaml")

@@ -515,5 +515,7 @@ def test_coco_vocabulary_gives_coco_category_ids(tmp_path):
     data = load(out)
     ids = {c["name"]: c["id"] for c in data["categories"]}
     assert len(ids) == 80 and ids["person"] == 1 and ids["toothbrush"] == 90
-    assert data["annotations"] and {a["category_id"] for a in data["annotations"]} <= set(ids.values())
+    assert data["annotations"] and {a["category_id"] for a in data["annotations"]} <= set(
+        ids.values()
+    )
     assert data["info"]["labeler"]["vocabulary"] == "coco"

@@ -84,7 +84,9 @@ def test_merge_gives_deterministic_ids_and_one_record_per_image(tmp_path):
 def test_merge_keeps_input_coco_image_ids(tmp_path):
     shard_dir = _start(tmp_path, 2)
     with shards.ShardWriter(shards.shard_path(shard_dir, 0, 1)) as w:
-        w.write({"file_name": "b.jpg", "id": 139, "width": 4, "height": 4, "annotations": [_ann(1)]})
+        w.write(
+            {"file_name": "b.jpg", "id": 139, "width": 4, "height": 4, "annotations": [_ann(1)]}
+        )
         w.write({"file_name": "a.jpg", "id": 785, "skipped": "image too small: 2x2"})
     merged = shards.merge_shards(shard_dir)
     assert [im["id"] for im in merged["images"]] == [139]

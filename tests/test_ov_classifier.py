@@ -30,7 +30,9 @@ def test_logits_are_temperature_times_cosine_and_background_logit_is_zero():
 def test_temperature_scales_logits_linearly():
     emb = torch.randn(3, 4)
     x = torch.randn(2, 4)
-    torch.testing.assert_close(_classifier(emb, temperature=10.0)(x) * 5, _classifier(emb, temperature=50.0)(x))
+    torch.testing.assert_close(
+        _classifier(emb, temperature=10.0)(x) * 5, _classifier(emb, temperature=50.0)(x)
+    )
 
 
 def test_scale_of_features_and_embeddings_does_not_change_logits():

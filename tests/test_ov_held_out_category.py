@@ -28,7 +28,9 @@ FEATURE_DIM, TEXT_DIM = 64, 32
 
 def _attribute_vectors(gen):
     # Orthonormal attribute directions, so composed embeddings are distinct but related.
-    q, _ = torch.linalg.qr(torch.randn(TEXT_DIM, len(SHAPE_NAMES) + len(COLOUR_NAMES), generator=gen))
+    q, _ = torch.linalg.qr(
+        torch.randn(TEXT_DIM, len(SHAPE_NAMES) + len(COLOUR_NAMES), generator=gen)
+    )
     vecs = q.t()
     return {n: vecs[i] for i, n in enumerate(SHAPE_NAMES + COLOUR_NAMES)}
 

@@ -82,7 +82,9 @@ def test_demo_runs_the_trained_model_with_a_command_line_vocabulary(
     assert capsys.readouterr().out.count("demo: ") == len(val_images)
 
 
-def test_demo_refuses_embeddings_from_another_clip_model(trained, synthetic_dataset, tmp_path, capsys):
+def test_demo_refuses_embeddings_from_another_clip_model(
+    trained, synthetic_dataset, tmp_path, capsys
+):
     name = "mask_rcnn"
     out, _ = trained[name]
     import torch

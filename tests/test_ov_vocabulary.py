@@ -127,7 +127,9 @@ def test_checkpoint_of_a_head_trained_for_another_clip_model_is_refused(tmp_path
     path = tmp_path / "model.pth"
     torch.save({"model": trained.state_dict()}, path)
     cfg = _cfg(tmp_path, CLIP_MODEL="zip-tiny-rn")
-    cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.EMBEDDINGS = _embeddings_file(tmp_path, TRAIN_NAMES, "zip-tiny-rn")
+    cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.EMBEDDINGS = _embeddings_file(
+        tmp_path, TRAIN_NAMES, "zip-tiny-rn"
+    )
     other = build_model(cfg)
     with pytest.raises(ValueError, match="zip-tiny-vit"):
         DetectionCheckpointer(other).load(str(path))

@@ -23,7 +23,9 @@ def _blocks(h, w, seed):
     img[:] = rng.integers(30, 220, 3)
     for _ in range(4):
         y, x = rng.integers(0, h - 20), rng.integers(0, w - 20)
-        img[y:y + rng.integers(15, h // 2), x:x + rng.integers(15, w // 2)] = rng.integers(0, 255, 3)
+        img[y : y + rng.integers(15, h // 2), x : x + rng.integers(15, w // 2)] = rng.integers(
+            0, 255, 3
+        )
     return img
 
 
@@ -69,7 +71,9 @@ def test_label_batch_of_mixed_sizes_equals_one_call_per_image(labelers, case):
     batched = lab.label_batch(IMAGES)
     single = [lab(img) for img in IMAGES]
     assert len(batched) == len(IMAGES)
-    assert sum(len(d) for d in single) >= 4  # enough detections for the comparison to mean something
+    assert (
+        sum(len(d) for d in single) >= 4
+    )  # enough detections for the comparison to mean something
     for b, s, img in zip(batched, single, IMAGES):
         assert all(d["mask"].shape == img.shape[:2] for d in b)
         _assert_same_detections(b, s)

@@ -36,7 +36,8 @@ def _heads_attention(q, k, v, heads):
 
 
 def _direct_surgery(visual, image, depth):
-    """CLIP Surgery's formula (Li et al., 2023, as the Zip authors' demo uses it) written out for one image, block by block."""
+    """CLIP Surgery's formula (Li et al., 2023, as the Zip authors' demo uses it) written out
+    for one image, block by block."""
     p = visual.patch_size[0]
     gh, gw = image.shape[-2] // p, image.shape[-1] // p
     patches = image[0].unfold(1, p, p).unfold(2, p, p).permute(1, 2, 0, 3, 4).reshape(gh * gw, -1)
@@ -44,7 +45,9 @@ def _direct_surgery(visual, image, depth):
     x = torch.cat([visual.class_embedding[None], x])
     pos = visual.positional_embedding
     g0 = visual.grid_size
-    grid = F.interpolate(pos[1:].T.reshape(1, -1, *g0), size=(gh, gw), mode="bilinear", align_corners=False)
+    grid = F.interpolate(
+        pos[1:].T.reshape(1, -1, *g0), size=(gh, gw), mode="bilinear", align_corners=False
+    )
     x = x + torch.cat([pos[:1], grid[0].reshape(pos.shape[1], -1).T])
     x = visual.ln_pre(x)
     blocks = visual.transformer.resblocks
@@ -56,10 +59,10 @@ def _direct_surgery(visual, image, depth):
         W, b = blk.attn.in_proj_weight, blk.attn.in_proj_bias
         h = blk.ln_1(x)
         q, k, v = (h @ W.T + b).chunk(3, dim=1)
-        proj = lambda a: a @ blk.attn.out_proj.weight.T + blk.attn.out_proj.bias
+        out_w, out_b = blk.attn.out_proj.weight, blk.attn.out_proj.bias
         if i >= start:
-            x_new = x_new + proj(_heads_attention(v, v, v, blk.attn.num_heads))
-        x = x + proj(_heads_attention(q, k, v, blk.attn.num_heads))
+            x_new = x_new + _heads_attention(v, v, v, blk.attn.num_heads) @ out_w.T + out_b
+        x = x + _heads_attention(q, k, v, blk.attn.num_heads) @ out_w.T + out_b
         x = x + blk.mlp(blk.ln_2(x))
     tokens = torch.cat([x[:1], x_new[1:]])
     return (visual.ln_post(tokens) @ visual.proj)[None]
@@ -90,7 +93,9 @@ def test_vit_b16_at_512_gives_a_32x32_patch_map():
     with torch.no_grad():
         tokens = surgery_tokens(visual, torch.randn(1, 3, 512, 512), depth=6)
     assert tokens.shape == (1, 1 + 32 * 32, 512)
-    act = dense_activation(tokens[:, 1:], F.normalize(torch.randn(3, 512), dim=1), torch.zeros(512), (32, 32))
+    act = dense_activation(
+        tokens[:, 1:], F.normalize(torch.randn(3, 512), dim=1), torch.zeros(512), (32, 32)
+    )
     assert act.shape == (3, 32, 32)
 
 
@@ -118,7 +123,9 @@ def test_activation_removes_the_empty_prompt_and_min_max_normalises_per_class():
     want1 = (sim1 - sim1.min(0).values) / (sim1.max(0).values - sim1.min(0).values)
     torch.testing.assert_close(demo, want1.T.reshape(2, 3, 4))
     assert not torch.allclose(demo, act)
-    assert act.amin(dim=(1, 2)).tolist() == [0.0, 0.0] and torch.allclose(act.amax(dim=(1, 2)), torch.ones(2))
+    assert act.amin(dim=(1, 2)).tolist() == [0.0, 0.0] and torch.allclose(
+        act.amax(dim=(1, 2)), torch.ones(2)
+    )
 
 
 def test_class_rule_applies_min_prob_then_top_k():

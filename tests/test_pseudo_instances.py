@@ -103,7 +103,9 @@ def test_fragments_are_4_connected_runs_of_one_cluster():
     # {1,1,1 top-left}, {0 at (1,0)}, {0 column+(2,1)(2,2)}, {1,1 right}, {1 at (2,0)}, {2}
     assert fr.count == 6
     assert sorted(fr.size.tolist()) == [1, 1, 1, 2, 3, 4]
-    assert fr.labels[0, 0] == fr.labels[1, 1] and fr.labels[2, 0] != fr.labels[1, 1]  # no diagonal link
+    assert (
+        fr.labels[0, 0] == fr.labels[1, 1] and fr.labels[2, 0] != fr.labels[1, 1]
+    )  # no diagonal link
     i = fr.labels[0, 3]
     assert fr.cluster[i] == 1 and fr.box_area[i] == 2
 
@@ -119,8 +121,7 @@ def test_vectorised_discovery_matches_the_per_fragment_loop(seed):
     fast = discover_instances(split_fragments(cm), region, **kw).masks()
     slow = discover_instances_loop(cm, region, **kw)
     assert len(slow) > 0
-    key = lambda ms: sorted(m.tobytes() for m in ms)
-    assert key(fast) == key(slow)
+    assert sorted(m.tobytes() for m in fast) == sorted(m.tobytes() for m in slow)
 
 
 def test_grid_boxes_scale_to_image_pixels_and_clip():

@@ -36,7 +36,9 @@ def test_mask_nms_removes_duplicates_across_classes_keeping_the_best():
 
 def test_boxes_from_masks_are_tight_xyxy():
     m = _box_mask(10, 12, 3, 2, 7, 9)
-    np.testing.assert_array_equal(masks_to_boxes(np.stack([m, np.zeros_like(m)])), [[3, 2, 7, 9], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        masks_to_boxes(np.stack([m, np.zeros_like(m)])), [[3, 2, 7, 9], [0, 0, 0, 0]]
+    )
 
 
 def test_refiner_batches_box_and_point_prompts_through_one_embedding():

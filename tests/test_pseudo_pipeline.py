@@ -84,13 +84,21 @@ def test_bad_images_are_rejected_with_a_clear_error(labelers):
 def test_describe_records_models_thresholds_and_random_weights(labelers, method):
     info = json.loads(json.dumps(labelers[method].describe()))
     assert info["method"] == method and info["random_weights"] is True
-    assert info["device"] == "cpu" and info["precision"] == "fp32" and info["vocabulary"] == ",".join(VOCAB)
+    assert (
+        info["device"] == "cpu"
+        and info["precision"] == "fp32"
+        and info["vocabulary"] == ",".join(VOCAB)
+    )
     assert info["clip"]["model"] == "zip-tiny-vit" and info["clip"]["weights"] == "random"
     assert info["score"]["nms_iou"] == 0.5
     if method != "sam-clip":
         assert info["boundary"]["num_clusters"] == 8
-        assert info["discovery"] == {"top_clusters": 8, "min_inside_ratio": 0.3, "max_box_to_area": 3.0,
-                                     "min_instance_cells": 4}
+        assert info["discovery"] == {
+            "top_clusters": 8,
+            "min_inside_ratio": 0.3,
+            "max_box_to_area": 3.0,
+            "min_instance_cells": 4,
+        }
     if method != "zip-no-sam":
         assert info["sam"]["model_type"] == "tiny"
 

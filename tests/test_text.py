@@ -31,8 +31,14 @@ def test_comma_list_and_file_vocabularies_number_from_one(tmp_path):
     assert [c["name"] for c in load_vocabulary(str(f))] == ["red car", "blue bus"]
 
 
-@pytest.mark.parametrize("spec, match", [
-    ("cat,dog,cat", "repeats"), (" , ", "no class names"), ("/nonexistent/vocab.txt", "does not exist")])
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("cat,dog,cat", "repeats"),
+        (" , ", "no class names"),
+        ("/nonexistent/vocab.txt", "does not exist"),
+    ],
+)
 def test_bad_vocabularies_are_one_line_value_errors(spec, match):
     with pytest.raises(ValueError, match=match) as e:
         load_vocabulary(spec)

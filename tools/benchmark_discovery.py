@@ -97,10 +97,15 @@ def bench_discovery(args, device):
 
     h, w = (int(v) for v in args.grid.split("x"))
     cm, region = synthetic_scene((h, w), args.k, args.seed)
-    kw = dict(top_clusters=20, min_inside_ratio=0.3, max_box_to_area=3.0, min_instance_cells=args.min_cells)
+    kw = dict(top_clusters=20, min_inside_ratio=0.3, max_box_to_area=3.0,
+              min_instance_cells=args.min_cells)
 
-    fast = lambda: discover_instances(split_fragments(cm), region, **kw)
-    slow = lambda: discover_instances_loop(cm, region, **kw)
+    def fast():
+        return discover_instances(split_fragments(cm), region, **kw)
+
+    def slow():
+        return discover_instances_loop(cm, region, **kw)
+
     a, b = fast().masks(), slow()
     same = sorted(m.tobytes() for m in a) == sorted(m.tobytes() for m in b)
     t_fast, _ = _median_ms(fast, args.repeats, 3, torch.device("cpu"))
@@ -119,13 +124,22 @@ def bench_kmeans(args, device):
     from zip_d2.pseudo.clusters import kmeans
 
     g = torch.Generator(device="cpu").manual_seed(args.seed)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.kmeans_dtype]
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+        args.kmeans_dtype
+    ]
     x = torch.randn(args.kmeans_n, 2048, generator=g).to(device=device, dtype=dtype)
     # Fixed iteration count: random features rarely converge, so this times max_iters steps.
     t, _ = _median_ms(lambda: kmeans(x, args.k, args.kmeans_iters), args.kmeans_repeats, 1, device)
-    print(f"kmeans K={args.k} x{args.kmeans_iters} iters on {args.kmeans_n}x2048 {args.kmeans_dtype} "
-          f"({device}): median {t:8.2f} ms")
-    return {"kmeans_ms": t, "n": args.kmeans_n, "iters": args.kmeans_iters, "dtype": args.kmeans_dtype}
+    print(
+        f"kmeans K={args.k} x{args.kmeans_iters} iters on {args.kmeans_n}x2048 {args.kmeans_dtype} "
+        f"({device}): median {t:8.2f} ms"
+    )
+    return {
+        "kmeans_ms": t,
+        "n": args.kmeans_n,
+        "iters": args.kmeans_iters,
+        "dtype": args.kmeans_dtype,
+    }
 
 
 def bench_image(args, device):
@@ -161,39 +175,58 @@ def bench_image(args, device):
                                             cfg.PSEUDO.CLIP.ACTIVATION_RATIO)
         state["found"] = lab.discover(state["cm"], regions)
 
-    for name, fn in (("clues", clues_stage), ("clusters", cluster_stage), ("discovery", discovery_stage)):
+    for name, fn in (
+        ("clues", clues_stage),
+        ("clusters", cluster_stage),
+        ("discovery", discovery_stage),
+    ):
         stages[name], _ = _median_ms(fn, args.image_repeats, 1, device)
     total, _ = _median_ms(lambda: lab(image, classes=classes), args.image_repeats, 1, device)
     n_inst = sum(len(f) for f in state["found"])
     # "Same seed, same output": two runs on the same labeler must agree exactly.
     a, b = lab(image, classes=classes), lab(image, classes=classes)
     same = len(a) == len(b) and all(
-        x["category"] == y["category"] and x["score"] == y["score"] and np.array_equal(x["mask"], y["mask"])
-        for x, y in zip(a, b))
+        x["category"] == y["category"]
+        and x["score"] == y["score"]
+        and np.array_equal(x["mask"], y["mask"])
+        for x, y in zip(a, b)
+    )
     print(f"whole image 480x640, {cfg.PSEUDO.METHOD}, {len(classes)} classes, {n_inst} instances, "
           f"RANDOM weights, {lab.precision} on {device}:")
     for k, v in stages.items():
         print(f"  {k:10s} median {v:8.2f} ms")
     print(f"  {'total':10s} median {total:8.2f} ms (including SAM and NMS)")
     print(f"  {len(a)} detections; repeated run identical: {same}")
-    return {"stages_ms": stages, "total_ms": total, "method": cfg.PSEUDO.METHOD, "precision": lab.precision,
-            "detections": len(a), "deterministic": same}
+    return {
+        "stages_ms": stages,
+        "total_ms": total,
+        "method": cfg.PSEUDO.METHOD,
+        "precision": lab.precision,
+        "detections": len(a),
+        "deterministic": same,
+    }
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--what", default="discovery", help="comma-separated: discovery,kmeans,image")
     ap.add_argument("--grid", default="128x171", help="discovery grid HxW")
     ap.add_argument("--k", type=int, default=20, help="clusters K")
     ap.add_argument("--min-cells", type=int, default=100, help="MIN_INSTANCE_CELLS for discovery")
-    ap.add_argument("--repeats", type=int, default=50, help="timed runs of the vectorised discovery")
+    ap.add_argument(
+        "--repeats", type=int, default=50, help="timed runs of the vectorised discovery"
+    )
     ap.add_argument("--kmeans-n", type=int, default=21888)
     ap.add_argument("--kmeans-iters", type=int, default=100)
     ap.add_argument("--kmeans-repeats", type=int, default=10)
     ap.add_argument("--kmeans-dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
                     help="feature dtype (fp16/bf16 matter on CUDA only)")
-    ap.add_argument("--config", default="configs/pseudo/zip_paper.yaml", help="preset for --what image")
+    ap.add_argument(
+        "--config", default="configs/pseudo/zip_paper.yaml", help="preset for --what image"
+    )
     ap.add_argument("--precision", default="", help="override PSEUDO.PRECISION for --what image")
     ap.add_argument("--image-repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
@@ -202,7 +235,11 @@ def main(argv=None):
 
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    dev_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu"
+    )
     print(f"machine: {platform.node()} | {dev_name} | torch {torch.__version__} | "
           f"{torch.get_num_threads()} CPU threads")
     results = {"device": str(device), "device_name": dev_name}

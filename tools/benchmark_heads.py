@@ -35,7 +35,10 @@ from zip_d2.config import setup_cfg
 from zip_d2.data.synthetic import SHAPES, SceneParams, render_scene
 
 VARIANTS = {
-    "standard": ("configs/open_vocab/mask_rcnn_R18_ov_synthetic.yaml", ["MODEL.ROI_HEADS.NAME", "StandardROIHeads"]),
+    "standard": (
+        "configs/open_vocab/mask_rcnn_R18_ov_synthetic.yaml",
+        ["MODEL.ROI_HEADS.NAME", "StandardROIHeads"],
+    ),
     "open_vocab": ("configs/open_vocab/mask_rcnn_R18_ov_synthetic.yaml", []),
     "centernet2": ("configs/open_vocab/centernet2_R18_ov_synthetic.yaml", []),
 }
@@ -49,9 +52,13 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured iterations first")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)"
+    )
     parser.add_argument("--json", default="", help="also write the results to this file")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides for all")
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides for all"
+    )
     return parser.parse_args(argv)
 
 
@@ -112,7 +119,9 @@ def predictor_time(model, rois, reps, device):
     boxes = torch.tensor([[10.0, 10.0, 60.0, 60.0]], device=device).repeat(rois, 1)
     proposals.proposal_boxes = Boxes(boxes)
     proposals.gt_boxes = Boxes(boxes + 2)
-    proposals.gt_classes = torch.randint(0, predictor.num_classes + 1, (rois,), generator=gen).to(device)
+    proposals.gt_classes = torch.randint(0, predictor.num_classes + 1, (rois,), generator=gen).to(
+        device
+    )
     times = []
     for _ in range(reps):
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -166,7 +175,11 @@ def main(argv=None):
                       f"wall {wall * 1000:.2f} ms, CPU {proc * 1000:.2f} ms")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": args.device, "batch_size": args.batch_size, "seconds": results}, f, indent=2)
+            json.dump(
+                {"device": args.device, "batch_size": args.batch_size, "seconds": results},
+                f,
+                indent=2,
+            )
     return 0
 
 

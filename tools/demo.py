@@ -28,7 +28,9 @@ from zip_d2.text import TextEmbeddings, load_vocabulary
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", required=True, help="the config the model was trained with")
+    parser.add_argument(
+        "--config-file", required=True, help="the config the model was trained with"
+    )
     parser.add_argument("--weights", required=True, help="trained checkpoint (model_final.pth)")
     vocab = parser.add_mutually_exclusive_group(required=True)
     vocab.add_argument(
@@ -103,9 +105,13 @@ def main(argv=None):
         out_path = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
         vis.draw_instance_predictions(instances).save(out_path)
         found = ", ".join(
-            f"{names[c]} {s:.2f}" for c, s in zip(instances.pred_classes.tolist(), instances.scores.tolist())
+            f"{names[c]} {s:.2f}"
+            for c, s in zip(instances.pred_classes.tolist(), instances.scores.tolist())
         )
-        print(f"demo: {path} -> {out_path}: {len(instances)} detections{': ' + found if found else ''}")
+        print(
+            f"demo: {path} -> {out_path}: {len(instances)} detections"
+            f"{': ' + found if found else ''}"
+        )
     return 0
 
 

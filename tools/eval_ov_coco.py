@@ -6,8 +6,8 @@ OUTPUT_DIR/inference/<dataset>/ and the ground truth of that dataset (default: t
 val split, coco_2017_val_ov_all). Base/novel classes: OVR-CNN's 48/17 (zip_d2/data/ov_coco.py),
 or --base/--novel name lists for other data.
 
-    python tools/eval_ov_coco.py \
-        --results output/ov_coco_annotation_free/inference/coco_2017_val_ov_all/coco_instances_results.json
+    python tools/eval_ov_coco.py --results \
+        output/ov_coco_annotation_free/inference/coco_2017_val_ov_all/coco_instances_results.json
 """
 import argparse
 import json

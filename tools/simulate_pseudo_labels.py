@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Write SIMULATED pseudo-labels: a ground-truth COCO JSON degraded like an annotation-free labeller.
+"""Write SIMULATED pseudo-labels: a ground-truth COCO JSON degraded like an annotation-free
+labeller.
 
 For experiments without real CLIP/SAM weights (see zip_d2/data/simulate.py): touching
 same-class instances merged, objects missed, boundaries eroded or dilated, spurious blobs, wrong

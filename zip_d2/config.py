@@ -144,7 +144,8 @@ def _add_pseudo_config(cfg):
     cfg.PSEUDO.SEED = 0
     # Test presets only: build every model with random weights, announced loudly and recorded.
     cfg.PSEUDO.RANDOM_WEIGHTS = False
-    # Weight download cache for SAM and CLIP ("" = ~/.cache/zip_d2 for SAM, open_clip's ~/.cache/clip for CLIP).
+    # Weight download cache for SAM and CLIP ("" = ~/.cache/zip_d2 for SAM, open_clip's
+    # ~/.cache/clip for CLIP).
     cfg.PSEUDO.CACHE_DIR = ""
 
     cfg.PSEUDO.CLIP = CN()
@@ -156,7 +157,8 @@ def _add_pseudo_config(cfg):
     cfg.PSEUDO.CLIP.INPUT_SIZE = 512
     # Number of final transformer blocks that run the value-value (surgery) path.
     cfg.PSEUDO.CLIP.SURGERY_DEPTH = 6
-    # Prompt templates: "ensemble" (80 ImageNet + 5 scene templates) or "single" ("a photo of a {}.").
+    # Prompt templates: "ensemble" (80 ImageNet + 5 scene templates) or "single"
+    # ("a photo of a {}.").
     cfg.PSEUDO.CLIP.TEMPLATES = "ensemble"
     # Axis along which patch features are L2-normalised before the text product: 1 = over
     # tokens (the authors' demo, faithful default), 2 = over channels (per-token unit vectors).
@@ -164,7 +166,8 @@ def _add_pseudo_config(cfg):
     # Decide which classes are present by image-level CLIP classification (False: the caller
     # gives the classes per image, as the authors' demo does).
     cfg.PSEUDO.CLIP.CLASSIFY = True
-    # Square input side for image-level classification (224 = CLIP's own); 0 = INPUT_SIZE pass's class token.
+    # Square input side for image-level classification (224 = CLIP's own); 0 = use the class
+    # token of the INPUT_SIZE pass.
     cfg.PSEUDO.CLIP.CLASSIFY_SIZE = 224
     # Keep at most this many classes per image (0 = no top-k limit).
     cfg.PSEUDO.CLIP.TOPK = 5
@@ -234,7 +237,8 @@ def _add_pseudo_config(cfg):
 
 def _add_open_vocab_config(cfg):
     """Open-vocabulary RoI classifier (Detic pattern) on CLIP text embeddings."""
-    # The heads are chosen by MODEL.ROI_HEADS.NAME: "OpenVocabROIHeads" or "OpenVocabCascadeROIHeads".
+    # The heads are chosen by MODEL.ROI_HEADS.NAME: "OpenVocabROIHeads" or
+    # "OpenVocabCascadeROIHeads".
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB = CN()
     # Training embeddings file (tools/dump_clip_text_embeddings.py); "" = compute from VOCABULARY.
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.EMBEDDINGS = ""
@@ -256,7 +260,8 @@ def _add_open_vocab_config(cfg):
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.TEMPERATURE = 50.0
     # Learn a scalar bias added to every class logit (Detic's option).
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.USE_BIAS = False
-    # Background logit: "zero" (constant 0, Detic) or "learned" (cosine to a learned text-space vector).
+    # Background logit: "zero" (constant 0, Detic) or "learned" (cosine to a learned
+    # text-space vector).
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.BACKGROUND = "zero"
     # Weight each foreground RoI's classification loss by its matched annotation's "score".
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.SCORE_WEIGHTED_LOSS = False

@@ -141,9 +141,12 @@ def _resolve_clip_weights(name: str, pretrained: str, cache_dir: str) -> str:
     except Exception as e:  # network errors come in many types; all mean the same thing here
         raise MissingWeightsError(
             f"CLIP weights {name}/{pretrained} could not be downloaded "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); {how}.") from e
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); {how}."
+        ) from e
     if not path or not os.path.isfile(path):
-        raise MissingWeightsError(f"CLIP weights {name}/{pretrained} were not found after download; {how}.")
+        raise MissingWeightsError(
+            f"CLIP weights {name}/{pretrained} were not found after download; {how}."
+        )
     return path
 
 
@@ -161,7 +164,11 @@ def _cached_clip_file(tag_cfg: dict, cache_dir: str) -> str:
         except ImportError:
             return ""
         model_id, filename = os.path.split(hub)
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        names = (
+            [filename]
+            if filename
+            else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        )
         # Our cache first, then the Hugging Face default one a user may already have filled.
         for hub_cache in dict.fromkeys([cache_dir or None, None]):
             for fname in names:
@@ -200,12 +207,16 @@ def create_clip(
 
     if quick_gelu is None:
         openai_cfg = open_clip.get_pretrained_cfg(name, "openai") or {}
-        quick_gelu = bool(openai_cfg.get("quick_gelu", TINY_CLIP_CONFIGS.get(name, {}).get("quick_gelu", False)))
+        quick_gelu = bool(
+            openai_cfg.get("quick_gelu", TINY_CLIP_CONFIGS.get(name, {}).get("quick_gelu", False))
+        )
     if name in TINY_CLIP_CONFIGS:
         cfg = copy.deepcopy(TINY_CLIP_CONFIGS[name])
         cfg["quick_gelu"] = quick_gelu
         model = open_clip.model.CLIP(**cfg)
-        tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
+        tokenizer = open_clip.tokenizer.SimpleTokenizer(
+            context_length=cfg["text_cfg"]["context_length"]
+        )
         if random_weights:
             announce_random_weights(f"CLIP {name}")
             weights = "random"
@@ -219,7 +230,10 @@ def create_clip(
             weights = path
     else:
         if name not in open_clip.list_models():
-            raise ValueError(f"Unknown open_clip model '{name}'; known: {', '.join(open_clip.list_models()[:10])}, ...")
+            raise ValueError(
+                f"Unknown open_clip model '{name}'; known: "
+                f"{', '.join(open_clip.list_models()[:10])}, ..."
+            )
         if random_weights:
             announce_random_weights(f"CLIP {name}")
             model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
@@ -233,8 +247,15 @@ def create_clip(
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return ClipBundle(model=model, tokenizer=tokenizer, name=name, pretrained=pretrained,
-                      weights=weights, mean=tuple(OPENAI_DATASET_MEAN), std=tuple(OPENAI_DATASET_STD))
+    return ClipBundle(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        pretrained=pretrained,
+        weights=weights,
+        mean=tuple(OPENAI_DATASET_MEAN),
+        std=tuple(OPENAI_DATASET_STD),
+    )
 
 
 def _build_tiny_sam() -> nn.Module:
@@ -272,7 +293,9 @@ def _build_sam_architecture(model_type: str) -> nn.Module:
     from segment_anything import sam_model_registry
 
     if model_type not in SAM_CHECKPOINT_URLS:
-        raise ValueError(f"Unknown SAM model type '{model_type}'; use vit_h, vit_l, vit_b (or tiny for tests).")
+        raise ValueError(
+            f"Unknown SAM model type '{model_type}'; use vit_h, vit_l, vit_b (or tiny for tests)."
+        )
     return sam_model_registry[model_type](checkpoint=None)
 
 
@@ -295,7 +318,9 @@ def _download_checked(url: str, dst: str) -> None:
                 bar.update(len(chunk))
     if not md5.hexdigest().startswith(expected):
         os.remove(tmp)
-        raise RuntimeError(f"checksum mismatch for {url}: md5 {md5.hexdigest()} does not start with {expected}")
+        raise RuntimeError(
+            f"checksum mismatch for {url}: md5 {md5.hexdigest()} does not start with {expected}"
+        )
     os.replace(tmp, dst)
 
 
@@ -307,7 +332,9 @@ def _resolve_sam_checkpoint(model_type: str, checkpoint: str, cache_dir: str) ->
                 f"(published: {SAM_CHECKPOINT_URLS.get(model_type, 'n/a')}).")
         return checkpoint
     if model_type not in SAM_CHECKPOINT_URLS:
-        raise MissingWeightsError(f"SAM {model_type} has no published checkpoint; give a checkpoint file.")
+        raise MissingWeightsError(
+            f"SAM {model_type} has no published checkpoint; give a checkpoint file."
+        )
     url = SAM_CHECKPOINT_URLS[model_type]
     dst = os.path.join(cache_dir, os.path.basename(url))
     if os.path.isfile(dst):
@@ -323,7 +350,8 @@ def _resolve_sam_checkpoint(model_type: str, checkpoint: str, cache_dir: str) ->
         _download_checked(url, dst)
     except Exception as e:  # any network or checksum failure means: no weights
         raise MissingWeightsError(
-            f"SAM {model_type} checkpoint could not be downloaded ({type(e).__name__}); {how}.") from e
+            f"SAM {model_type} checkpoint could not be downloaded ({type(e).__name__}); {how}."
+        ) from e
     return dst
 
 

@@ -61,7 +61,9 @@ def load_vocabulary(spec: str) -> List[dict]:
     Raises ValueError for a missing file, an empty vocabulary or duplicate names.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"Vocabulary spec is empty: {spec!r}; use 'coco', 'lvis', a file, or 'a,b,c'.")
+        raise ValueError(
+            f"Vocabulary spec is empty: {spec!r}; use 'coco', 'lvis', a file, or 'a,b,c'."
+        )
     spec = spec.strip()
     if spec.lower() == "coco":
         from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
@@ -70,7 +72,10 @@ def load_vocabulary(spec: str) -> List[dict]:
     if spec.lower() == "lvis":
         from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
-        return [{"id": c["id"], "name": c["name"]} for c in sorted(LVIS_CATEGORIES, key=lambda c: c["id"])]
+        return [
+            {"id": c["id"], "name": c["name"]}
+            for c in sorted(LVIS_CATEGORIES, key=lambda c: c["id"])
+        ]
     if os.path.isfile(spec):
         with open(spec, encoding="utf-8") as f:
             names = [line.strip() for line in f if line.strip()]
@@ -180,8 +185,10 @@ class TextEmbeddings:
     def check_compatible(self, clip_model: str) -> None:
         """Raise ValueError if these embeddings did not come from ``clip_model``."""
         if clip_model != self.clip_model:
-            raise ValueError(f"Text embeddings come from CLIP '{self.clip_model}' but '{clip_model}' "
-                             f"is configured; recompute them with '{clip_model}'.")
+            raise ValueError(
+                f"Text embeddings come from CLIP '{self.clip_model}' but '{clip_model}' "
+                f"is configured; recompute them with '{clip_model}'."
+            )
 
 
 def build_text_embeddings(
@@ -198,7 +205,11 @@ def build_text_embeddings(
     """
     bundle = create_clip(clip_model, pretrained, device=device, random_weights=random_weights)
     emb = encode_text_ensemble(bundle.model, bundle.tokenizer, list(class_names), templates, device)
-    return TextEmbeddings(embeddings=emb.cpu(), class_names=list(class_names), clip_model=clip_model,
-                          clip_pretrained="random" if random_weights else pretrained,
-                          templates=templates if isinstance(templates, str) else list(templates),
-                          random_weights=random_weights)
+    return TextEmbeddings(
+        embeddings=emb.cpu(),
+        class_names=list(class_names),
+        clip_model=clip_model,
+        clip_pretrained="random" if random_weights else pretrained,
+        templates=templates if isinstance(templates, str) else list(templates),
+        random_weights=random_weights,
+    )

@@ -158,7 +158,11 @@ def _check_geometry(ann, img, tol=1.0):
         if not seg or any(len(p) < 6 or len(p) % 2 for p in seg):
             return "polygon segmentation needs lists of at least 3 (x, y) points"
         pts = np.concatenate([np.asarray(p, dtype=np.float64) for p in seg]).reshape(-1, 2)
-        if (pts < -tol).any() or (pts[:, 0] > width + tol).any() or (pts[:, 1] > height + tol).any():
+        if (
+            (pts < -tol).any()
+            or (pts[:, 0] > width + tol).any()
+            or (pts[:, 1] > height + tol).any()
+        ):
             return "polygon lies outside its image"
         return None
     return "segmentation must be an RLE dict or a list of polygons"

@@ -38,8 +38,12 @@ class Trainer(DefaultTrainer):
         if cfg.SOLVER.OPTIMIZER == "SGD":
             return super().build_optimizer(cfg, model)
         params = get_default_optimizer_params(
-            model, base_lr=cfg.SOLVER.BASE_LR, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR, weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS)
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
         return maybe_add_gradient_clipping(cfg, torch.optim.AdamW(
             params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
             weight_decay=cfg.SOLVER.WEIGHT_DECAY))

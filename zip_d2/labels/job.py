@@ -166,10 +166,18 @@ def _settings(labeler, opts: JobOptions) -> dict:
     describe = dict(labeler.describe())
     # Ranks run on different devices (cuda:0, cuda:1...) but produce the same labels.
     describe.pop("device", None)
-    return {"format": shards.SETTINGS_FORMAT, "labeler": describe, "categories": list(labeler.categories),
-            "decoding": {"max_side": opts.max_side, "max_pixels": opts.max_pixels,
-                         "min_side": opts.min_side, "exif_orientation": True,
-                         "color": "8-bit RGB; alpha dropped; 16-bit scaled to 8-bit"}}
+    return {
+        "format": shards.SETTINGS_FORMAT,
+        "labeler": describe,
+        "categories": list(labeler.categories),
+        "decoding": {
+            "max_side": opts.max_side,
+            "max_pixels": opts.max_pixels,
+            "min_side": opts.min_side,
+            "exif_orientation": True,
+            "color": "8-bit RGB; alpha dropped; 16-bit scaled to 8-bit",
+        },
+    }
 
 
 def list_inputs(opts: JobOptions):

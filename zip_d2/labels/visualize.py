@@ -90,14 +90,16 @@ def _index_html(data: dict, rows, score_thresh: float) -> str:
         items = "".join(f"<li>{html.escape(s['file_name'])}: {html.escape(s['reason'])}</li>"
                         for s in skipped)
         skipped_html = f"<h2>Skipped images ({len(skipped)})</h2><ul>{items}</ul>"
+    method = html.escape(str(info.get("method")))
+    created = html.escape(str(info.get("date_created")))
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Pseudo-labels: {html.escape(str(info.get('method')))}</title>
+<html><head><meta charset="utf-8"><title>Pseudo-labels: {method}</title>
 <style>body{{font-family:sans-serif;margin:1em}} figure{{display:inline-block;margin:.5em;
 width:320px;vertical-align:top}} img{{width:320px}} figcaption{{font-size:12px}}
 .warn{{color:#b00;font-weight:bold}}</style></head><body>
-<h1>Pseudo-labels ({html.escape(str(info.get('description', '')))})</h1>{warn}
-<p>{len(data['images'])} images, {len(data['annotations'])} annotations, {len(skipped)} skipped;
-showing {len(rows)}; score threshold {score_thresh}; created {html.escape(str(info.get('date_created')))}.</p>
+<h1>Pseudo-labels ({html.escape(str(info.get("description", "")))})</h1>{warn}
+<p>{len(data["images"])} images, {len(data["annotations"])} annotations, {len(skipped)} skipped;
+showing {len(rows)}; score threshold {score_thresh}; created {created}.</p>
 {cards}
 {skipped_html}
 </body></html>

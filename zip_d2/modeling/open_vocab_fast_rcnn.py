@@ -178,7 +178,9 @@ class OpenVocabOutputLayers(FastRCNNOutputLayers):
         if not self.score_weighted_loss:
             return super().losses(predictions, proposals)
         scores, proposal_deltas = predictions
-        gt_classes = cat([p.gt_classes for p in proposals], dim=0) if len(proposals) else torch.empty(0)
+        gt_classes = (
+            cat([p.gt_classes for p in proposals], dim=0) if len(proposals) else torch.empty(0)
+        )
         _log_classification_stats(scores, gt_classes)
         weights = self._classification_weights(proposals, gt_classes, scores)
         per_roi = F.cross_entropy(scores, gt_classes.long(), reduction="none", ignore_index=-1)
@@ -186,11 +188,14 @@ class OpenVocabOutputLayers(FastRCNNOutputLayers):
 
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         gt_boxes = cat(
-            [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0
+            [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals],
+            dim=0,
         )
         losses = {
             "loss_cls": loss_cls,
-            "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes),
+            "loss_box_reg": self.box_reg_loss(
+                proposal_boxes, gt_boxes, proposal_deltas, gt_classes
+            ),
         }
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
 

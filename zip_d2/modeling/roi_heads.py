@@ -108,7 +108,9 @@ class OpenVocabCascadeROIHeads(CascadeROIHeads):
                 train_embeddings=train_emb,
                 test_embeddings=test_emb,
             )
-            for head, weights in zip(ret["box_heads"], cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS)
+            for head, weights in zip(
+                ret["box_heads"], cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS
+            )
         ]
         return ret
 

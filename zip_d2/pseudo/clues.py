@@ -25,8 +25,18 @@ def image_to_tensor(image: np.ndarray, size_hw: Tuple[int, int], mean, std,
                     device="cpu") -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32, bicubic-resized and normalised."""
     h, w = size_hw
-    resized = image if image.shape[:2] == (h, w) else cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
-    x = torch.from_numpy(np.ascontiguousarray(resized)).to(device).permute(2, 0, 1).float().div_(255)
+    resized = (
+        image
+        if image.shape[:2] == (h, w)
+        else cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
+    )
+    x = (
+        torch.from_numpy(np.ascontiguousarray(resized))
+        .to(device)
+        .permute(2, 0, 1)
+        .float()
+        .div_(255)
+    )
     m = torch.tensor(mean, device=device).view(3, 1, 1)
     s = torch.tensor(std, device=device).view(3, 1, 1)
     return ((x - m) / s).unsqueeze(0)
@@ -53,8 +63,10 @@ def _attention_pair(block, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]
     q, k, v = (t.reshape(B, L, heads, D // heads).transpose(1, 2) for t in (q, k, v))
     a_ori = F.scaled_dot_product_attention(q, k, v)
     a_vv = F.scaled_dot_product_attention(v, v, v)
-    a_ori, a_vv = (F.linear(a.transpose(1, 2).reshape(B, L, D), attn.out_proj.weight, attn.out_proj.bias)
-                   for a in (a_ori, a_vv))
+    a_ori, a_vv = (
+        F.linear(a.transpose(1, 2).reshape(B, L, D), attn.out_proj.weight, attn.out_proj.bias)
+        for a in (a_ori, a_vv)
+    )
     return a_ori, a_vv
 
 
@@ -76,7 +88,9 @@ def surgery_tokens(visual, images: torch.Tensor, depth: int = 6) -> torch.Tensor
     x = visual.conv1(images.to(dtype)).flatten(2).transpose(1, 2)
     cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], 1, -1)
     x = torch.cat([cls, x], dim=1)
-    x = x + interpolate_pos_embed(visual.positional_embedding, visual.grid_size, (gh, gw)).to(x.dtype)
+    x = x + interpolate_pos_embed(visual.positional_embedding, visual.grid_size, (gh, gw)).to(
+        x.dtype
+    )
     x = visual.ln_pre(x)
     start = len(blocks) - depth
     for blk in blocks[:start]:

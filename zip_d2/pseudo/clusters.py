@@ -13,7 +13,9 @@ import torch.nn.functional as F
 __all__ = ["short_side_size", "layer3_features", "uniform_init", "semantic_init", "kmeans"]
 
 
-def short_side_size(image_hw: Tuple[int, int], short_side: int, multiple: int = 16) -> Tuple[int, int]:
+def short_side_size(
+    image_hw: Tuple[int, int], short_side: int, multiple: int = 16
+) -> Tuple[int, int]:
     """(h, w) with the short side = ``short_side``, aspect kept, both rounded to ``multiple``."""
     H, W = image_hw
     s = short_side / min(H, W)
@@ -57,11 +59,15 @@ def semantic_init(x: torch.Tensor, activation: torch.Tensor, grid_hw: Tuple[int,
     Returns (K, D) initial centroids.
     """
     h, w = grid_hw
-    act = activation.float().amax(dim=0) if activation.numel() else torch.zeros(h, w, device=x.device)
+    act = (
+        activation.float().amax(dim=0) if activation.numel() else torch.zeros(h, w, device=x.device)
+    )
     region = act > ratio * act.mean()
     peaks = (act == F.max_pool2d(act[None, None], 3, 1, 1)[0, 0]) & region
     peak_idx = torch.nonzero(peaks.flatten()).flatten()
-    peak_idx = peak_idx[torch.argsort(-act.flatten()[peak_idx], stable=True)][: max_k - background_seeds]
+    peak_idx = peak_idx[torch.argsort(-act.flatten()[peak_idx], stable=True)][
+        : max_k - background_seeds
+    ]
     outside = torch.nonzero(~region.flatten()).flatten()
     if outside.numel():
         step = max(1, outside.numel() // background_seeds)
@@ -78,8 +84,13 @@ def semantic_init(x: torch.Tensor, activation: torch.Tensor, grid_hw: Tuple[int,
 
 
 @torch.no_grad()
-def kmeans(x: torch.Tensor, k: int = 20, max_iters: int = 100,
-           init: Optional[torch.Tensor] = None, rtol: float = 1e-5) -> Tuple[torch.Tensor, torch.Tensor]:
+def kmeans(
+    x: torch.Tensor,
+    k: int = 20,
+    max_iters: int = 100,
+    init: Optional[torch.Tensor] = None,
+    rtol: float = 1e-5,
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means, Euclidean, fully batched on ``x``'s device.
 
     x: (N, D) features. On CUDA, float16/bfloat16 features stay in that dtype for the two

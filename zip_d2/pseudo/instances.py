@@ -131,7 +131,9 @@ def discover_instances(
     x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     boxes = np.stack([x, y, x + stats[:, cv2.CC_STAT_WIDTH], y + stats[:, cv2.CC_STAT_HEIGHT]],
                      axis=1).astype(np.float64).reshape(-1, 4)
-    return Instances(labels=relabel[labels], boxes=boxes, areas=stats[:, cv2.CC_STAT_AREA].astype(np.int64))
+    return Instances(
+        labels=relabel[labels], boxes=boxes, areas=stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+    )
 
 
 def grid_boxes_to_image(boxes: np.ndarray, grid_hw, image_hw) -> np.ndarray:

@@ -90,11 +90,15 @@ class SamRefiner:
             return np.zeros((0, H, W), bool), np.zeros((0,), np.float32)
         all_masks, all_iou = [], []
         for i in range(0, n, self.batch_size):
-            b = torch.as_tensor(np.asarray(boxes[i:i + self.batch_size], np.float32), device=p.device)
+            b = torch.as_tensor(
+                np.asarray(boxes[i : i + self.batch_size], np.float32), device=p.device
+            )
             b = p.transform.apply_boxes_torch(b, (H, W))
             pc = pl = None
             if points is not None:
-                pc = torch.as_tensor(np.asarray(points[i:i + self.batch_size], np.float32), device=p.device)
+                pc = torch.as_tensor(
+                    np.asarray(points[i : i + self.batch_size], np.float32), device=p.device
+                )
                 pc = p.transform.apply_coords_torch(pc[:, None, :], (H, W))
                 pl = torch.ones(pc.shape[:2], dtype=torch.int, device=p.device)
             with self._autocast():

@@ -35,7 +35,8 @@ def _resolve_device(spec: str) -> torch.device:
 
 
 def _upsample_nearest(grid_masks: np.ndarray, image_hw) -> np.ndarray:
-    """(N, h, w) bool grid masks -> (N, H, W) bool, nearest neighbour (cell = floor(pixel * h / H))."""
+    """(N, h, w) bool grid masks -> (N, H, W) bool, nearest neighbour
+    (cell = floor(pixel * h / H))."""
     H, W = image_hw
     h, w = grid_masks.shape[1:]
     rows = np.minimum((np.arange(H) * h) // H, h - 1)
@@ -53,7 +54,9 @@ class _ClipLabelerBase:
         self.cfg = cfg.clone()
         self.device = _resolve_device(p.DEVICE)
         if p.PRECISION not in _PRECISIONS:
-            raise ValueError(f"PSEUDO.PRECISION must be one of {list(_PRECISIONS)}, got {p.PRECISION!r}.")
+            raise ValueError(
+                f"PSEUDO.PRECISION must be one of {list(_PRECISIONS)}, got {p.PRECISION!r}."
+            )
         self.precision = p.PRECISION if self.device.type == "cuda" else "fp32"
         self.autocast_dtype = _PRECISIONS[self.precision]
         if self.device.type == "cuda":
@@ -64,14 +67,21 @@ class _ClipLabelerBase:
         self.vocabulary = load_vocabulary(p.VOCABULARY)
         self.class_names = [c["name"] for c in self.vocabulary]
         self._name_to_index = {n: i for i, n in enumerate(self.class_names)}
-        self.categories = [{"id": 1, "name": "object"}] if self.class_agnostic else list(self.vocabulary)
+        self.categories = (
+            [{"id": 1, "name": "object"}] if self.class_agnostic else list(self.vocabulary)
+        )
         # Random-weight models are drawn from this seed, so a preset is reproducible.
         torch.manual_seed(p.SEED)
         self.clip = create_clip(p.CLIP.MODEL, p.CLIP.PRETRAINED, self.device,
                                 random_weights=p.RANDOM_WEIGHTS, cache_dir=p.CACHE_DIR)
         with torch.no_grad():
             self.text_embeddings = encode_text_ensemble(
-                self.clip.model, self.clip.tokenizer, self.class_names, p.CLIP.TEMPLATES, self.device)
+                self.clip.model,
+                self.clip.tokenizer,
+                self.class_names,
+                p.CLIP.TEMPLATES,
+                self.device,
+            )
             # The "redundant feature" every prompt shares, removed from the dense similarity.
             self.empty_embedding = encode_text_ensemble(
                 self.clip.model, self.clip.tokenizer, [""], p.CLIP.TEMPLATES, self.device)[0]
@@ -86,18 +96,24 @@ class _ClipLabelerBase:
     def _check_image(image: np.ndarray) -> None:
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
                 and image.dtype == np.uint8):
-            raise ValueError("image must be an (H, W, 3) uint8 RGB numpy array, got "
-                             f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image))}.")
+            raise ValueError(
+                "image must be an (H, W, 3) uint8 RGB numpy array, got "
+                f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image))}."
+            )
 
     def _candidates(self, classes: Optional[Sequence[str]]) -> np.ndarray:
         """Vocabulary indices the image is scored against. (K,) int64."""
         if classes is None:
             if not self.cfg.PSEUDO.CLIP.CLASSIFY:
-                raise ValueError("PSEUDO.CLIP.CLASSIFY is False: pass the image's classes to the labeler.")
+                raise ValueError(
+                    "PSEUDO.CLIP.CLASSIFY is False: pass the image's classes to the labeler."
+                )
             return np.arange(len(self.class_names))
         unknown = [c for c in classes if c not in self._name_to_index]
         if unknown:
-            raise ValueError(f"Classes not in the vocabulary ({self.cfg.PSEUDO.VOCABULARY}): {unknown}.")
+            raise ValueError(
+                f"Classes not in the vocabulary ({self.cfg.PSEUDO.VOCABULARY}): {unknown}."
+            )
         if not classes:
             return np.zeros((0,), np.int64)
         return np.array(sorted({self._name_to_index[c] for c in classes}), np.int64)
@@ -111,14 +127,13 @@ class _ClipLabelerBase:
         det_masks, scores, class_idx = det_masks[ok], scores[ok], class_idx[ok]
         keep = masks.mask_nms(det_masks, scores, s.NMS_IOU, s.MAX_DETECTIONS)
         boxes = masks.masks_to_boxes(det_masks[keep])
+        names = ["object"] * len(keep) if self.class_agnostic else [
+            self.class_names[int(class_idx[i])] for i in keep]
         out = []
         for j, i in enumerate(keep):
-            out.append({
-                "category": "object" if self.class_agnostic else self.class_names[int(class_idx[i])],
-                "score": float(np.clip(scores[i], 0.0, 1.0)),
-                "mask": det_masks[i].astype(bool),
-                "box": boxes[j].astype(np.float64).clip([0, 0, 0, 0], [W, H, W, H]),
-            })
+            out.append({"category": names[j], "score": float(np.clip(scores[i], 0.0, 1.0)),
+                        "mask": det_masks[i].astype(bool),
+                        "box": boxes[j].astype(np.float64).clip([0, 0, 0, 0], [W, H, W, H])})
         return out
 
     # PSEUDO sections this labeler reads (so only they decide its labels); set per class.
@@ -174,27 +189,42 @@ class ZipLabeler(_ClipLabelerBase):
         super().__init__(cfg)
         p = cfg.PSEUDO
         if p.BOUNDARY.INIT not in ("uniform", "semantic"):
-            raise ValueError(f"PSEUDO.BOUNDARY.INIT must be 'uniform' or 'semantic', got {p.BOUNDARY.INIT!r}.")
+            raise ValueError(
+                f"PSEUDO.BOUNDARY.INIT must be 'uniform' or 'semantic', got {p.BOUNDARY.INIT!r}."
+            )
         if p.SCORE.CLIP_SCORE not in ("image_prob", "mask_activation"):
             raise ValueError("PSEUDO.SCORE.CLIP_SCORE must be 'image_prob' or 'mask_activation'.")
         if not hasattr(self.clip.model.visual, "transformer"):
-            raise ValueError(f"PSEUDO.CLIP.MODEL must be a ViT for CLIP Surgery, got {p.CLIP.MODEL}.")
+            raise ValueError(
+                f"PSEUDO.CLIP.MODEL must be a ViT for CLIP Surgery, got {p.CLIP.MODEL}."
+            )
         patch = self.clip.model.visual.patch_size[0]
         if p.CLIP.INPUT_SIZE % patch:
-            raise ValueError(f"PSEUDO.CLIP.INPUT_SIZE {p.CLIP.INPUT_SIZE} is not a multiple of the patch size {patch}.")
+            raise ValueError(
+                f"PSEUDO.CLIP.INPUT_SIZE {p.CLIP.INPUT_SIZE} is not a multiple of the patch "
+                f"size {patch}."
+            )
         if not 0 < p.CLIP.SURGERY_DEPTH <= len(self.clip.model.visual.transformer.resblocks):
-            raise ValueError(f"PSEUDO.CLIP.SURGERY_DEPTH {p.CLIP.SURGERY_DEPTH} exceeds the ViT's blocks.")
+            raise ValueError(
+                f"PSEUDO.CLIP.SURGERY_DEPTH {p.CLIP.SURGERY_DEPTH} exceeds the ViT's blocks."
+            )
         self.boundary = create_clip(p.BOUNDARY.MODEL, p.BOUNDARY.PRETRAINED, self.device,
                                     random_weights=p.RANDOM_WEIGHTS, cache_dir=p.CACHE_DIR)
         if not hasattr(self.boundary.model.visual, "layer3"):
-            raise ValueError(f"PSEUDO.BOUNDARY.MODEL must be an open_clip ResNet, got {p.BOUNDARY.MODEL}.")
+            raise ValueError(
+                f"PSEUDO.BOUNDARY.MODEL must be an open_clip ResNet, got {p.BOUNDARY.MODEL}."
+            )
         self.refiner = None
         if use_sam:
             sam = create_sam(p.SAM.MODEL_TYPE, p.SAM.CHECKPOINT, p.CACHE_DIR, self.device,
                              random_weights=p.RANDOM_WEIGHTS)
             self.sam_weights = sam.zip_weights
-            self.refiner = masks.SamRefiner(sam, multimask=p.SAM.MULTIMASK, batch_size=p.SAM.BATCH_SIZE,
-                                            autocast_dtype=self.autocast_dtype)
+            self.refiner = masks.SamRefiner(
+                sam,
+                multimask=p.SAM.MULTIMASK,
+                batch_size=p.SAM.BATCH_SIZE,
+                autocast_dtype=self.autocast_dtype,
+            )
 
     # -- stages (each runs on a batch of images; the heavy models see the batch at once) ---------
     def _stack(self, images: Sequence[np.ndarray], size_hw, bundle: ClipBundle) -> torch.Tensor:
@@ -216,7 +246,9 @@ class ZipLabeler(_ClipLabelerBase):
         size = int(c.INPUT_SIZE)
         visual = self.clip.model.visual
         with self._autocast():
-            tokens = clues.surgery_tokens(visual, self._stack(images, (size, size), self.clip), c.SURGERY_DEPTH)
+            tokens = clues.surgery_tokens(
+                visual, self._stack(images, (size, size), self.clip), c.SURGERY_DEPTH
+            )
         tokens = tokens.float()
         global_emb = tokens[:, 0]
         if c.CLASSIFY_SIZE and c.CLASSIFY_SIZE != size:
@@ -228,10 +260,17 @@ class ZipLabeler(_ClipLabelerBase):
         out = []
         for i, (cands, given) in enumerate(zip(candidates, classes_given)):
             probs = clues.classify(global_emb[i], self.text_embeddings[cands], self.logit_scale)
-            local = np.arange(len(cands)) if given else clues.select_classes(probs, c.TOPK, c.MIN_PROB)
+            local = (
+                np.arange(len(cands)) if given else clues.select_classes(probs, c.TOPK, c.MIN_PROB)
+            )
             kept = cands[local]
-            act = clues.dense_activation(tokens[i:i + 1, 1:], self.text_embeddings[kept], self.empty_embedding,
-                                         grid, c.FEATURE_NORM_DIM)
+            act = clues.dense_activation(
+                tokens[i : i + 1, 1:],
+                self.text_embeddings[kept],
+                self.empty_embedding,
+                grid,
+                c.FEATURE_NORM_DIM,
+            )
             out.append((kept, probs[local].cpu().numpy(), act))
         return out
 
@@ -264,32 +303,48 @@ class ZipLabeler(_ClipLabelerBase):
         flat = feats.flatten(1).T  # half precision stays half for k-means on CUDA
         init = None
         if b.INIT == "semantic" and activation is not None and len(activation):
-            act = F.interpolate(activation[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0]
+            act = F.interpolate(
+                activation[None].float(), size=(h, w), mode="bilinear", align_corners=False
+            )[0]
             init = clusters.semantic_init(flat.float(), act, (h, w), b.MIN_CLUSTERS, b.MAX_CLUSTERS,
                                           ratio=self.cfg.PSEUDO.CLIP.ACTIVATION_RATIO)
         labels, _ = clusters.kmeans(flat, b.NUM_CLUSTERS, b.MAX_ITERS, init=init)
         return labels.view(h, w).cpu().numpy()
 
     def discover(self, cluster_map: np.ndarray, regions: np.ndarray) -> List[instances.Instances]:
-        """One :class:`Instances` per class region (K, h, w) bool, sharing one fragment labelling."""
+        """One :class:`Instances` per class region (K, h, w) bool, sharing one fragment
+        labelling."""
         d = self.cfg.PSEUDO.DISCOVERY
         frags = instances.split_fragments(cluster_map)
-        return [instances.discover_instances(frags, r, d.TOP_CLUSTERS, d.MIN_INSIDE_RATIO,
-                                             d.MAX_BOX_TO_AREA, d.MIN_INSTANCE_CELLS) for r in regions]
+        return [
+            instances.discover_instances(
+                frags,
+                r,
+                d.TOP_CLUSTERS,
+                d.MIN_INSIDE_RATIO,
+                d.MAX_BOX_TO_AREA,
+                d.MIN_INSTANCE_CELLS,
+            )
+            for r in regions
+        ]
 
     def _proposals(self, image_hw, act: torch.Tensor, cluster_map: np.ndarray):
         """Discovered instances of one image: (C, H, W) activation at image size, the class of
         each instance (N,), its grid mask (N, h, w) bool and box (N, 4) in image pixels; None
         when nothing is found."""
         grid_hw = cluster_map.shape
-        act_img, regions = clues.semantic_regions(act, image_hw, grid_hw, self.cfg.PSEUDO.CLIP.ACTIVATION_RATIO)
+        act_img, regions = clues.semantic_regions(
+            act, image_hw, grid_hw, self.cfg.PSEUDO.CLIP.ACTIVATION_RATIO
+        )
         found = self.discover(cluster_map, regions)
         counts = np.array([len(f) for f in found], np.int64)
         if counts.sum() == 0:
             return None
         class_of = np.repeat(np.arange(len(found)), counts)
         grid_masks = np.concatenate([f.masks() for f in found if len(f)])
-        boxes = instances.grid_boxes_to_image(np.concatenate([f.boxes for f in found]), grid_hw, image_hw)
+        boxes = instances.grid_boxes_to_image(
+            np.concatenate([f.boxes for f in found]), grid_hw, image_hw
+        )
         return act_img, class_of, grid_masks, boxes
 
     # -- whole images --------------------------------------------------------------------------
@@ -297,7 +352,9 @@ class ZipLabeler(_ClipLabelerBase):
         """Detections for one (H, W, 3) uint8 RGB image; see the module docstring."""
         return self.label_batch([image], None if classes is None else [classes])[0]
 
-    def label_batch(self, images: List[np.ndarray], classes: Optional[list] = None) -> List[List[dict]]:
+    def label_batch(
+        self, images: List[np.ndarray], classes: Optional[list] = None
+    ) -> List[List[dict]]:
         """Detections for each image of a batch, the same as calling the labeler on each.
 
         images: (H, W, 3) uint8 RGB arrays, sizes may differ.
@@ -360,7 +417,9 @@ class ZipLabeler(_ClipLabelerBase):
         return self._finish(image_hw, det_masks, scores, kept[class_of])
 
     @staticmethod
-    def _peak_points(act_img: np.ndarray, class_of: np.ndarray, grid_masks: np.ndarray, image_hw) -> np.ndarray:
+    def _peak_points(
+        act_img: np.ndarray, class_of: np.ndarray, grid_masks: np.ndarray, image_hw
+    ) -> np.ndarray:
         """(N, 2) XY image pixels: each instance's most activated pixel inside its mask."""
         H, W = image_hw
         up = _upsample_nearest(grid_masks, image_hw)
@@ -413,14 +472,18 @@ class SamClipLabeler(_ClipLabelerBase):
         for r in proposals:  # one crop per proposal: the list comes from SAM's generator
             x, y, w, h = [int(round(v)) for v in r["bbox"]]
             crop = image[y:y + max(h, 1), x:x + max(w, 1)]
-            crops.append(clues.image_to_tensor(crop, tuple(size), self.clip.mean, self.clip.std, self.device))
+            crops.append(
+                clues.image_to_tensor(crop, tuple(size), self.clip.mean, self.clip.std, self.device)
+            )
         crops = torch.cat(crops)
         feats = []
         for i in range(0, len(crops), 64):
             with self._autocast():
                 feats.append(self.clip.model.encode_image(crops[i:i + 64]).float())
         feats = F.normalize(torch.cat(feats), dim=-1)
-        probs = (self.logit_scale * feats @ self.text_embeddings[candidates].float().T).softmax(dim=-1)
+        probs = (self.logit_scale * feats @ self.text_embeddings[candidates].float().T).softmax(
+            dim=-1
+        )
         best_p, best = probs.max(dim=1)
         scores = masks.combine_scores(best_p.cpu().numpy(), sam_score)
         return self._finish((H, W), seg, scores, candidates[best.cpu().numpy()])

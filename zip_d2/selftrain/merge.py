@@ -65,7 +65,9 @@ def merge_round_labels(previous, predictions, score_threshold, keep_old_max_iou=
     annotations = []
     for image_id, img in images.items():
         h, w = img["height"], img["width"]
-        new = [segmentation_to_rle(p["segmentation"], h, w) for p in preds_by_image.get(image_id, [])]
+        new = [
+            segmentation_to_rle(p["segmentation"], h, w) for p in preds_by_image.get(image_id, [])
+        ]
         old = [segmentation_to_rle(a["segmentation"], h, w) for a in old_by_image.get(image_id, [])]
         for p, rle in zip(preds_by_image.get(image_id, []), new):
             annotations.append(_annotation(len(annotations) + 1, image_id, p["category_id"],
