@@ -1,6 +1,8 @@
 """k-means of the boundary prior against a plain reference, and the seeding rules."""
 import numpy as np
+import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from zip_d2.pseudo.clusters import kmeans, semantic_init, short_side_size, uniform_init
 
@@ -80,3 +82,49 @@ def test_semantic_init_seeds_at_activation_peaks_and_chooses_k_within_bounds():
 def test_short_side_resize_keeps_aspect_at_stride_16():
     assert short_side_size((480, 640), 2048) == (2048, 2736)
     assert short_side_size((480, 640), 2048)[1] // 16 == 171
+
+
+class _RecordProducts(TorchFunctionMode):
+    """Records dtype and finiteness of every matrix product run inside the ``with`` block."""
+
+    def __init__(self):
+        super().__init__()
+        self.products = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if getattr(func, "__name__", "") in ("matmul", "__matmul__", "mm"):
+            self.products.append((out.dtype, bool(torch.isfinite(out).all())))
+        return out
+
+
+def _large_relu_clusters(n_per=100, dim=256, seed=0):
+    """Four well-separated clusters of non-negative features with norms ~450, like ReLU
+    outputs of a deep trunk; in blocks, so the raster-uniform seeds take one per cluster."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.relu(torch.randn(4, dim, generator=g)) * 40
+    x = centres.repeat_interleave(n_per, dim=0) + torch.randn(4 * n_per, dim, generator=g) * 3
+    return torch.relu(x), torch.arange(4).repeat_interleave(n_per)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_kmeans_cannot_overflow_and_gives_the_fp32_partition(dtype):
+    x, truth = _large_relu_clusters()
+    # The data is hostile: multiplied as they are in float16, the products overflow.
+    assert torch.isinf(x.half() @ x.half()[::100].T).any()
+    ref_labels, ref_cents = kmeans(x, k=4, max_iters=20)
+    np.testing.assert_array_equal(ref_labels.numpy(), truth.numpy())
+    with _RecordProducts() as rec:
+        labels, cents = kmeans(x.to(dtype), k=4, max_iters=20)
+    # The products really ran in half precision (what CUDA runs), and none overflowed.
+    assert rec.products and all(d == dtype and finite for d, finite in rec.products)
+    np.testing.assert_array_equal(labels.numpy(), ref_labels.numpy())
+    # Centroids come back in the features' units (the scaling is undone).
+    torch.testing.assert_close(cents, ref_cents, rtol=1e-2, atol=0.5)
+
+
+def test_kmeans_refuses_features_that_already_overflowed():
+    x = torch.ones(10, 4, dtype=torch.float16)
+    x[3, 1] = float("inf")
+    with pytest.raises(ValueError, match="inf or nan"):
+        kmeans(x, k=2)

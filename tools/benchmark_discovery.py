@@ -223,7 +223,7 @@ def main(argv=None):
     ap.add_argument("--kmeans-iters", type=int, default=100)
     ap.add_argument("--kmeans-repeats", type=int, default=10)
     ap.add_argument("--kmeans-dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
-                    help="feature dtype (fp16/bf16 matter on CUDA only)")
+                    help="feature dtype (fp16/bf16 run half-precision products; slow on CPU)")
     ap.add_argument(
         "--config", default="configs/pseudo/zip_paper.yaml", help="preset for --what image"
     )

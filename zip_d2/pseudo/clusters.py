@@ -93,19 +93,37 @@ def kmeans(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means, Euclidean, fully batched on ``x``'s device.
 
-    x: (N, D) features. On CUDA, float16/bfloat16 features stay in that dtype for the two
-        matrix products per iteration (accumulated in float32 by the GPU), which halves the
-        memory traffic that bounds this step; everything else runs in float32.
-    init: (K, D) initial centroids; None = :func:`uniform_init` with ``k``.
+    x: (N, D) features. Float16/bfloat16 features stay in that dtype for the two matrix
+        products per iteration (on CUDA accumulated in float32), which halves the memory
+        traffic that bounds this step; everything else runs in float32. Half-precision
+        features are first divided by their largest row norm, so every product |x . c| is at
+        most 1: unscaled, RN50x64's 2048-channel ReLU features give products beyond float16's
+        65504 (inf, and a meaningless argmin). k-means is invariant to a global scale, so the
+        labels are unchanged and the centroids are scaled back. CPU half matmul is slow; the
+        labelers pass half features on CUDA only.
+    init: (K, D) initial centroids in the units of ``x``; None = :func:`uniform_init` with ``k``.
     Stops when no centroid moves by more than ``rtol`` relative (``torch.allclose``, as the
     authors' code) or after ``max_iters``; an empty cluster keeps its centroid.
     Returns labels (N,) int64 of the last assignment and centroids (K, D) float32.
+    Raises ValueError when ``x`` holds inf or nan (e.g. a trunk that overflowed in float16).
     """
-    half = x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+    half = x.dtype in (torch.float16, torch.bfloat16)
     dtype = x.dtype if half else torch.float32
-    x = x.to(dtype)
-    c = (uniform_init(x, k) if init is None else init).float().clone()
+    scale = 1.0
+    if half:
+        norms = x.float().pow(2).sum(dim=1)
+        top = norms.max() if norms.numel() else norms.new_ones(())
+        if not torch.isfinite(top):
+            raise ValueError("k-means features contain inf or nan (a half-precision overflow "
+                             "upstream?); run PSEUDO.PRECISION bf16 or fp32.")
+        scale = float(top.sqrt().item()) or 1.0
+        x = (x.float() / scale).to(dtype)
+    else:
+        x = x.float()
+    c = (uniform_init(x, k) if init is None else init / scale).float().clone()
     k = c.shape[0]
+    # allclose's absolute tolerance (1e-8) is in the caller's units: scale it with the data.
+    atol = 1e-8 / scale
     x_sq = x.float().pow(2).sum(dim=1, keepdim=True)
     labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     for _ in range(max_iters):
@@ -122,8 +140,8 @@ def kmeans(
         w = (onehot / counts.clamp_min(1)).to(dtype)
         means = (w.T @ x).float() / w.float().sum(dim=0).clamp_min(1e-30)[:, None]
         new_c = torch.where(counts[:, None] > 0, means, c)
-        settled = torch.allclose(new_c, c, rtol=rtol)
+        settled = torch.allclose(new_c, c, rtol=rtol, atol=atol)
         c = new_c
         if settled:
             break
-    return labels, c
+    return labels, c * scale
