@@ -94,7 +94,7 @@ def test_vit_b16_at_512_gives_a_32x32_patch_map():
         tokens = surgery_tokens(visual, torch.randn(1, 3, 512, 512), depth=6)
     assert tokens.shape == (1, 1 + 32 * 32, 512)
     act = dense_activation(
-        tokens[:, 1:], F.normalize(torch.randn(3, 512), dim=1), torch.zeros(512), (32, 32)
+        tokens, F.normalize(torch.randn(3, 512), dim=1), torch.zeros(512), (32, 32)
     )
     assert act.shape == (3, 32, 32)
 
@@ -110,22 +110,33 @@ def test_positional_embedding_interpolation_keeps_class_token_and_native_grid():
 
 def test_activation_removes_the_empty_prompt_and_min_max_normalises_per_class():
     torch.manual_seed(0)
-    feats = torch.randn(1, 12, 5)
+    tokens = torch.randn(1, 1 + 12, 5)
     text = F.normalize(torch.randn(2, 5), dim=1)
     empty = torch.randn(5)
-    act = dense_activation(feats, text, empty, (3, 4), norm_dim=2)
-    sim = F.normalize(feats[0], dim=1) @ (text - empty).T
+    act = dense_activation(tokens, text, empty, (3, 4), norm_dim=2)
+    sim = F.normalize(tokens[0, 1:], dim=1) @ (text - empty).T
     want = (sim - sim.min(0).values) / (sim.max(0).values - sim.min(0).values)
     torch.testing.assert_close(act, want.T.reshape(2, 3, 4))
     # The demo's default normalises over tokens instead, which changes the maps.
-    demo = dense_activation(feats, text, empty, (3, 4), norm_dim=1)
-    sim1 = F.normalize(feats[0], dim=0) @ (text - empty).T
-    want1 = (sim1 - sim1.min(0).values) / (sim1.max(0).values - sim1.min(0).values)
-    torch.testing.assert_close(demo, want1.T.reshape(2, 3, 4))
+    demo = dense_activation(tokens, text, empty, (3, 4), norm_dim=1)
     assert not torch.allclose(demo, act)
     assert act.amin(dim=(1, 2)).tolist() == [0.0, 0.0] and torch.allclose(
         act.amax(dim=(1, 2)), torch.ones(2)
     )
+
+
+def test_demo_normalisation_over_tokens_includes_the_class_token():
+    # Two channels, a 2x2 patch grid. Over the patches alone both channels have norm 3, so
+    # patches A=(3,0) and B=(0,3) would score alike; the class token (4,0) raises channel 0's
+    # norm to 5 (as in the demo, which normalises the class token with the patches), so A
+    # scores 3/5 of B. The class token itself is not part of the map.
+    tokens = torch.tensor([[[4.0, 0.0], [3.0, 0.0], [0.0, 3.0], [0.0, 0.0], [0.0, 0.0]]])
+    text = F.normalize(torch.ones(1, 2), dim=1)
+    act = dense_activation(tokens, text, torch.zeros(2), (2, 2), norm_dim=1)
+    torch.testing.assert_close(act, torch.tensor([[[0.6, 1.0], [0.0, 0.0]]]))
+    # Per-token normalisation ignores the class token: A and B are both unit vectors at 45 degrees.
+    per_token = dense_activation(tokens, text, torch.zeros(2), (2, 2), norm_dim=2)
+    torch.testing.assert_close(per_token, torch.tensor([[[1.0, 1.0], [0.0, 0.0]]]))
 
 
 def test_class_rule_applies_min_prob_then_top_k():

@@ -68,6 +68,30 @@ def test_classes_given_per_image_restrict_the_categories(labelers):
         labelers["zip"](_image(), classes=["unicorn"])
 
 
+def test_a_class_gets_the_same_clip_score_whether_classified_or_given(labelers):
+    lab = labelers["zip-no-sam"]  # score = sqrt(s_clip): no SAM factor
+    image = _image()
+    everything = np.arange(len(VOCAB))
+    kept, probs, _ = lab.semantic_clues([image], [everything], [False])[0]
+    assert len(kept) > 0
+    classified = lab(image)
+    for c, p in zip(kept, probs):
+        name = VOCAB[c]
+        (given_kept, given_probs, _), = lab.semantic_clues([image], [np.array([c])], [True])
+        assert given_kept.tolist() == [c] and given_probs[0] == p
+        given = lab(image, classes=[name])
+        assert len(given) > 0
+        np.testing.assert_allclose([d["score"] for d in given], np.sqrt(p), rtol=1e-6)
+        # The detections classification kept for this class are among the given-class ones,
+        # with the same mask and score.
+        by_mask = {d["mask"].tobytes(): d["score"] for d in given}
+        for d in classified:
+            if d["category"] == name:
+                assert by_mask[d["mask"].tobytes()] == d["score"]
+    # One given class is not certain: its probability over the vocabulary is below 1.
+    assert probs.max() < 1.0
+
+
 def test_without_classification_the_caller_must_give_classes():
     lab = build_labeler(_cfg(**{"CLIP.CLASSIFY": False, "METHOD": "zip-no-sam"}))
     with pytest.raises(ValueError, match="pass the image's classes"):

@@ -217,7 +217,8 @@ def _add_pseudo_config(cfg):
     cfg.PSEUDO.SAM.BATCH_SIZE = 64
 
     cfg.PSEUDO.SCORE = CN()
-    # CLIP factor of the score: "image_prob" (class probability) or "mask_activation".
+    # CLIP factor of the score: "image_prob" (softmax over the whole vocabulary, also when the
+    # classes are given) or "mask_activation" (mean activation inside the mask).
     cfg.PSEUDO.SCORE.CLIP_SCORE = "image_prob"
     # Mask-IoU above which the lower-scored of two detections is removed (across classes).
     cfg.PSEUDO.SCORE.NMS_IOU = 0.5

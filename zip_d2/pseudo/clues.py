@@ -122,19 +122,22 @@ def select_classes(probs: torch.Tensor, topk: int, min_prob: float) -> np.ndarra
     return order[:topk] if topk > 0 else order
 
 
-def dense_activation(patch_features: torch.Tensor, text_embeddings: torch.Tensor,
+def dense_activation(tokens: torch.Tensor, text_embeddings: torch.Tensor,
                      empty_embedding: torch.Tensor, grid_hw: Tuple[int, int],
                      norm_dim: int = 1) -> torch.Tensor:
     """Per-class activation maps on the patch grid.
 
-    patch_features: (1, N, E) surgery patch tokens (N = gh*gw).
+    tokens: (1, 1 + N, E) surgery tokens of one image (:func:`surgery_tokens`): token 0 is the
+        class token, then the N = gh*gw patch tokens in raster order.
     text_embeddings: (C, E) unit rows; empty_embedding: (E,) embedding of the empty prompt,
         subtracted as the "redundant feature" shared by every prompt.
-    norm_dim: axis of ``patch_features`` the L2 normalisation runs over. 1 (over tokens) is what
-        the authors' demo does, kept as the faithful default; 2 is per-token unit vectors.
-    Returns (C, gh, gw) float32, each map min-max normalised to [0, 1].
+    norm_dim: axis of ``tokens`` the L2 normalisation runs over. 1 (over tokens) is what the
+        authors' demo does, kept as the faithful default: like the demo, it normalises each
+        channel over the class token *and* the patches, then drops the class token. 2 is
+        per-token unit vectors (the class token then plays no part).
+    Returns (C, gh, gw) float32, each map min-max normalised to [0, 1] over the patches.
     """
-    feats = F.normalize(patch_features.float(), dim=norm_dim)[0]
+    feats = F.normalize(tokens.float(), dim=norm_dim)[0, 1:]
     sim = feats @ (text_embeddings.float() - empty_embedding.float()).T
     lo, hi = sim.min(dim=0, keepdim=True).values, sim.max(dim=0, keepdim=True).values
     sim = (sim - lo) / (hi - lo).clamp_min(1e-12)

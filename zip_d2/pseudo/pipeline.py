@@ -179,7 +179,8 @@ class ZipLabeler(_ClipLabelerBase):
     the same as single calls, with the models run on the batch); a call returns a list of
     ``{"category": str, "score": float in [0, 1], "mask": (H, W) bool,
     "box": (4,) float64 XYXY image pixels, x1/y1 exclusive (so w = x1 - x0)}``, best first.
-    ``classes`` (vocabulary names) replaces image-level classification for this image.
+    ``classes`` (vocabulary names) replaces image-level classification for this image; their
+    CLIP score is still the probability over the whole vocabulary, as in classification.
     """
 
     def __init__(self, cfg, use_sam: bool = True):
@@ -235,8 +236,8 @@ class ZipLabeler(_ClipLabelerBase):
     @torch.no_grad()
     def semantic_clues(self, images: Sequence[np.ndarray], candidates: Sequence[np.ndarray],
                        classes_given: Sequence[bool]) -> List[tuple]:
-        """Per image: kept vocabulary indices (K,), their CLIP probabilities (K,), and
-        activations (K, g, g) float32 in [0, 1] on the ViT patch grid.
+        """Per image: kept vocabulary indices (K,), their CLIP probabilities (K,) (softmax over
+        the whole vocabulary), and activations (K, g, g) float32 in [0, 1] on the ViT patch grid.
 
         Every image is resized to the same square input, so the ViT runs once per batch (and
         once more at CLASSIFY_SIZE); class selection and activation maps are per image because
@@ -259,13 +260,16 @@ class ZipLabeler(_ClipLabelerBase):
         grid = (size // ps[0], size // ps[1])
         out = []
         for i, (cands, given) in enumerate(zip(candidates, classes_given)):
-            probs = clues.classify(global_emb[i], self.text_embeddings[cands], self.logit_scale)
+            # The softmax runs over the whole vocabulary in both modes, so a class's s_clip is
+            # the same whether it was classified or given (over the given classes alone, one
+            # given class would always score 1).
+            probs = clues.classify(global_emb[i], self.text_embeddings, self.logit_scale)[cands]
             local = (
                 np.arange(len(cands)) if given else clues.select_classes(probs, c.TOPK, c.MIN_PROB)
             )
             kept = cands[local]
             act = clues.dense_activation(
-                tokens[i : i + 1, 1:],
+                tokens[i : i + 1],
                 self.text_embeddings[kept],
                 self.empty_embedding,
                 grid,
