@@ -1,5 +1,6 @@
 """SAM refinement plumbing, Zip's score, and cross-class mask NMS."""
 import numpy as np
+import pytest
 import torch
 
 from zip_d2.models import create_sam
@@ -58,3 +59,137 @@ def test_refiner_batches_box_and_point_prompts_through_one_embedding():
     pm, piou = refiner.refine(boxes, points=np.array([[10, 10], [30, 20], [45, 25]], np.float32))
     assert pm.shape == (3, 40, 60) and piou.shape == (3,)
     assert refiner.refine(np.zeros((0, 4)))[0].shape == (0, 40, 60)
+
+
+# -- Known answers through a constructed SAM ------------------------------------------------------
+# SAM's networks are replaced by stubs whose outputs are known, while SamPredictor's own
+# resizing, padding and mask post-processing (and SamRefiner's batching) run unchanged.
+STUB_SIDE = 64  # the stub's square input side (SAM's is 1024)
+
+
+class _StubImageEncoder(torch.nn.Module):
+    """Embedding = the preprocessed top-left pixel (B, 3, 1, 1): it tells the images apart."""
+
+    img_size = STUB_SIDE
+
+    def forward(self, x):
+        return x[:, :, :1, :1]
+
+
+class _StubPromptEncoder(torch.nn.Module):
+    """Passes the prompts through, in SAM's input frame: sparse (N, 1, 6) = box XYXY and
+    point XY (NaN without a point)."""
+
+    def forward(self, points, boxes, masks):
+        n = boxes.shape[0]
+        pt = points[0][:, 0] if points is not None else torch.full((n, 2), float("nan"))
+        return torch.cat([boxes, pt], dim=1)[:, None], torch.zeros(n, 1, 1, 1)
+
+    def get_dense_pe(self):
+        return torch.zeros(1, 1, 1, 1)
+
+
+class _StubMaskDecoder(torch.nn.Module):
+    """Three candidates per prompt, painted at SAM's input resolution (logit +10 in, -10 out):
+    0 the box, 1 its left half, 2 its top half; each also covers the 8x8 square around the
+    point when there is one. Predicted IoU: 0.9 for the left half of a wide box (w > 1.5 h),
+    the top half of a tall one (h > 1.5 w), the whole box otherwise, 0.6 for the others;
+    plus the image embedding's first value, so the score shows which image was used.
+    Without multimask output only candidate 0 comes back (as in SAM)."""
+
+    def forward(self, image_embeddings, image_pe, sparse_prompt_embeddings,
+                dense_prompt_embeddings, multimask_output):
+        x0, y0, x1, y1, px, py = sparse_prompt_embeddings[:, 0].unbind(dim=1)
+        n = len(x0)
+        centres = torch.arange(STUB_SIDE) + 0.5
+
+        def rect(ya, yb, xa, xb):  # (N, S, S); NaN bounds compare False: an empty rectangle
+            rows = (centres[None] >= ya[:, None]) & (centres[None] < yb[:, None])
+            cols = (centres[None] >= xa[:, None]) & (centres[None] < xb[:, None])
+            return rows[:, :, None] & cols[:, None, :]
+
+        cands = torch.stack([rect(y0, y1, x0, x1), rect(y0, y1, x0, (x0 + x1) / 2),
+                             rect(y0, (y0 + y1) / 2, x0, x1)], dim=1)
+        cands |= rect(py - 4, py + 4, px - 4, px + 4)[:, None]
+        w, h = x1 - x0, y1 - y0
+        best = torch.where(w > 1.5 * h, 1, torch.where(h > 1.5 * w, 2, 0))
+        iou = torch.full((n, 3), 0.6)
+        iou[torch.arange(n), best] = 0.9
+        iou = iou + image_embeddings[0, 0, 0, 0]
+        logits = torch.where(cands, 10.0, -10.0)
+        return (logits, iou) if multimask_output else (logits[:, :1], iou[:, :1])
+
+
+def _stub_refiner(**kw):
+    from segment_anything.modeling import Sam
+
+    return SamRefiner(Sam(_StubImageEncoder(), _StubPromptEncoder(), _StubMaskDecoder()).eval(), **kw)
+
+
+def _embedding_of(grey):
+    """The stub's image embedding for a flat image of this grey level (SAM's red-channel norm)."""
+    return (grey - 123.675) / 58.395
+
+
+# A wide image (30x48: SAM scales it by 4/3 to 40x64, padded to 64x64) and a tall one (32x16:
+# scaled by 2 to 64x32). Coordinates on multiples of 3 (wide) land on whole input pixels.
+WIDE = np.full((30, 48, 3), 10, np.uint8)
+TALL = np.full((32, 16, 3), 200, np.uint8)
+WIDE_BOXES = np.array([[6, 3, 30, 27],    # square-ish: the box itself scores highest
+                       [3, 6, 45, 15],    # wide: its left half
+                       [36, 0, 42, 24]],  # tall: its top half
+                      np.float32)
+
+
+def test_refiner_keeps_the_multimask_output_sam_scores_highest():
+    refiner = _stub_refiner(batch_size=2)  # 3 prompts: two decoder calls
+    refiner.set_image(WIDE)
+    masks, iou = refiner.refine(WIDE_BOXES)
+    want = np.stack([_box_mask(30, 48, 6, 3, 30, 27), _box_mask(30, 48, 3, 6, 24, 15),
+                     _box_mask(30, 48, 36, 0, 42, 12)])
+    np.testing.assert_array_equal(masks, want)
+    np.testing.assert_allclose(iou, [0.9 + _embedding_of(10)] * 3, rtol=1e-6)
+    # Single-mask mode: SAM's one output, whatever it scores.
+    single = _stub_refiner(multimask=False)
+    single.set_image(WIDE)
+    masks, iou = single.refine(WIDE_BOXES)
+    np.testing.assert_array_equal(masks, np.stack([_box_mask(30, 48, *b) for b in WIDE_BOXES.astype(int)]))
+    np.testing.assert_allclose(iou, np.array([0.9, 0.6, 0.6]) + _embedding_of(10), rtol=1e-6)
+
+
+def test_refiner_maps_boxes_and_points_to_sams_frame_and_back_on_non_square_images():
+    for image, boxes, points, scale in (
+            (WIDE, np.array([[6, 3, 30, 27]], np.float32), np.array([[39, 21]], np.float32), 4 / 3),
+            (TALL, np.array([[2, 4, 12, 16]], np.float32), np.array([[6, 26]], np.float32), 2)):
+        H, W = image.shape[:2]
+        refiner = _stub_refiner()
+        refiner.set_image(image)
+        masks, _ = refiner.refine(boxes)
+        np.testing.assert_array_equal(masks[0], _box_mask(H, W, *boxes[0].astype(int)))
+        # The point's 8x8 input-frame square is 8/scale image pixels wide, centred on it.
+        masks, _ = refiner.refine(boxes, points=points)
+        r = int(4 / scale)
+        (x, y), = points.astype(int)
+        want = _box_mask(H, W, *boxes[0].astype(int)) | _box_mask(H, W, x - r, y - r, x + r, y + r)
+        np.testing.assert_array_equal(masks[0], want)
+
+
+def test_refiner_batch_of_images_keeps_each_images_embedding_and_size():
+    refiner = _stub_refiner()
+    refiner.set_images([WIDE, TALL])
+    tall_box = np.array([[2, 4, 12, 16]], np.float32)
+    masks_t, iou_t = refiner.refine(tall_box, index=1)
+    masks_w, iou_w = refiner.refine(WIDE_BOXES, index=0)
+    assert masks_t.shape == (1, 32, 16) and masks_w.shape == (3, 30, 48)
+    np.testing.assert_array_equal(masks_t[0], _box_mask(32, 16, 2, 4, 12, 16))
+    np.testing.assert_allclose(iou_t, [0.9 + _embedding_of(200)], rtol=1e-6)
+    np.testing.assert_allclose(iou_w, [0.9 + _embedding_of(10)] * 3, rtol=1e-6)
+    # The same answers as each image set on its own.
+    for image, boxes, got in ((TALL, tall_box, (masks_t, iou_t)), (WIDE, WIDE_BOXES, (masks_w, iou_w))):
+        alone = _stub_refiner()
+        alone.set_image(image)
+        want = alone.refine(boxes)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    with pytest.raises(IndexError):
+        refiner.refine(tall_box, index=2)
