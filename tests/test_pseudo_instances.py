@@ -127,3 +127,87 @@ def test_vectorised_discovery_matches_the_per_fragment_loop(seed):
 def test_grid_boxes_scale_to_image_pixels_and_clip():
     out = grid_boxes_to_image(np.array([[0, 0, 10, 5], [8, 4, 12, 9]]), (8, 12), (64, 96))
     np.testing.assert_allclose(out, [[0, 0, 80, 40], [64, 32, 96, 64]])
+
+
+def _brute_force_radius(labels):
+    """Per fragment: the largest distance from one of its cells to the nearest cell that has a
+    4-neighbour in another fragment, cell by cell."""
+    h, w = labels.shape
+    edges = [(y, x) for y in range(h) for x in range(w)
+             if any(0 <= y + dy < h and 0 <= x + dx < w and labels[y + dy, x + dx] != labels[y, x]
+                    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)))]
+    e = np.array(edges, float)
+    out = np.zeros(labels.max() + 1)
+    for y in range(h):
+        for x in range(w):
+            d = np.sqrt(((e - (y, x)) ** 2).sum(axis=1)).min()
+            out[labels[y, x]] = max(out[labels[y, x]], d)
+    return out
+
+
+def test_inscribed_radius_is_the_thickness_of_each_fragment():
+    cm = np.full((20, 30), BG)
+    cm[2:4, 2:28] = OBJ       # a strip 2 cells wide: every cell touches another fragment
+    cm[6:9, 2:28] = EDGE      # 3 wide: the middle row is 1 cell from the edge
+    cm[10:19, 10:19] = OTHER  # a 9x9 square: the centre is 4 cells from its edge
+    fr = split_fragments(cm)
+    radius = {int(fr.cluster[i]): float(fr.inscribed_radius[i]) for i in range(fr.count)
+              if fr.cluster[i] != BG}
+    assert radius == {OBJ: 0.0, EDGE: 1.0, OTHER: 4.0}
+    # The image border is not an edge: the same 3-wide strip along the top border is thicker.
+    top = np.full((10, 30), BG)
+    top[0:3, 2:28] = EDGE
+    fr = split_fragments(top)
+    assert fr.inscribed_radius[fr.labels[0, 5]] == 2.0
+    assert split_fragments(np.zeros((5, 5), int)).inscribed_radius.tolist() == [np.inf]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_inscribed_radius_matches_a_cell_by_cell_computation(seed):
+    rng = np.random.default_rng(seed)
+    cm = rng.integers(0, 4, size=(6, 8)).repeat(3, 0).repeat(3, 1)
+    cm[rng.random(cm.shape) < 0.08] = 4
+    fr = split_fragments(cm)
+    np.testing.assert_allclose(fr.inscribed_radius, _brute_force_radius(fr.labels), rtol=1e-5)
+
+
+def _straight_boundary_pair():
+    """Two touching squares of one class, a straight 2-cell boundary strip between them in its
+    own cluster (not joined to any outline): the case the paper's box test lets through."""
+    cm = np.full((30, 50), BG)
+    cm[5:25, 5:24] = OBJ
+    cm[5:25, 24:26] = EDGE
+    cm[5:25, 26:45] = OBJ
+    region = np.zeros(cm.shape, bool)
+    region[5:25, 5:45] = True
+    return cm, region
+
+
+def test_thinness_rule_separates_objects_glued_by_a_straight_boundary_strip():
+    cm, region = _straight_boundary_pair()
+    frags = split_fragments(cm)
+    strip = frags.labels[10, 24]
+    assert frags.box_area[strip] == frags.size[strip]  # box/area = 1 < 3: the paper keeps it
+    assert len(discover_instances(frags, region, min_instance_cells=10)) == 1
+    inst = discover_instances(frags, region, min_instance_cells=10, min_inscribed_radius=2.0)
+    left, right = np.zeros(cm.shape, bool), np.zeros(cm.shape, bool)
+    left[5:25, 5:24] = True
+    right[5:25, 26:45] = True
+    assert {m.tobytes() for m in inst.masks()} == {left.tobytes(), right.tobytes()}
+
+
+def test_thinness_rule_keeps_isolated_objects_of_several_shapes():
+    cm = np.full((40, 90), BG)
+    yy, xx = np.mgrid[:40, :90]
+    cm[(yy - 12) ** 2 + (xx - 12) ** 2 <= 7 ** 2] = OBJ   # a small disc (radius 7)
+    cm[25:35, 5:15] = OBJ                                 # a 10x10 square
+    cm[5:30, 40:47] = OTHER                               # a cross with arms 7 cells wide
+    cm[14:21, 31:56] = OTHER
+    cm[10:14, 70:88] = EDGE                               # a 4-cell-wide bar: too thin
+    region = cm != BG
+    paper = discover_instances(split_fragments(cm), region, min_instance_cells=10)
+    plus = discover_instances(split_fragments(cm), region, min_instance_cells=10,
+                              min_inscribed_radius=2.0)
+    assert len(paper) == 4
+    assert {m.tobytes() for m in plus.masks()} == {m.tobytes() for m in paper.masks()
+                                                   if not m[10:14, 70:88].any()}

@@ -122,6 +122,7 @@ def test_describe_records_models_thresholds_and_random_weights(labelers, method)
             "min_inside_ratio": 0.3,
             "max_box_to_area": 3.0,
             "min_instance_cells": 4,
+            "min_inscribed_radius": 0.0,
         }
     if method != "zip-no-sam":
         assert info["sam"]["model_type"] == "tiny"
@@ -144,6 +145,22 @@ def test_semantic_initialisation_option_runs_end_to_end():
     lab = build_labeler(_cfg(**{"BOUNDARY.INIT": "semantic", "METHOD": "zip-no-sam"}))
     _check_detections(lab(_image()), _image(), VOCAB)
     assert lab.describe()["boundary"]["init"] == "semantic"
+
+
+def test_inscribed_radius_key_reaches_discovery():
+    # Two touching squares glued by a straight 2-cell boundary strip in its own cluster.
+    cm = np.zeros((30, 50), np.int64)
+    cm[5:25, 5:24] = 1
+    cm[5:25, 24:26] = 2
+    cm[5:25, 26:45] = 1
+    regions = (cm > 0)[None]
+    found = {}
+    for radius in (0.0, 2.0):
+        lab = build_labeler(_cfg(**{"METHOD": "zip-no-sam", "DISCOVERY.MIN_INSTANCE_CELLS": 10,
+                                    "DISCOVERY.MIN_INSCRIBED_RADIUS": radius}))
+        assert lab.describe()["discovery"]["min_inscribed_radius"] == radius
+        found[radius] = len(lab.discover(cm, regions)[0])
+    assert found == {0.0: 1, 2.0: 2}
 
 
 def test_point_prompts_and_mask_activation_score_run_end_to_end():

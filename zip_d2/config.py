@@ -203,6 +203,8 @@ def _add_pseudo_config(cfg):
     cfg.PSEUDO.DISCOVERY.MAX_BOX_TO_AREA = 3.0
     # Drop instances smaller than this many clustering-grid cells.
     cfg.PSEUDO.DISCOVERY.MIN_INSTANCE_CELLS = 100
+    # Not in the paper (0 = off): drop fragments with a smaller inscribed radius (grid cells).
+    cfg.PSEUDO.DISCOVERY.MIN_INSCRIBED_RADIUS = 0.0
 
     cfg.PSEUDO.SAM = CN()
     # segment-anything model type: "vit_h", "vit_l" or "vit_b".

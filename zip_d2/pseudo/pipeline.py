@@ -328,6 +328,7 @@ class ZipLabeler(_ClipLabelerBase):
                 d.MIN_INSIDE_RATIO,
                 d.MAX_BOX_TO_AREA,
                 d.MIN_INSTANCE_CELLS,
+                d.MIN_INSCRIBED_RADIUS,
             )
             for r in regions
         ]
