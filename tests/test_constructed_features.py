@@ -70,7 +70,8 @@ def test_separation_counts_on_known_masks():
     c = separation_counts(m, np.stack([merged, left, right, blob]))
     assert c == {"objects": 3, "recovered": 2, "merged_pairs": 1, "over_split": 1, "background": 1}
     perfect = separation_counts(m, np.stack([m == i for i in (1, 2, 3)]))
-    assert perfect == {"objects": 3, "recovered": 3, "merged_pairs": 0, "over_split": 0, "background": 0}
+    assert perfect == {"objects": 3, "recovered": 3, "merged_pairs": 0, "over_split": 0,
+                       "background": 0}
     assert separation_counts(m, np.zeros((0, 30, 60), bool))["recovered"] == 0
 
 
@@ -85,8 +86,8 @@ def test_separation_benchmark_prints_both_rules_and_its_verdicts():
     assert "discovery <= 20 ms: PASS" in out
 
 
-@pytest.mark.parametrize("args", [["--densities", "8-0.6"], ["--densities", "8:1.5"], ["--seeds", "0"],
-                                  ["--radius", "-1"], ["--grid", "128"]])
+@pytest.mark.parametrize("args", [["--densities", "8-0.6"], ["--densities", "8:1.5"],
+                                  ["--seeds", "0"], ["--radius", "-1"], ["--grid", "128"]])
 def test_separation_benchmark_rejects_bad_arguments_in_one_line(args):
     res = run_tool("benchmark_separation.py", *args, timeout=120)
     assert res.returncode == 2

@@ -123,7 +123,8 @@ class _StubMaskDecoder(torch.nn.Module):
 def _stub_refiner(**kw):
     from segment_anything.modeling import Sam
 
-    return SamRefiner(Sam(_StubImageEncoder(), _StubPromptEncoder(), _StubMaskDecoder()).eval(), **kw)
+    sam = Sam(_StubImageEncoder(), _StubPromptEncoder(), _StubMaskDecoder())
+    return SamRefiner(sam.eval(), **kw)
 
 
 def _embedding_of(grey):
@@ -153,7 +154,8 @@ def test_refiner_keeps_the_multimask_output_sam_scores_highest():
     single = _stub_refiner(multimask=False)
     single.set_image(WIDE)
     masks, iou = single.refine(WIDE_BOXES)
-    np.testing.assert_array_equal(masks, np.stack([_box_mask(30, 48, *b) for b in WIDE_BOXES.astype(int)]))
+    boxes = np.stack([_box_mask(30, 48, *b) for b in WIDE_BOXES.astype(int)])
+    np.testing.assert_array_equal(masks, boxes)
     np.testing.assert_allclose(iou, np.array([0.9, 0.6, 0.6]) + _embedding_of(10), rtol=1e-6)
 
 
@@ -185,7 +187,8 @@ def test_refiner_batch_of_images_keeps_each_images_embedding_and_size():
     np.testing.assert_allclose(iou_t, [0.9 + _embedding_of(200)], rtol=1e-6)
     np.testing.assert_allclose(iou_w, [0.9 + _embedding_of(10)] * 3, rtol=1e-6)
     # The same answers as each image set on its own.
-    for image, boxes, got in ((TALL, tall_box, (masks_t, iou_t)), (WIDE, WIDE_BOXES, (masks_w, iou_w))):
+    for image, boxes, got in ((TALL, tall_box, (masks_t, iou_t)),
+                              (WIDE, WIDE_BOXES, (masks_w, iou_w))):
         alone = _stub_refiner()
         alone.set_image(image)
         want = alone.refine(boxes)

@@ -96,16 +96,21 @@ def run(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--densities", type=_density, nargs="+",
-                    default=[(4, 0.0), (8, 0.0), (12, 0.0), (8, 0.6), (12, 0.6), (16, 0.8), (20, 0.9)],
-                    help="DISCS:TOUCH_PROB per density (default: 4:0 8:0 12:0 8:0.6 12:0.6 16:0.8 20:0.9)")
+                    default=[(4, 0.0), (8, 0.0), (12, 0.0), (8, 0.6), (12, 0.6), (16, 0.8),
+                             (20, 0.9)],
+                    help="DISCS:TOUCH_PROB per density "
+                         "(default: 4:0 8:0 12:0 8:0.6 12:0.6 16:0.8 20:0.9)")
     ap.add_argument("--seeds", type=int, default=8, help="scenes per density")
-    ap.add_argument("--radius", type=float, default=2.0, help="MIN_INSCRIBED_RADIUS of the new rule")
+    ap.add_argument("--radius", type=float, default=2.0,
+                    help="MIN_INSCRIBED_RADIUS of the new rule")
     ap.add_argument("--grid", type=_grid, default=(128, 171), help="clustering grid HxW")
     ap.add_argument("--k", type=int, default=20, help="k-means clusters")
     ap.add_argument("--min-cells", type=int, default=100, help="MIN_INSTANCE_CELLS")
-    ap.add_argument("--repeats", type=int, default=5, help="timed discovery runs per scene and rule")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="timed discovery runs per scene and rule")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for k-means (1 is fastest on a shared 2-core machine)")
     ap.add_argument("--json", default="", help="also write the numbers to this file")
