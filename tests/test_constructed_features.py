@@ -1,11 +1,16 @@
 """Constructed boundary-aware features (packed discs) and the separation benchmark built on them."""
 import numpy as np
 import pytest
+from conftest import run_tool
 from scipy import ndimage
 
-from conftest import run_tool
-from zip_d2.data.constructed_features import (activation_region, boundary_aware_features,
-                                              packed_discs, separation_counts, touching_pairs)
+from zip_d2.data.constructed_features import (
+    activation_region,
+    boundary_aware_features,
+    packed_discs,
+    separation_counts,
+    touching_pairs,
+)
 
 
 def test_packed_discs_are_reproducible_and_touch_only_when_asked():

@@ -51,8 +51,13 @@ def _grid(text):
 def run(args):
     import torch
 
-    from zip_d2.data.constructed_features import (activation_region, boundary_aware_features,
-                                                  packed_discs, separation_counts, touching_pairs)
+    from zip_d2.data.constructed_features import (
+        activation_region,
+        boundary_aware_features,
+        packed_discs,
+        separation_counts,
+        touching_pairs,
+    )
     from zip_d2.pseudo.clusters import kmeans
     from zip_d2.pseudo.instances import discover_instances, split_fragments
 
