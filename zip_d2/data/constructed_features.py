@@ -2,9 +2,10 @@
 
 Zip's discovery relies on one property of a CLIP mid-layer: some of its k-means clusters lie on
 the boundaries between touching objects. Real weights cannot be fetched on the project's
-machines, so experiments build feature maps with that property from the ground truth (shared
-EXPERIMENTS.md) and run the project's real k-means and discovery on them. This tests the
-mechanism, not CLIP: label every number made this way "constructed features".
+machines, so experiments build feature maps with that property from the ground truth (one
+feature per object, one shared "boundary" feature along edges, smooth noise) and run the
+project's real k-means and discovery on them. This tests the mechanism, not CLIP: label every
+number made this way "constructed features".
 
 - :func:`packed_discs`: an instance map of discs, some touching a neighbour along a short
   straight chord (the case where the paper's fragment test fails), others standing apart;
