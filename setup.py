@@ -25,7 +25,7 @@ setup(
         "scipy>=1.10",
         "scikit-image>=0.21",
         "Pillow>=9.0",
-        "wandb>=0.16",
+        "wandb>=0.19.10",  # reinit="finish_previous"
         "tqdm>=4.60",
         "fvcore>=0.1.5",
         "tensorboard",

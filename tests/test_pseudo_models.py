@@ -76,8 +76,8 @@ def test_missing_weights_offline_is_one_line_saying_what_and_how(offline, build)
         build(offline)
     msg = str(e.value)
     assert "\n" not in msg
-    assert any(w in msg for w in ("ViT-B-16", "RN50x64", "SAM vit_h", "SAM vit_b"))
-    assert any(w in msg for w in ("download", "give", "pass"))
+    assert any(w in msg for w in ("CLIP ViT-B/16", "CLIP RN50x64", "SAM ViT-H", "SAM ViT-B"))
+    assert any(w in msg for w in ("set pretrained to", "set checkpoint to", "give an existing"))
 
 
 def test_missing_weights_stop_the_labeler_before_any_output(offline):
@@ -85,7 +85,7 @@ def test_missing_weights_stop_the_labeler_before_any_output(offline):
     cfg.merge_from_file(str(CONFIGS / "zip_paper.yaml"))
     cfg.PSEUDO.CACHE_DIR = str(offline / "cache")
     cfg.PSEUDO.DEVICE = "cpu"
-    with pytest.raises(MissingWeightsError, match="ViT-B-16/openai"):
+    with pytest.raises(MissingWeightsError, match="CLIP ViT-B/16: set PSEUDO.CLIP.PRETRAINED"):
         build_labeler(cfg)
     assert not (offline / "cache").exists() or not any((offline / "cache").iterdir())
 

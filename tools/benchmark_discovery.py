@@ -15,6 +15,9 @@ Examples:
   python tools/benchmark_discovery.py --device cuda --what discovery,kmeans,image \
       --config configs/pseudo/zip_paper.yaml --precision fp16
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import os

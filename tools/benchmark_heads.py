@@ -17,6 +17,9 @@ The acceptance check of issue 5 is the open-vocabulary head's overhead over the 
 
     python tools/benchmark_heads.py --iters 20 --rounds 3
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import statistics

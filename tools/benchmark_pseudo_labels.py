@@ -14,6 +14,9 @@ GPU synchronised around every stage so each gets its own time; (2) the real job 
 writer thread, shard files, merge) for the end-to-end rate. The targets from the issue (>= 5
 images/s, <= 16 GB peak GPU memory per process) are checked when a GPU is used.
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import os

@@ -8,6 +8,9 @@ needs no retraining: its CLIP text embeddings replace the classifier's. CPU by d
         --weights output/mask_rcnn_R18_ov_synthetic/model_final.pth \
         --vocabulary "circle,square,triangle,hexagon" --input work/synthetic/val --output work/demo
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import os
 import sys

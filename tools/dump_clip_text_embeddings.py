@@ -10,6 +10,9 @@ and the prompts. Point ``MODEL.ROI_BOX_HEAD.OPEN_VOCAB.EMBEDDINGS`` (training) o
     python tools/dump_clip_text_embeddings.py --vocabulary "cat,dog" --templates single \
         --clip-model ViT-B-16 --pretrained /path/to/ViT-B-16.pt --out work/pets.pth
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import sys
 

@@ -9,6 +9,9 @@ or --base/--novel name lists for other data.
     python tools/eval_ov_coco.py --results \
         output/ov_coco_annotation_free/inference/coco_2017_val_ov_all/coco_instances_results.json
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import sys

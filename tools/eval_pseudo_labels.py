@@ -7,6 +7,9 @@
 Images are matched by file_name and categories by name; only images the pseudo-labels cover
 are evaluated (skipped images are counted and reported).
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import sys

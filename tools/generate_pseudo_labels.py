@@ -13,6 +13,9 @@ after a crash or kill continues where it stopped. At the end the shards are merg
 and validated. Exit status: 0 done, 1 merged but validation found problems, 2 the job could
 not start (nothing was labeled) or could not merge (see the message).
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import logging
 import os

@@ -9,6 +9,9 @@ subsets of one seed are nested. Output: OUT_DIR/<stem>_<p>pct_seed<SEED>.json pe
         --coco-json $DETECTRON2_DATASETS/coco/annotations/instances_train2017.json \
         --out-dir $DETECTRON2_DATASETS/coco/annotations --percents 1 2 5 10 --seed 1
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import os
 import sys

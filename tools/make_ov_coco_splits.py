@@ -10,6 +10,9 @@ registered dataset names coco_2017_train_ov_base, coco_2017_train_ov_all, coco_2
     python tools/make_ov_coco_splits.py                    # both splits
     python tools/make_ov_coco_splits.py --splits val2017   # evaluation files only
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import sys
 

@@ -5,6 +5,9 @@
 
 Writes OUT/train.json, OUT/val.json and the images under OUT/train/ and OUT/val/.
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import sys
 

@@ -9,6 +9,9 @@ that is still running (--allow-partial).
 
 Exit status: 0 merged and valid, 1 merged but validation found problems, 2 could not merge.
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import sys
 

@@ -13,6 +13,9 @@ resume an interrupted run.
     # from an existing detector (round 0 not trained here):
     python tools/self_train.py ... --weights output/round0/model_final.pth --rounds 1
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import sys

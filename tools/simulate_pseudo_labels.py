@@ -10,6 +10,9 @@ is marked "simulated": true.
     python tools/simulate_pseudo_labels.py --gt work/synthetic/train.json \
         --out work/synthetic/simulated_pseudo_train.json --seed 1
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import sys
 from dataclasses import fields

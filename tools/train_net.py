@@ -9,6 +9,9 @@ Detectron2's builtin names are registered with --register-dataset NAME JSON IMAG
         --register-dataset synthetic_train work/synthetic/train.json work/synthetic/train \
         --register-dataset synthetic_val work/synthetic/val.json work/synthetic/val
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import sys
 
 from detectron2.checkpoint import DetectionCheckpointer

@@ -9,6 +9,9 @@ its stated area.
 
 Exit status: 0 valid, 1 problems found (one per line), 2 unreadable.
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import sys
 

@@ -4,6 +4,9 @@
     python tools/visualize_pseudo_labels.py work/demo.json --out-dir work/demo_vis --num 20
     # then open work/demo_vis/index.html
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import sys
 

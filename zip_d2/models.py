@@ -6,8 +6,11 @@ replaced by random ones: missing weights raise :class:`MissingWeightsError` with
 what is missing and how to provide it; random initialisation happens only when the caller asks
 for it (test presets) and is announced with a loud banner every time.
 
-Set ``ZIP_D2_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) to forbid download attempts: weights must
-then already be in the caches or given as files.
+Where weights come from is decided without the network (:class:`WeightSource`); a download is
+tried only after one short probe of its host says the host answers, so a machine without
+network learns in seconds, in one line, every weight it lacks and the config key that provides
+it (:func:`require_weights`). Set ``ZIP_D2_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) to skip the
+probe and forbid downloads: weights must then already be in the caches or given as files.
 """
 from __future__ import annotations
 
@@ -15,10 +18,14 @@ import copy
 import hashlib
 import logging
 import os
+import re
+import urllib.error
+import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -27,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MissingWeightsError",
+    "WeightSource",
+    "clip_weight_source",
+    "sam_weight_source",
+    "checkpoint_weight_source",
+    "require_weights",
     "ClipBundle",
     "create_clip",
     "create_sam",
@@ -87,7 +99,211 @@ def announce_random_weights(what: str) -> None:
 
 def _looks_like_path(source: str) -> bool:
     return os.sep in source or source.startswith(".") or source.endswith(
-        (".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+        (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".pkl"))
+
+
+# -- where weights come from, decided without the network ---------------------------------------
+
+@dataclass(frozen=True)
+class WeightSource:
+    """One set of weights a model needs, resolved on this machine without the network.
+
+    what: the model as a user names it ("CLIP ViT-B/16", "SAM ViT-H", "detector").
+    key: the config key (or argument) whose value names the weights ("PSEUDO.SAM.CHECKPOINT").
+    value: that value: a pretrained tag, a file, a URL.
+    local: the file on this machine that holds the weights; "" when there is none yet.
+    url: where a download would fetch them from when ``local`` is ""; "" when none can.
+    cache: the plain file a download is kept in ("" when the cache is not one plain file).
+    problem: why no download can provide them, whatever the network ("" when one can).
+    """
+
+    what: str
+    key: str
+    value: str
+    local: str = ""
+    url: str = ""
+    cache: str = ""
+    problem: str = ""
+
+
+def _clip_display_name(name: str) -> str:
+    """open_clip's "ViT-B-16" as OpenAI and the papers write it: "ViT-B/16"."""
+    return re.sub(r"^(ViT-[A-Za-z]+)-(\d+)", r"\1/\2", name)
+
+
+def _clip_cache_dir(cache_dir: str) -> str:
+    return os.path.expanduser(cache_dir) if cache_dir else os.path.expanduser("~/.cache/clip")
+
+
+def _clip_download_url(tag_cfg: dict) -> str:
+    """The URL open_clip's ``download_pretrained`` fetches for a tag: the Hugging Face hub file
+    when the hub client is installed (safetensors first), else the tag's plain URL."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME
+    from open_clip.pretrained import has_hf_hub
+
+    if tag_cfg.get("hf_hub") and has_hf_hub():
+        from huggingface_hub import hf_hub_url  # honours HF_ENDPOINT (mirrors)
+
+        model_id, filename = os.path.split(tag_cfg["hf_hub"])
+        return hf_hub_url(model_id, filename or HF_SAFE_WEIGHTS_NAME)
+    return tag_cfg.get("url", "")
+
+
+def clip_weight_source(name: str, pretrained: str, cache_dir: str = "",
+                       key: str = "pretrained") -> WeightSource:
+    """Where open_clip model ``name``'s ``pretrained`` weights (a tag or a file) come from.
+
+    cache_dir: "" = open_clip's default download cache, ``~/.cache/clip`` (the Hugging Face
+    default cache is looked at too). No network access.
+    """
+    import open_clip
+
+    what = f"CLIP {_clip_display_name(name)}"
+    source = WeightSource(what, key, pretrained)
+    if os.path.isfile(pretrained):
+        return replace(source, local=pretrained)
+    if name in TINY_CLIP_CONFIGS:
+        return replace(source, problem=(
+            f"{key} '{pretrained}' is not a file, and the test architecture {name} has no "
+            "published weights; give a checkpoint file"))
+    if _looks_like_path(pretrained):
+        return replace(source, problem=(
+            f"{key} names the file '{pretrained}', which does not exist; give an existing file "
+            "or an open_clip tag such as 'openai'"))
+    tag_cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    if not tag_cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        return replace(source, problem=(
+            f"{key} '{pretrained}' is neither a file nor one of open_clip's tags for {name} "
+            f"({tags})"))
+    cache_dir = _clip_cache_dir(cache_dir)
+    return replace(source, local=_cached_clip_file(tag_cfg, cache_dir),
+                    url=_clip_download_url(tag_cfg))
+
+
+def sam_weight_source(model_type: str, checkpoint: str = "", cache_dir: str = "",
+                      key: str = "checkpoint") -> WeightSource:
+    """Where a segment-anything checkpoint comes from: the file ``checkpoint``, or ("") the
+    published one, downloaded into ``cache_dir`` ("" = :func:`default_cache_dir`). No network."""
+    size = model_type[len("vit_"):].upper() if model_type.startswith("vit_") else ""
+    what = f"SAM ViT-{size}" if size else f"SAM {model_type}"
+    url = SAM_CHECKPOINT_URLS.get(model_type, "")
+    source = WeightSource(what, key, checkpoint)
+    if checkpoint:
+        if os.path.isfile(checkpoint):
+            return replace(source, local=checkpoint)
+        return replace(source, problem=(
+            f"{key} names the file '{checkpoint}', which does not exist; give an existing file"
+            + (f" (published: {url})" if url else "")))
+    if not url:
+        return replace(source, problem=f"SAM {model_type} has no published checkpoint; set {key}")
+    dst = os.path.join(default_cache_dir(cache_dir), os.path.basename(url))
+    return replace(source, local=dst if os.path.isfile(dst) else "", url=url, cache=dst)
+
+
+def checkpoint_weight_source(path: str, key: str = "MODEL.WEIGHTS",
+                             what: str = "detector") -> WeightSource:
+    """Where a detectron2 checkpoint comes from: a local file, an http(s) URL, or a
+    ``detectron2://`` / ``catalog://`` model-zoo name, which detectron2 downloads into iopath's
+    cache on first use (looked up here, not downloaded)."""
+    source = WeightSource(what, key, path)
+    url = path
+    if url.startswith("catalog://"):
+        from detectron2.checkpoint.catalog import ModelCatalog
+
+        try:
+            url = ModelCatalog.get(url[len("catalog://"):])
+        except KeyError:
+            return replace(source, problem=f"{key} '{path}' is not in detectron2's model catalog")
+    from detectron2.utils.file_io import Detectron2Handler
+
+    if url.startswith(Detectron2Handler.PREFIX):
+        url = Detectron2Handler.S3_DETECTRON2_PREFIX + url[len(Detectron2Handler.PREFIX):]
+    if url.startswith(("http://", "https://")):
+        from iopath.common.file_io import get_cache_dir
+
+        # The file iopath's HTTPURLHandler downloads the URL to (and reuses from then on).
+        cached = os.path.join(get_cache_dir(),
+                              os.path.dirname(urllib.parse.urlparse(url).path.lstrip("/")),
+                              url.split("/")[-1])
+        return replace(source, local=cached if os.path.isfile(cached) else "", url=url,
+                        cache=cached)
+    if os.path.isfile(path):
+        return replace(source, local=path)
+    return replace(source, problem=(
+        f"{key} names the file '{path}', which does not exist; give an existing checkpoint "
+        "(or a detectron2:// model-zoo name)"))
+
+
+# -- can a missing file be downloaded? one short probe per host -----------------------------------
+
+# Seconds the probe waits for a host's first answer. Any HTTP answer (even an error status)
+# means downloads can start; no answer means none can, and the job stops at once instead of
+# retrying each file for a minute.
+PROBE_TIMEOUT_S = 5.0
+_PROBED: Dict[str, str] = {}  # host -> "" (answers) or why not, for the life of the process
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect is an answer: the host is reachable
+
+
+def _probe(url: str) -> str:
+    """"" if ``url``'s host answers an HTTP HEAD request (through the environment's proxies,
+    as downloads go), else a short reason. Non-HTTP URLs (file://) are not probed."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        return ""
+    host = parsed.netloc
+    if host not in _PROBED:
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            opener.open(urllib.request.Request(url, method="HEAD"),
+                        timeout=PROBE_TIMEOUT_S).close()
+            _PROBED[host] = ""
+        except urllib.error.HTTPError:
+            _PROBED[host] = ""
+        except Exception as e:  # DNS, refused, timeout, proxy, TLS: no download can work
+            reason = getattr(e, "reason", e)
+            text = re.sub(r"^\[Errno -?\d+\] ", "", str(reason)) or type(reason).__name__
+            _PROBED[host] = f"{host} unreachable: {text}"
+    return _PROBED[host]
+
+
+def _download_blockers(urls: Sequence[str]) -> Dict[str, str]:
+    """{url: why it cannot be downloaded now} for the URLs that cannot (hosts probed at once)."""
+    urls = [u for u in dict.fromkeys(urls) if u]
+    if _offline():
+        return {u: "downloads are off (ZIP_D2_OFFLINE/HF_HUB_OFFLINE)" for u in urls}
+    if not urls:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+        reasons = list(pool.map(_probe, urls))
+    return {u: r for u, r in zip(urls, reasons) if r}
+
+
+def require_weights(sources: Sequence[WeightSource]) -> None:
+    """Return if every source is on this machine or can be downloaded now; otherwise raise
+    :class:`MissingWeightsError` with ONE line naming every missing model, the key that
+    provides it and where to get it. Costs at most one short probe per download host."""
+    todo = [s for s in sources if not s.local]
+    blocked = _download_blockers([s.url for s in todo if not s.problem])
+    missing = [s for s in todo if s.problem or not s.url or s.url in blocked]
+    if not missing:
+        return
+    fixes = []
+    for s in missing:
+        if s.problem:
+            fixes.append(f"{s.what}: {s.problem}")
+        else:
+            keep = f" (or save it as {s.cache})" if s.cache else ""
+            fixes.append(f"{s.what}: set {s.key} to a local copy of {s.url}{keep}")
+    reasons = sorted({blocked[s.url] for s in missing if s.url in blocked})
+    head = f"missing weights ({'; '.join(reasons)})" if reasons else "missing weights"
+    tail = (". Run once with network access to download them into the caches instead"
+            if reasons else "")
+    raise MissingWeightsError(f"{head}: {'; '.join(fixes)}{tail}.")
 
 
 @dataclass
@@ -111,42 +327,27 @@ class ClipBundle:
     std: Tuple[float, float, float]
 
 
-def _resolve_clip_weights(name: str, pretrained: str, cache_dir: str) -> str:
-    """Local file holding ``name``'s ``pretrained`` weights, downloading it unless offline."""
+def _resolve_clip_weights(name: str, pretrained: str, cache_dir: str, key: str) -> str:
+    """Local file holding ``name``'s ``pretrained`` weights, downloading it if it can."""
     import open_clip
     from open_clip.pretrained import download_pretrained
 
-    how = (f"pass a local checkpoint file as the pretrained value, or run once with network access "
-           f"so open_clip can download '{pretrained}' into {cache_dir}")
-    if os.path.isfile(pretrained):
-        return pretrained
-    if _looks_like_path(pretrained):
-        raise MissingWeightsError(
-            f"CLIP weights for {name}: checkpoint file '{pretrained}' does not exist; give an "
-            f"existing file or a pretrained tag such as 'openai'.")
-    tag_cfg = open_clip.get_pretrained_cfg(name, pretrained)
-    if not tag_cfg:
-        raise MissingWeightsError(
-            f"CLIP weights for {name}: '{pretrained}' is neither a file nor one of open_clip's "
-            f"tags for it ({', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}).")
-    cached = _cached_clip_file(tag_cfg, cache_dir)
-    if cached:
-        return cached
-    if _offline():
-        raise MissingWeightsError(
-            f"CLIP weights {name}/{pretrained} are not in the cache ({cache_dir}) and downloads "
-            f"are off (ZIP_D2_OFFLINE/HF_HUB_OFFLINE); {how}.")
+    source = clip_weight_source(name, pretrained, cache_dir, key)
+    if source.local:
+        return source.local
+    require_weights([source])
+    how = f"set {key} to a local copy of {source.url}"
     try:
-        path = download_pretrained(tag_cfg, cache_dir=cache_dir)
+        path = download_pretrained(open_clip.get_pretrained_cfg(name, pretrained),
+                                   cache_dir=_clip_cache_dir(cache_dir))
     except Exception as e:  # network errors come in many types; all mean the same thing here
         raise MissingWeightsError(
-            f"CLIP weights {name}/{pretrained} could not be downloaded "
+            f"{source.what} ({name}/{pretrained}) could not be downloaded "
             f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); {how}."
         ) from e
     if not path or not os.path.isfile(path):
         raise MissingWeightsError(
-            f"CLIP weights {name}/{pretrained} were not found after download; {how}."
-        )
+            f"{source.what} ({name}/{pretrained}) was not found after download; {how}.")
     return path
 
 
@@ -185,6 +386,7 @@ def create_clip(
     random_weights: bool = False,
     cache_dir: str = "",
     quick_gelu: Optional[bool] = None,
+    key: str = "pretrained",
 ) -> ClipBundle:
     """Build a frozen open_clip model.
 
@@ -199,6 +401,7 @@ def create_clip(
         quick_gelu: activation of the checkpoint; None = what the "openai" tag uses for this
             architecture (True for all OpenAI CLIPs), which is right for OpenAI weights given as a
             local file too.
+        key: the config key that set ``pretrained``, named in the error when weights are missing.
     Raises:
         MissingWeightsError: the weights are not available (one line, with the remedy).
     """
@@ -221,11 +424,7 @@ def create_clip(
             announce_random_weights(f"CLIP {name}")
             weights = "random"
         else:
-            path = pretrained if os.path.isfile(pretrained) else None
-            if path is None:
-                raise MissingWeightsError(
-                    f"CLIP weights for test architecture {name}: '{pretrained}' is not a file; "
-                    f"give a checkpoint file or set random weights.")
+            path = _resolve_clip_weights(name, pretrained, cache_dir, key)
             model.load_state_dict(open_clip.factory.load_state_dict(path), strict=True)
             weights = path
     else:
@@ -239,8 +438,7 @@ def create_clip(
             model = open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu)
             weights = "random"
         else:
-            resolved_cache = cache_dir or os.path.expanduser("~/.cache/clip")
-            path = _resolve_clip_weights(name, pretrained, resolved_cache)
+            path = _resolve_clip_weights(name, pretrained, cache_dir, key)
             model = open_clip.create_model(name, pretrained=path, force_quick_gelu=quick_gelu)
             weights = pretrained if os.path.isfile(pretrained) else f"open_clip:{name}/{pretrained}"
         tokenizer = open_clip.get_tokenizer(name)
@@ -324,35 +522,20 @@ def _download_checked(url: str, dst: str) -> None:
     os.replace(tmp, dst)
 
 
-def _resolve_sam_checkpoint(model_type: str, checkpoint: str, cache_dir: str) -> str:
-    if checkpoint:
-        if not os.path.isfile(checkpoint):
-            raise MissingWeightsError(
-                f"SAM {model_type} checkpoint '{checkpoint}' does not exist; give an existing file "
-                f"(published: {SAM_CHECKPOINT_URLS.get(model_type, 'n/a')}).")
-        return checkpoint
-    if model_type not in SAM_CHECKPOINT_URLS:
-        raise MissingWeightsError(
-            f"SAM {model_type} has no published checkpoint; give a checkpoint file."
-        )
-    url = SAM_CHECKPOINT_URLS[model_type]
-    dst = os.path.join(cache_dir, os.path.basename(url))
-    if os.path.isfile(dst):
-        return dst
-    how = f"download {url} to {dst} (or give PSEUDO.SAM.CHECKPOINT)"
-    if _offline():
-        raise MissingWeightsError(
-            f"SAM {model_type} checkpoint is not in the cache and downloads are off "
-            f"(ZIP_D2_OFFLINE/HF_HUB_OFFLINE); {how}.")
-    os.makedirs(cache_dir, exist_ok=True)
-    logger.info("Downloading SAM %s checkpoint %s -> %s", model_type, url, dst)
+def _resolve_sam_checkpoint(model_type: str, checkpoint: str, cache_dir: str, key: str) -> str:
+    source = sam_weight_source(model_type, checkpoint, cache_dir, key)
+    if source.local:
+        return source.local
+    require_weights([source])
+    os.makedirs(os.path.dirname(source.cache), exist_ok=True)
+    logger.info("Downloading SAM %s checkpoint %s -> %s", model_type, source.url, source.cache)
     try:
-        _download_checked(url, dst)
+        _download_checked(source.url, source.cache)
     except Exception as e:  # any network or checksum failure means: no weights
         raise MissingWeightsError(
-            f"SAM {model_type} checkpoint could not be downloaded ({type(e).__name__}); {how}."
-        ) from e
-    return dst
+            f"{source.what} checkpoint could not be downloaded ({type(e).__name__}); set {key} to "
+            f"a local copy of {source.url} (or save it as {source.cache}).") from e
+    return source.cache
 
 
 def create_sam(
@@ -361,6 +544,7 @@ def create_sam(
     cache_dir: str = "",
     device: str | torch.device = "cpu",
     random_weights: bool = False,
+    key: str = "checkpoint",
 ) -> nn.Module:
     """Build a frozen segment-anything ``Sam``.
 
@@ -370,6 +554,7 @@ def create_sam(
             ``cache_dir`` (progress bar, MD5 check) unless offline.
         cache_dir: "" = :func:`default_cache_dir`.
         random_weights: random initialisation, announced loudly. Only for tests.
+        key: the config key that set ``checkpoint``, named in the error when it is missing.
     Raises:
         MissingWeightsError: no checkpoint available (one line, with the remedy).
         ValueError: the checkpoint's keys or shapes do not match ``model_type``.
@@ -379,7 +564,7 @@ def create_sam(
         sam = _build_sam_architecture(model_type)
         weights = "random"
     else:
-        path = _resolve_sam_checkpoint(model_type, checkpoint, default_cache_dir(cache_dir))
+        path = _resolve_sam_checkpoint(model_type, checkpoint, cache_dir, key)
         sam = _build_sam_architecture(model_type)
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):

@@ -10,6 +10,9 @@ schedule (the floor of scaled_schedule at this scale) and is scored on the synth
     nice python tools/experiments/label_efficient.py --out work/exp_label_efficient \
         --init work/exp_self_training/run/round0/model_final.pth --iters 60
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import os

@@ -16,6 +16,9 @@ Runs (all evaluated in the generalised setting: 6 classes scored together on val
 
     nice python tools/experiments/open_vocab_synthetic.py --out work/exp_open_vocab --iters 100
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import os

@@ -10,6 +10,9 @@ detector box/mask AP on val, and the quality of the round-0 and round-1 *labels*
     nice python tools/experiments/self_training.py --out work/exp_self_training --iters 150 \
         --round-iters 80 --low-threshold 0.3
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import os
 import shutil

@@ -20,7 +20,9 @@ class WandbWriter(EventWriter):
         os.makedirs(output_dir, exist_ok=True)
         self._run = wandb.init(project=project, entity=entity or None,
                                name=name or os.path.basename(os.path.normpath(output_dir)),
-                               mode=mode, dir=output_dir, config=config, reinit=True)
+                               mode=mode, dir=output_dir, config=config,
+                               # a run left open in this process (an interrupted round) ends first
+                               reinit="finish_previous")
 
     def write(self):
         storage = get_event_storage()

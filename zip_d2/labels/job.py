@@ -221,8 +221,12 @@ def check_output_writable(out: str) -> None:
 def prepare(cfg, opts: JobOptions, build_labeler: Callable):
     """Every job-level check, in the order that fails fastest, before any image is touched.
 
-    Returns (image root, entries, input description, labeler). Raises JobError/InputError.
+    Returns (image root, entries, input description, labeler). Raises JobError/InputError, or
+    MissingWeightsError naming every missing model at once (after at most one short probe per
+    download host), before any model is built.
     """
+    from zip_d2.models import require_weights
+    from zip_d2.pseudo import required_weights
     from zip_d2.text import load_vocabulary
 
     root, entries, input_desc = list_inputs(opts)
@@ -231,6 +235,7 @@ def prepare(cfg, opts: JobOptions, build_labeler: Callable):
     except ValueError as e:
         raise JobError(str(e)) from None
     check_output_writable(opts.out)
+    require_weights(required_weights(cfg))
     labeler = build_labeler(cfg)
     return root, entries, input_desc, labeler
 

@@ -16,14 +16,21 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
-from zip_d2.models import ClipBundle, create_clip, create_sam
+from zip_d2.models import (
+    ClipBundle,
+    WeightSource,
+    clip_weight_source,
+    create_clip,
+    create_sam,
+    sam_weight_source,
+)
 from zip_d2.text import encode_text_ensemble, load_vocabulary
 
 from . import clues, clusters, instances, masks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ZipLabeler", "SamClipLabeler", "build_labeler", "METHODS"]
+__all__ = ["ZipLabeler", "SamClipLabeler", "build_labeler", "required_weights", "METHODS"]
 
 _PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -73,7 +80,8 @@ class _ClipLabelerBase:
         # Random-weight models are drawn from this seed, so a preset is reproducible.
         torch.manual_seed(p.SEED)
         self.clip = create_clip(p.CLIP.MODEL, p.CLIP.PRETRAINED, self.device,
-                                random_weights=p.RANDOM_WEIGHTS, cache_dir=p.CACHE_DIR)
+                                random_weights=p.RANDOM_WEIGHTS, cache_dir=p.CACHE_DIR,
+                                key="PSEUDO.CLIP.PRETRAINED")
         with torch.no_grad():
             self.text_embeddings = encode_text_ensemble(
                 self.clip.model,
@@ -210,7 +218,8 @@ class ZipLabeler(_ClipLabelerBase):
                 f"PSEUDO.CLIP.SURGERY_DEPTH {p.CLIP.SURGERY_DEPTH} exceeds the ViT's blocks."
             )
         self.boundary = create_clip(p.BOUNDARY.MODEL, p.BOUNDARY.PRETRAINED, self.device,
-                                    random_weights=p.RANDOM_WEIGHTS, cache_dir=p.CACHE_DIR)
+                                    random_weights=p.RANDOM_WEIGHTS, cache_dir=p.CACHE_DIR,
+                                    key="PSEUDO.BOUNDARY.PRETRAINED")
         if not hasattr(self.boundary.model.visual, "layer3"):
             raise ValueError(
                 f"PSEUDO.BOUNDARY.MODEL must be an open_clip ResNet, got {p.BOUNDARY.MODEL}."
@@ -218,7 +227,7 @@ class ZipLabeler(_ClipLabelerBase):
         self.refiner = None
         if use_sam:
             sam = create_sam(p.SAM.MODEL_TYPE, p.SAM.CHECKPOINT, p.CACHE_DIR, self.device,
-                             random_weights=p.RANDOM_WEIGHTS)
+                             random_weights=p.RANDOM_WEIGHTS, key="PSEUDO.SAM.CHECKPOINT")
             self.sam_weights = sam.zip_weights
             self.refiner = masks.SamRefiner(
                 sam,
@@ -451,7 +460,7 @@ class SamClipLabeler(_ClipLabelerBase):
 
         p = cfg.PSEUDO
         sam = create_sam(p.SAM.MODEL_TYPE, p.SAM.CHECKPOINT, p.CACHE_DIR, self.device,
-                         random_weights=p.RANDOM_WEIGHTS)
+                         random_weights=p.RANDOM_WEIGHTS, key="PSEUDO.SAM.CHECKPOINT")
         self.sam_weights = sam.zip_weights
         self.generator = SamAutomaticMaskGenerator(
             sam, points_per_side=p.SAM_CLIP.POINTS_PER_SIDE, points_per_batch=p.SAM.BATCH_SIZE,
@@ -502,6 +511,29 @@ METHODS = {
     "zip-no-sam": lambda cfg: ZipLabeler(cfg, use_sam=False),
     "sam-clip": SamClipLabeler,
 }
+
+
+# The frozen models each method loads, by PSEUDO section (the keys of its labeler's _weights()).
+METHOD_MODELS = {"zip": ("CLIP", "BOUNDARY", "SAM"), "zip-no-sam": ("CLIP", "BOUNDARY"),
+                 "sam-clip": ("CLIP", "SAM")}
+
+
+def required_weights(cfg) -> List[WeightSource]:
+    """Where every model ``build_labeler(cfg)`` loads gets its weights, found without the network
+    (none with PSEUDO.RANDOM_WEIGHTS); ``zip_d2.models.require_weights`` says at once, in one
+    line, which are missing."""
+    p = cfg.PSEUDO
+    if p.RANDOM_WEIGHTS or p.METHOD not in METHOD_MODELS:
+        return []
+    sources = []
+    for section in METHOD_MODELS[p.METHOD]:
+        if section == "SAM":
+            sources.append(sam_weight_source(p.SAM.MODEL_TYPE, p.SAM.CHECKPOINT, p.CACHE_DIR,
+                                             key="PSEUDO.SAM.CHECKPOINT"))
+        else:
+            sources.append(clip_weight_source(p[section].MODEL, p[section].PRETRAINED,
+                                              p.CACHE_DIR, key=f"PSEUDO.{section}.PRETRAINED"))
+    return sources
 
 
 def build_labeler(cfg):
