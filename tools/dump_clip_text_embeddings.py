@@ -49,7 +49,7 @@ def main(argv=None):
         names = [c["name"] for c in load_vocabulary(args.vocabulary)]
         emb = build_text_embeddings(
             names, args.clip_model, args.pretrained, templates=args.templates,
-            device=args.device, random_weights=args.random_weights,
+            device=args.device, random_weights=args.random_weights, key="--pretrained",
         )
     except (ValueError, MissingWeightsError) as e:
         print(f"dump_clip_text_embeddings: error: {e}", file=sys.stderr)

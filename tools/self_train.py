@@ -54,6 +54,7 @@ def main(argv=None):
         run = SelfTrainingRun(args.config_file, args.labels, args.image_root, args.output_dir,
                               args.rounds, weights=args.weights, droploss=args.droploss,
                               opts=args.opts, register=args.register_dataset)
+        run.check_weights()  # every missing weight in one line, before round 0 starts
         summary = run.run()
     except (SetupError, DatasetError, ValueError) as e:
         print(f"self_train: error: {e}", file=sys.stderr)

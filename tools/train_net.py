@@ -50,7 +50,7 @@ def cli(argv=None):
     args = parse_args(argv)
     try:
         cfg = setup_cfg(args.config_file, args.opts, args.register_dataset)
-        preflight(cfg, train=not args.eval_only)
+        preflight(cfg, train=not args.eval_only, resume=args.resume)
     except (SetupError, DatasetError) as e:
         print(f"train_net: error: {e}", file=sys.stderr)
         return 2

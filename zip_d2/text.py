@@ -198,12 +198,15 @@ def build_text_embeddings(
     templates: Union[str, Sequence[Template]] = "ensemble",
     device: Union[str, torch.device] = "cpu",
     random_weights: bool = False,
+    key: str = "pretrained",
 ) -> TextEmbeddings:
     """Load ``clip_model`` through the project's factory and embed ``class_names``.
 
-    Raises ``zip_d2.models.MissingWeightsError`` if the weights are unavailable.
+    Raises ``zip_d2.models.MissingWeightsError`` if the weights are unavailable (naming ``key``,
+    the setting that chose ``pretrained``).
     """
-    bundle = create_clip(clip_model, pretrained, device=device, random_weights=random_weights)
+    bundle = create_clip(clip_model, pretrained, device=device, random_weights=random_weights,
+                         key=key)
     emb = encode_text_ensemble(bundle.model, bundle.tokenizer, list(class_names), templates, device)
     return TextEmbeddings(
         embeddings=emb.cpu(),

@@ -1,11 +1,14 @@
 """Pre-flight checks and command-line pieces shared by the training tools (the config
 itself is built by ``zip_d2.config.setup_cfg``)."""
+import os
 
 import torch
 from yacs.config import CfgNode
 
 from ..config import OPTIMIZERS, SetupError
 from ..data.register import check_datasets, register_from_cfg
+from ..modeling.vocabulary import required_clip_weights
+from ..models import MissingWeightsError, checkpoint_weight_source, require_weights
 
 
 def add_register_argument(parser):
@@ -18,11 +21,34 @@ def add_register_argument(parser):
     )
 
 
-def preflight(cfg, train=True):
-    """Register and validate the config's datasets and check the device; one-line errors.
+def required_weights(cfg, resume=False, model_weights=True):
+    """Every weight source building and loading this config's detector uses, found without the
+    network: MODEL.WEIGHTS (a file, a URL or a detectron2:// / catalog:// model-zoo name; not
+    needed when ``resume`` finds a last_checkpoint in OUTPUT_DIR, nor when ``model_weights`` is
+    False) and the CLIP weights of open-vocabulary heads that compute text embeddings.
+    The config's datasets must be registered (the heads may take their class names)."""
+    sources = []
+    resumed = resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if model_weights and cfg.MODEL.WEIGHTS and not resumed:
+        sources.append(checkpoint_weight_source(cfg.MODEL.WEIGHTS, key="MODEL.WEIGHTS"))
+    return sources + required_clip_weights(cfg)
 
-    Runs in the launching process before any worker starts, so a bad dataset or config stops
-    the job at once instead of inside every worker.
+
+def check_weights(cfg, resume=False, model_weights=True):
+    """SetupError, in one line naming every missing file or model and the key that provides
+    it, unless all of :func:`required_weights` are on this machine or can be downloaded now."""
+    try:
+        require_weights(required_weights(cfg, resume, model_weights))
+    except (MissingWeightsError, ValueError) as e:
+        raise SetupError(str(e)) from None
+
+
+def preflight(cfg, train=True, resume=False):
+    """Register and validate the config's datasets, check the device and every weight source;
+    one-line errors.
+
+    Runs in the launching process before any worker starts, so a bad dataset, config or a
+    missing weights file stops the job at once instead of inside every worker.
     """
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise SetupError("MODEL.DEVICE is cuda but no GPU is visible; add MODEL.DEVICE cpu")
@@ -32,6 +58,7 @@ def preflight(cfg, train=True):
         raise SetupError(f"SOLVER.OPTIMIZER must be {' or '.join(OPTIMIZERS)}, "
                          f"got {cfg.SOLVER.OPTIMIZER!r}")
     register_from_cfg(cfg)
+    check_weights(cfg, resume)
     names = (list(cfg.DATASETS.TRAIN) if train else []) + list(cfg.DATASETS.TEST)
     check_datasets(cfg, names, require_annotations=cfg.DATASETS.TRAIN if train else ())
 

@@ -8,8 +8,11 @@ Resolution order (keys under ``MODEL.ROI_BOX_HEAD.OPEN_VOCAB``):
 
 Embeddings computed here go through ``zip_d2.text.build_text_embeddings`` (the project's one
 text-embedding implementation). Every set, loaded or computed, is checked against ``CLIP_MODEL``:
-a head trained in one CLIP text space cannot score in another.
+a head trained in one CLIP text space cannot score in another. :func:`required_clip_weights`
+runs this same resolution without computing anything, to tell the launching process whether
+the heads will need CLIP weights.
 """
+import contextvars
 import logging
 from typing import List, Optional
 
@@ -17,9 +20,11 @@ import torch
 
 from detectron2.data import MetadataCatalog
 
+from zip_d2.models import WeightSource, clip_weight_source
 from zip_d2.text import TextEmbeddings, build_text_embeddings, load_vocabulary
 
-__all__ = ["train_text_embeddings", "test_text_embeddings", "embeddings_for_names"]
+__all__ = ["train_text_embeddings", "test_text_embeddings", "embeddings_for_names",
+           "required_clip_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,10 @@ def _dataset_classes(dataset_names) -> Optional[List[str]]:
 # the global RNG state.
 RANDOM_CLIP_SEED = 0
 
+# While required_clip_weights() resolves a config, the name lists that would be embedded
+# in-process are collected here instead of being embedded.
+_PLANNED = contextvars.ContextVar("zip_d2_planned_text_embeddings", default=None)
+
 
 def embeddings_for_names(cfg, class_names: List[str]) -> TextEmbeddings:
     """Compute embeddings of ``class_names`` in-process with the configured CLIP and prompts.
@@ -44,6 +53,11 @@ def embeddings_for_names(cfg, class_names: List[str]) -> TextEmbeddings:
     global RNG is left untouched), so the same names give the same embeddings in every process.
     """
     ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
+    planned = _PLANNED.get()
+    if planned is not None:  # required_clip_weights(): note the names, return a stand-in
+        planned.append(list(class_names))
+        return TextEmbeddings(torch.zeros(len(class_names), 1), list(class_names),
+                              ov.CLIP_MODEL, ov.CLIP_PRETRAINED, random_weights=ov.RANDOM_WEIGHTS)
     with torch.random.fork_rng(devices=[]):
         if ov.RANDOM_WEIGHTS:
             torch.manual_seed(RANDOM_CLIP_SEED)
@@ -54,6 +68,7 @@ def embeddings_for_names(cfg, class_names: List[str]) -> TextEmbeddings:
             templates=ov.TEMPLATES,
             device="cpu",
             random_weights=ov.RANDOM_WEIGHTS,
+            key="MODEL.ROI_BOX_HEAD.OPEN_VOCAB.CLIP_PRETRAINED",
         )
 
 
@@ -129,3 +144,41 @@ def test_text_embeddings(cfg, train_embeddings: TextEmbeddings) -> TextEmbedding
     if names is None or list(names) == list(train_embeddings.class_names):
         return train_embeddings
     return embeddings_for_names(cfg, names)
+
+
+def _uses_open_vocab_heads(cfg) -> bool:
+    from detectron2.modeling import ROI_HEADS_REGISTRY
+
+    from .roi_heads import OpenVocabCascadeROIHeads, OpenVocabROIHeads
+
+    try:
+        heads = ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)
+    except KeyError:
+        return False
+    return issubclass(heads, (OpenVocabROIHeads, OpenVocabCascadeROIHeads))
+
+
+def required_clip_weights(cfg) -> List[WeightSource]:
+    """The CLIP weights that building this config's open-vocabulary heads loads: one source
+    (``OPEN_VOCAB.CLIP_PRETRAINED``) when some embeddings are computed in-process, none when
+    every set comes from a file (or with RANDOM_WEIGHTS, or without open-vocabulary heads).
+
+    Runs the heads' own resolution (the datasets must be registered) with the computation
+    replaced by a note, so it cannot disagree with what the heads do. Raises ValueError for the
+    same configuration errors as building the heads would (e.g. a class-count mismatch).
+    """
+    ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
+    if ov.RANDOM_WEIGHTS or not _uses_open_vocab_heads(cfg):
+        return []
+    planned = []
+    token = _PLANNED.set(planned)
+    logger.disabled = True  # the heads log their notes when they are really built
+    try:
+        test_text_embeddings(cfg, train_text_embeddings(cfg))
+    finally:
+        logger.disabled = False
+        _PLANNED.reset(token)
+    if not planned:
+        return []
+    return [clip_weight_source(ov.CLIP_MODEL, ov.CLIP_PRETRAINED,
+                               key="MODEL.ROI_BOX_HEAD.OPEN_VOCAB.CLIP_PRETRAINED")]

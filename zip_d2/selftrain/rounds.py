@@ -29,9 +29,10 @@ from detectron2.utils.env import seed_all_rng
 
 from ..config import setup_cfg
 from ..data.coco_json import DatasetError, load_json, write_json_atomic
+from ..data.register import register_from_cfg
 from ..data.validate import validate_coco
 from ..engine import Trainer
-from ..engine.setup import preflight
+from ..engine.setup import check_weights, preflight
 from ..modeling.droploss import DROPLOSS_HEADS
 from .merge import merge_round_labels
 
@@ -147,12 +148,16 @@ class SelfTrainingRun:
             return self.weights
         return os.path.join(self.round_dir(k), "model_final.pth")
 
-    def round_cfg(self, k):
+    def round_cfg(self, k, weights=None):
+        """Round ``k``'s training config; ``weights`` replaces its MODEL.WEIGHTS (to predict
+        with a trained checkpoint)."""
         opts = self.opts + [
             "DATASETS.TRAIN", f"('{self.dataset_name(k)}',)",
             "OUTPUT_DIR", self.round_dir(k),
         ]
-        if k > 0:
+        if weights:
+            opts += ["MODEL.WEIGHTS", weights]
+        elif k > 0:
             opts += ["MODEL.WEIGHTS", self.checkpoint(k - 1)]
         elif self.droploss:
             name = self.base_cfg.MODEL.ROI_HEADS.NAME
@@ -163,6 +168,16 @@ class SelfTrainingRun:
                      "MODEL.ROI_HEADS.DROPLOSS.ENABLED", "True"]
         register = self.register + [[self.dataset_name(k), self.labels_path(k), self.image_root]]
         return setup_cfg(self.config_file, opts, register)
+
+    def check_weights(self):
+        """SetupError, in one line, unless every weight source the run does not make itself is
+        on this machine or can be downloaded now: round 0's MODEL.WEIGHTS when round 0 is
+        trained here, and the CLIP weights of open-vocabulary heads that embed class names.
+        Call it in the launching process, before any round starts."""
+        cfg = self.round_cfg(0)
+        register_from_cfg(cfg)
+        train_round0 = not self.weights and not os.path.isfile(self.checkpoint(0))
+        check_weights(cfg, resume=True, model_weights=train_round0)
 
     def run(self):
         """Run (or resume) round 0 and ``rounds`` self-training rounds; return the summary."""
@@ -193,7 +208,7 @@ class SelfTrainingRun:
         return summary
 
     def _make_labels(self, k, threshold, keep_iou):
-        parent_cfg = self.round_cfg(k - 1)
+        parent_cfg = self.round_cfg(k - 1, weights=self.checkpoint(k - 1))
         preflight(parent_cfg, train=False)
         preds_path = os.path.join(self.round_dir(k), "predictions.json")
         if os.path.isfile(preds_path):
@@ -220,7 +235,7 @@ class SelfTrainingRun:
             logger.info("round %d: %s exists, training not redone", k, final)
             return {"checkpoint": final, "trained_here": True}
         cfg = self.round_cfg(k)
-        preflight(cfg, train=True)
+        preflight(cfg, train=True, resume=True)
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
             f.write(cfg.dump())
