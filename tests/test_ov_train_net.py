@@ -100,3 +100,132 @@ def test_demo_refuses_embeddings_from_another_clip_model(
     assert rc == 2
     assert "ViT-B-32" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# -- tools/demo.py in Detic's and detectron2's dialect -----------------------------------------
+
+def _demo_args(trained, *extra, weights=True):
+    out, _ = trained["mask_rcnn"]
+    args = ["--config-file", CONFIGS["mask_rcnn"], "--confidence-threshold", "0.0", "--cpu"]
+    if weights:
+        args += ["--weights", os.path.join(out, "model_final.pth")]
+    return args + list(extra)
+
+
+def _val_images(synthetic_dataset, n=2):
+    return sorted(glob.glob(os.path.join(synthetic_dataset["root"], "val", "*.png")))[:n]
+
+
+def test_demo_detic_custom_vocabulary_equals_the_comma_list(trained, synthetic_dataset, capsys):
+    image = _val_images(synthetic_dataset, 1)
+    assert demo_main(_demo_args(trained, "--vocabulary", "custom", "--custom_vocabulary",
+                                "circle,square,star", "--input", *image,
+                                "--opts", "INPUT.MIN_SIZE_TEST", "80")) == 0
+    custom = capsys.readouterr().out
+    assert demo_main(_demo_args(trained, "--vocabulary", "circle,square,star", "--input", *image,
+                                "--opts", "INPUT.MIN_SIZE_TEST", "80")) == 0
+    assert capsys.readouterr().out == custom and "detections" in custom
+
+
+@pytest.mark.parametrize("vocab, message", [
+    (["--vocabulary", "custom"], "--vocabulary custom needs --custom_vocabulary"),
+    (["--vocabulary", "coco", "--custom_vocabulary", "a,b"], "--custom_vocabulary goes with"),
+], ids=["custom-without-list", "list-beside-coco"])
+def test_demo_vocabulary_custom_without_its_list_is_an_error(trained, synthetic_dataset, tmp_path,
+                                                             capsys, vocab, message):
+    rc = demo_main(_demo_args(trained, *vocab, "--input", *_val_images(synthetic_dataset),
+                              "--output", tmp_path / "o"))
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_demo_takes_model_weights_from_opts_and_needs_some_weights(trained, synthetic_dataset,
+                                                                   capsys):
+    out, _ = trained["mask_rcnn"]
+    image = _val_images(synthetic_dataset, 1)
+    rc = demo_main(_demo_args(trained, "--vocabulary", "circle,square", "--input", *image,
+                              "--opts", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
+                              "INPUT.MIN_SIZE_TEST", "80", weights=False))
+    assert rc == 0 and "detections" in capsys.readouterr().out
+    rc = demo_main(_demo_args(trained, "--vocabulary", "circle,square", "--input", *image,
+                              weights=False))
+    assert rc == 2 and "no trained weights" in capsys.readouterr().err
+    rc = demo_main(_demo_args(trained, "--vocabulary", "circle,square", "--input", *image,
+                              "--opts", "MODEL.WEIGHTS", os.path.join(out, "missing.pth"),
+                              weights=False))
+    err = capsys.readouterr().err
+    assert rc == 2 and "MODEL.WEIGHTS names the file" in err and err.count("\n") == 1
+
+
+def test_demo_device_is_the_gpu_when_present_unless_cpu_is_asked(trained, monkeypatch):
+    import torch
+
+    from zip_d2.engine.demo import demo_cfg
+
+    out, _ = trained["mask_rcnn"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    weights = os.path.join(out, "model_final.pth")
+    gpu, _ = demo_cfg(CONFIGS["mask_rcnn"], weights=weights, vocabulary="a,b")
+    cpu, _ = demo_cfg(CONFIGS["mask_rcnn"], weights=weights, vocabulary="a,b", device="cpu")
+    assert (gpu.MODEL.DEVICE, cpu.MODEL.DEVICE) == ("cuda", "cpu")
+
+
+def test_demo_input_globs_and_output_folder_file_or_none(trained, synthetic_dataset, tmp_path,
+                                                         capsys):
+    val = os.path.join(synthetic_dataset["root"], "val")
+    every = sorted(os.path.basename(p) for p in glob.glob(os.path.join(val, "*.png")))
+    opts = ["--opts", "INPUT.MIN_SIZE_TEST", "80"]
+    # A quoted glob, into a folder that does not exist yet.
+    assert demo_main(_demo_args(trained, "--vocabulary", "circle,square", "--input",
+                                os.path.join(val, "*.png"), "--output", tmp_path / "dir",
+                                *opts)) == 0
+    assert sorted(os.listdir(tmp_path / "dir")) == every
+    # One input, a file name.
+    single = tmp_path / "one.jpg"
+    assert demo_main(_demo_args(trained, "--vocabulary", "circle", "--input",
+                                os.path.join(val, every[0]), "--output", single, *opts)) == 0
+    assert single.is_file()
+    # No --output: detections printed, nothing written.
+    capsys.readouterr()
+    before = set(os.listdir(tmp_path))
+    assert demo_main(_demo_args(trained, "--vocabulary", "circle", "--input",
+                                os.path.join(val, every[0]), *opts)) == 0
+    assert set(os.listdir(tmp_path)) == before and "detections" in capsys.readouterr().out
+    # Refused: a file for several inputs, a glob that matches nothing, an override in --input,
+    # and an output that is an input.
+    for bad, message in [
+            (["--input", os.path.join(val, "*.png"), "--output", tmp_path / "x.png"],
+             "one image file"),
+            (["--input", os.path.join(val, "*.jpeg")], "no image"),
+            (["--input", os.path.join(val, every[0]), "INPUT.MIN_SIZE_TEST", "80"],
+             "looks like a config key"),
+            (["--input", os.path.join(val, every[0]), "--output", os.path.join(val, every[0])],
+             "would overwrite the input")]:
+        assert demo_main(_demo_args(trained, "--vocabulary", "circle", *bad)) == 2, bad
+        assert message in capsys.readouterr().err
+
+
+def test_demo_runs_every_frame_of_a_video_and_writes_a_video(trained, synthetic_dataset,
+                                                             tmp_path, capsys):
+    import cv2
+
+    frames = [cv2.imread(p) for p in _val_images(synthetic_dataset, 3)]
+    height, width = frames[0].shape[:2]
+    video = str(tmp_path / "shapes.avi")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 4, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    rc = demo_main(_demo_args(trained, "--vocabulary", "circle,square,triangle", "--input", video,
+                              "--output", tmp_path / "out", "--opts", "INPUT.MIN_SIZE_TEST", "80"))
+    assert rc == 0
+    assert "shapes.avi -> " in capsys.readouterr().out
+    written = cv2.VideoCapture(str(tmp_path / "out" / "shapes.mp4"))
+    assert written.get(cv2.CAP_PROP_FPS) == 4
+    got = []
+    while True:
+        ok, frame = written.read()
+        if not ok:
+            break
+        got.append(frame)
+    assert len(got) == 3 and got[0].shape == frames[0].shape

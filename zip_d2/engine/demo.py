@@ -1,0 +1,251 @@
+"""A trained detector on images and videos, with a vocabulary chosen at run time (the library
+behind tools/demo.py, which speaks Detic's and detectron2's demo dialect).
+
+The vocabulary rule, the same as everywhere in zip_d2 plus Detic's spelling:
+``--vocabulary coco|lvis`` (builtin), ``--vocabulary FILE`` (one class name a line) or
+``--vocabulary "a,b,c"``; Detic's ``--vocabulary custom --custom_vocabulary a,b,c`` (or a file)
+means the same as ``--vocabulary a,b,c``, and ``--custom_vocabulary`` alone implies ``custom``.
+``custom`` without ``--custom_vocabulary`` is an error, never a class named "custom".
+"""
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from detectron2.data.catalog import Metadata
+
+from ..config import SetupError, setup_cfg
+from ..labels.images import IMAGE_EXTENSIONS, list_image_paths
+from ..models import MissingWeightsError
+from ..text import TextEmbeddings, load_vocabulary
+from .setup import check_weights
+
+__all__ = ["VIDEO_EXTENSIONS", "vocabulary_spec", "demo_cfg", "DemoInputs", "collect_inputs",
+           "output_paths", "Demo"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+# OpenCV codec per output container (both ship with opencv-python-headless).
+_FOURCC = {".avi": "MJPG"}
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def vocabulary_spec(vocabulary: Optional[str], custom_vocabulary: Optional[str]) -> Optional[str]:
+    """The vocabulary spec (see the module docstring) from Detic's two flags; SetupError for
+    ``custom`` without a list, or a list beside another vocabulary."""
+    if custom_vocabulary is not None:
+        if vocabulary not in (None, "custom"):
+            raise SetupError(f"--custom_vocabulary goes with --vocabulary custom (or alone), "
+                             f"not with --vocabulary {vocabulary}")
+        if not custom_vocabulary.strip():
+            raise SetupError("--custom_vocabulary is empty; give class names as a,b,c or a file")
+        return custom_vocabulary
+    if vocabulary == "custom":
+        raise SetupError("--vocabulary custom needs --custom_vocabulary a,b,c (or a file of class "
+                         "names, one a line)")
+    return vocabulary
+
+
+def _given_weights(opts) -> Optional[str]:
+    pairs = dict(zip(opts[::2], opts[1::2]))
+    return pairs.get("MODEL.WEIGHTS")
+
+
+def demo_cfg(config_file: str, opts=(), weights: Optional[str] = None,
+             vocabulary: Optional[str] = None, embeddings: Optional[str] = None,
+             device: str = "", confidence_threshold: float = 0.5):
+    """The model's config, rebuilt around the run-time vocabulary; (frozen cfg, class names).
+
+    weights: the trained checkpoint; may instead come as ``MODEL.WEIGHTS`` in ``opts`` (not from
+        the config file, whose MODEL.WEIGHTS initialises training, usually a backbone only).
+    vocabulary / embeddings: a vocabulary spec (:func:`vocabulary_spec`) or an embeddings file
+        from tools/dump_clip_text_embeddings.py; exactly one.
+    device: "cpu", "cuda", or "" (cuda when available).
+
+    Only the test vocabulary matters at inference (no weight depends on the number of classes:
+    class-agnostic boxes and masks, text-embedding classifier), so the training vocabulary is
+    set to the same one and no dataset needs to be registered. Every weight source is checked
+    before anything is built. Raises SetupError (one line).
+    """
+    opts = list(opts)
+    in_opts = _given_weights(opts)
+    if weights and in_opts and in_opts != weights:
+        raise SetupError(f"--weights {weights} and MODEL.WEIGHTS {in_opts} disagree; give one")
+    weights = weights or in_opts
+    if not weights:
+        raise SetupError("no trained weights: give --weights FILE (or --opts MODEL.WEIGHTS FILE)")
+    if (vocabulary is None) == (embeddings is None):
+        raise SetupError("give a vocabulary (--vocabulary / --custom_vocabulary) or "
+                         "--embeddings, not both")
+    cfg = setup_cfg(config_file, opts)
+    cfg.defrost()
+    ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
+    try:
+        if embeddings:
+            emb = TextEmbeddings.load(embeddings)
+            emb.check_compatible(ov.CLIP_MODEL)
+            ov.EMBEDDINGS = ov.TEST_EMBEDDINGS = embeddings
+            ov.VOCABULARY = ov.TEST_VOCABULARY = ""
+            names = emb.class_names
+        else:
+            names = [c["name"] for c in load_vocabulary(vocabulary)]
+            ov.EMBEDDINGS = ov.TEST_EMBEDDINGS = ""
+            ov.VOCABULARY = ov.TEST_VOCABULARY = vocabulary
+    except ValueError as e:
+        raise SetupError(str(e)) from None
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(names)
+    cfg.DATASETS.TRAIN = ()
+    cfg.DATASETS.TEST = ()
+    cfg.MODEL.WEIGHTS = weights
+    cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise SetupError("--device cuda but no GPU is visible; use --cpu")
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = confidence_threshold
+    cfg.freeze()
+    check_weights(cfg)
+    return cfg, names
+
+
+@dataclass
+class DemoInputs:
+    images: List[str] = field(default_factory=list)
+    videos: List[str] = field(default_factory=list)
+
+
+def collect_inputs(items) -> DemoInputs:
+    """Images and videos named by ``--input`` items: files, folders (images only) and glob
+    patterns. An item that names nothing, or looks like a config override that strayed into
+    ``--input``, is a SetupError (a typo must not shrink the run silently)."""
+    found = DemoInputs()
+    for item in items:
+        if _CONFIG_KEY.match(item) and not os.path.exists(item):
+            raise SetupError(f"--input {item}: looks like a config key; put KEY VALUE overrides "
+                             "after --opts")
+        matches = [item] if os.path.isfile(item) else sorted(glob.glob(item, recursive=True))
+        videos = [p for p in matches if p.lower().endswith(VIDEO_EXTENSIONS)]
+        images = list_image_paths([item])
+        if not videos and not images:
+            raise SetupError(f"--input {item}: no image ({', '.join(IMAGE_EXTENSIONS)}) or video "
+                             f"({', '.join(VIDEO_EXTENSIONS)}) found")
+        found.images += images
+        found.videos += videos
+    found.images = list(dict.fromkeys(found.images))
+    found.videos = list(dict.fromkeys(found.videos))
+    return found
+
+
+def output_paths(output: Optional[str], inputs: DemoInputs) -> Callable[[str], Optional[str]]:
+    """Where each input's drawing goes, as detectron2's demo decides: ``output`` is a folder
+    (an existing one, or a name without a file extension) that gets ``<input stem>.png`` per
+    image and ``<input stem>.mp4`` per video; or a file (with an image or video extension) for
+    a single input of that kind. No ``output``: nothing is drawn (detections are printed).
+    An output that is one of the inputs is refused."""
+    if not output:
+        return lambda path: None
+    ext = os.path.splitext(output)[1].lower()
+    everything = inputs.images + inputs.videos
+    if os.path.isdir(output) or not ext:
+        targets = {p: os.path.join(output, os.path.splitext(os.path.basename(p))[0]
+                                   + (".mp4" if p in inputs.videos else ".png"))
+                   for p in everything}
+        names = list(targets.values())
+        clashes = sorted({n for n in names if names.count(n) > 1})
+        if clashes:
+            raise SetupError(f"inputs with the same file name would overwrite each other's "
+                             f"drawing in {output}: {clashes[0]}")
+    else:
+        kind = "video" if ext in VIDEO_EXTENSIONS else "image" if ext in IMAGE_EXTENSIONS else ""
+        if not kind:
+            raise SetupError(f"--output {output}: not a folder, an image "
+                             f"({', '.join(IMAGE_EXTENSIONS)}) or a video "
+                             f"({', '.join(VIDEO_EXTENSIONS)}) file name")
+        if len(everything) != 1 or (kind == "video") != bool(inputs.videos):
+            raise SetupError(f"--output {output} is one {kind} file: give one {kind} input, or a "
+                             "folder for several inputs")
+        targets = {everything[0]: output}
+    real_inputs = {os.path.realpath(p) for p in everything}
+    for target in targets.values():
+        if os.path.realpath(target) in real_inputs:
+            raise SetupError(f"--output would overwrite the input {target}")
+    return targets.get
+
+
+class Demo:
+    """A DefaultPredictor and detectron2's visualizers around a demo config.
+
+    ``run_on_image`` takes an (H, W, 3) uint8 BGR image; ``run_on_video`` a video file, whose
+    frames go through the same predictor and, with an output path, are drawn (colours kept
+    per instance by detectron2's VideoVisualizer) into a video written by OpenCV at the
+    input's frame rate and size.
+    """
+
+    def __init__(self, cfg, class_names):
+        from detectron2.engine import DefaultPredictor
+
+        try:
+            self.predictor = DefaultPredictor(cfg)
+        except (ValueError, MissingWeightsError) as e:  # the heads' one-line config errors
+            raise SetupError(str(e)) from None
+        # Not registered in MetadataCatalog: two demos in one process may differ in classes.
+        self.metadata = Metadata(name="zip_d2_demo", thing_classes=list(class_names))
+        self.class_names = list(class_names)
+
+    def describe(self, instances) -> str:
+        return ", ".join(f"{self.class_names[c]} {s:.2f}" for c, s in
+                         zip(instances.pred_classes.tolist(), instances.scores.tolist()))
+
+    @torch.no_grad()
+    def run_on_image(self, image_bgr: np.ndarray, out_path: Optional[str] = None):
+        """Instances on the CPU; the drawing saved to ``out_path`` when given."""
+        from detectron2.utils.visualizer import ColorMode, Visualizer
+
+        instances = self.predictor(image_bgr)["instances"].to("cpu")
+        if out_path:
+            os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+            vis = Visualizer(image_bgr[:, :, ::-1], self.metadata, instance_mode=ColorMode.IMAGE)
+            vis.draw_instance_predictions(instances).save(out_path)
+        return instances
+
+    @torch.no_grad()
+    def run_on_video(self, path: str, out_path: Optional[str] = None):
+        """Yield (frame index, instances) for every frame; write the drawn video to
+        ``out_path`` (codec from its extension) when given. SetupError if it cannot be read."""
+        from detectron2.utils.video_visualizer import VideoVisualizer
+        from detectron2.utils.visualizer import ColorMode
+
+        capture = cv2.VideoCapture(path)
+        if not capture.isOpened():
+            raise SetupError(f"cannot read video {path}")
+        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        writer = visualizer = None
+        if out_path:
+            os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+            ext = os.path.splitext(out_path)[1].lower()
+            writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*_FOURCC.get(ext, "mp4v")),
+                                     fps, (width, height))
+            if not writer.isOpened():
+                capture.release()
+                raise SetupError(f"OpenCV cannot write video {out_path}")
+            visualizer = VideoVisualizer(self.metadata, ColorMode.IMAGE)
+        try:
+            index = 0
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                instances = self.predictor(frame)["instances"].to("cpu")
+                if writer is not None:
+                    drawn = visualizer.draw_instance_predictions(frame[:, :, ::-1], instances)
+                    writer.write(np.ascontiguousarray(drawn.get_image()[:, :, ::-1]))
+                yield index, instances
+                index += 1
+        finally:
+            capture.release()
+            if writer is not None:
+                writer.release()
