@@ -97,7 +97,11 @@ TINY = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_
         "TEST.DETECTIONS_PER_IMAGE", "5"]
 
 
-def test_one_self_training_round_end_to_end_then_resume(synthetic_dataset, tmp_path, caplog):
+@pytest.fixture(scope="module")
+def one_round(synthetic_dataset, tmp_path_factory):
+    """tools/self_train.py, one round after round 0, with an evaluation set registered:
+    (labels file, image root, run directory, CompletedProcess)."""
+    tmp_path = tmp_path_factory.mktemp("self_train")
     labels = str(tmp_path / "sim.json")
     write_simulated_pseudo_labels(synthetic_dataset["train"], labels, seed=0)
     image_root = os.path.join(synthetic_dataset["root"], "train")
@@ -105,8 +109,55 @@ def test_one_self_training_round_end_to_end_then_resume(synthetic_dataset, tmp_p
     proc = run_tool("self_train.py", "--config-file",
                     "configs/self_train/mask_rcnn_R18_synthetic.yaml", "--labels", labels,
                     "--image-root", image_root, "--output-dir", out, "--rounds", "1",
-                    "--droploss", *TINY)
+                    "--droploss", "--register-dataset", "selftrain_eval", synthetic_dataset["val"],
+                    os.path.join(synthetic_dataset["root"], "val"), *TINY,
+                    "DATASETS.TEST", "('selftrain_eval',)")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return labels, image_root, out, proc
+
+
+def test_self_train_ends_with_a_round_table_a_log_per_round_and_no_nan(one_round):
+    _, _, out, proc = one_round
+    lines = proc.stdout.splitlines()
+    at = lines.index(f"self-training run {out}")
+    header = [c.strip() for c in lines[at + 1].strip("|").split("|")]
+    assert header == ["round", "labels in", "old kept", "old replaced", "predictions added",
+                      "box AP", "mask AP", "checkpoint"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[at + 3:at + 5]]
+    summary = json.loads((out / "self_train.json").read_text())
+    r1 = summary["round_info"]["1"]
+    assert rows[0][:5] == ["0", str(summary["round_info"]["0"]["num_annotations"]), "-", "-", "-"]
+    assert rows[1][:5] == ["1", str(r1["num_annotations"]), str(r1["old_kept"]),
+                           str(r1["old_replaced"]), str(r1["predictions_added"])]
+    assert r1["num_annotations"] == r1["old_kept"] + r1["predictions_added"]
+    assert rows[1][5] == f"{r1['eval']['bbox']['AP']:.1f}"
+    assert rows[1][7] == "round1/model_final.pth"
+    # The 96x80 evaluation images hold no large object: COCOeval's APl is NaN, stored as null.
+    assert "NaN" not in (out / "self_train.json").read_text()
+    assert r1["eval"]["bbox"]["APl"] is None and "nan" not in proc.stdout.split("self-training")[-1]
+    # Each round's own log, in detectron2's format.
+    log0 = (out / "round0" / "log.txt").read_text()
+    log1 = (out / "round1" / "log.txt").read_text()
+    assert "round 0: training from iteration 0 to 3" in log0 and "round 1" not in log0
+    assert "round 1 labels:" in log1 and "round 1: training from iteration 0 to 3" in log1
+    assert log1.startswith("[") and " zip_d2.selftrain.rounds INFO: " in log1
+
+
+def test_round_table_says_n_a_for_missing_or_nan_ap():
+    from zip_d2.selftrain import summary_table
+
+    table = summary_table({"round_info": {
+        "0": {"checkpoint": "/w/r0.pth", "trained_here": False},
+        "1": {"checkpoint": "/run/round1/model_final.pth", "num_annotations": 5, "old_kept": 2,
+              "old_replaced": 1, "predictions_added": 3,
+              "eval": {"bbox": {"AP": float("nan")}, "segm": {"AP": 12.345}}}}}, "/run")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[3:]]
+    assert rows == [["0", "-", "-", "-", "-", "n/a", "n/a", "/w/r0.pth (given)"],
+                    ["1", "5", "2", "1", "3", "n/a", "12.3", "round1/model_final.pth"]]
+
+
+def test_one_self_training_round_end_to_end_then_resume(one_round, caplog):
+    labels, image_root, out, proc = one_round
     round0_cfg = (out / "round0" / "config.yaml").read_text()
     assert "DropLossROIHeads" in round0_cfg and "round1" not in round0_cfg
     data = json.loads((out / "round1" / "labels.json").read_text())
@@ -129,6 +180,8 @@ def test_one_self_training_round_end_to_end_then_resume(synthetic_dataset, tmp_p
     caplog.set_level("INFO", logger="zip_d2.selftrain.rounds")
     SelfTrainingRun("configs/self_train/mask_rcnn_R18_synthetic.yaml", labels, image_root,
                     str(out), rounds=1, droploss=True, opts=TINY).run()
+    # The resumed round appended to its log.
+    assert (out / "round1" / "log.txt").read_text().count("round 1: training from") == 2
     assert "round 1: training from iteration 2 to 3" in caplog.text
     assert (out / "round1" / "model_final.pth").is_file()
     assert os.path.getmtime(out / "round1" / "predictions.json") == preds_mtime

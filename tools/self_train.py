@@ -17,7 +17,6 @@ import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at i
 
 # isort: split
 import argparse
-import json
 import sys
 
 from detectron2.utils.logger import setup_logger
@@ -26,7 +25,7 @@ import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads, DropLoss includ
 from zip_d2.config import SetupError
 from zip_d2.data.validate import DatasetError
 from zip_d2.engine.setup import add_register_argument
-from zip_d2.selftrain import SelfTrainingRun
+from zip_d2.selftrain import SelfTrainingRun, summary_table
 
 
 def parse_args(argv=None):
@@ -48,8 +47,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logger(name="detectron2")
-    setup_logger(name="zip_d2")
+    for name in ("detectron2", "fvcore", "zip_d2"):  # as train_net's default_setup does
+        setup_logger(name=name)
     try:
         run = SelfTrainingRun(args.config_file, args.labels, args.image_root, args.output_dir,
                               args.rounds, weights=args.weights, droploss=args.droploss,
@@ -59,7 +58,8 @@ def main(argv=None):
     except (SetupError, DatasetError, ValueError) as e:
         print(f"self_train: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(summary["round_info"], indent=1))
+    print(summary_table(summary, run.output_dir))
+    print(f"summary: {run.summary_path}; each round's log: {run.output_dir}/roundK/log.txt")
     return 0
 
 

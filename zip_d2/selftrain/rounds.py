@@ -9,7 +9,8 @@ Layout of one run (``output_dir``)::
                             parent labels, the checkpoint and the thresholds)
     round1/model_final.pth  round-1 detector, initialised from round 0's
     ...
-    self_train.json         per-round summary, rewritten after every step
+    roundK/log.txt          that round's log (detectron2's format)
+    self_train.json         per-round summary, rewritten after every step (no NaN: null)
 
 Every step's output is written atomically and a finished step is never redone, so rerunning the
 same command after an interruption continues where it stopped: at the first round without
@@ -35,6 +36,7 @@ from ..engine import Trainer
 from ..engine.setup import check_weights, preflight
 from ..modeling.droploss import DROPLOSS_HEADS
 from .merge import merge_round_labels
+from .report import round_log_file, without_nan
 
 __all__ = ["SelfTrainingRun", "round_threshold", "predict_dataset", "build_round_labels"]
 
@@ -73,6 +75,7 @@ def build_round_labels(parent_json, predictions, k, checkpoint, score_threshold,
     parent = load_json(parent_json)
     annotations, stats = merge_round_labels(parent, predictions, score_threshold,
                                             keep_old_max_iou)
+    stats["parent_annotations"] = len(parent["annotations"])
     parent_info = parent.get("info", {})
     info = {
         "description": f"zip_d2 self-training round {k} pseudo-labels (CutLER rule)",
@@ -191,21 +194,32 @@ class SelfTrainingRun:
             logger.info("round 0: using the given checkpoint %s", self.weights)
             summary["round_info"]["0"] = {"checkpoint": self.weights, "trained_here": False}
         else:
-            summary["round_info"]["0"] = self._train(0)
-        write_json_atomic(summary, self.summary_path)
+            with round_log_file(self.round_dir(0)):
+                # update, not replace: a resumed run keeps what it recorded (AP, label count)
+                summary["round_info"].setdefault("0", {}).update(self._train(0))
+        self._save(summary)
         thresholds = list(self.base_cfg.ZIP.SELF_TRAIN.SCORE_THRESHOLDS)
         keep_iou = float(self.base_cfg.ZIP.SELF_TRAIN.KEEP_OLD_MAX_IOU)
         for k in range(1, self.rounds + 1):
-            os.makedirs(self.round_dir(k), exist_ok=True)
             info = summary["round_info"].setdefault(str(k), {})
-            if not os.path.isfile(self.labels_path(k)):
-                info.update(self._make_labels(k, round_threshold(thresholds, k), keep_iou))
-                write_json_atomic(summary, self.summary_path)
-            else:
-                logger.info("round %d: labels exist, not redone: %s", k, self.labels_path(k))
-            info.update(self._train(k))
-            write_json_atomic(summary, self.summary_path)
+            with round_log_file(self.round_dir(k)):
+                if not os.path.isfile(self.labels_path(k)):
+                    info.update(self._make_labels(k, round_threshold(thresholds, k), keep_iou))
+                    self._save(summary)
+                else:
+                    logger.info("round %d: labels exist, not redone: %s", k, self.labels_path(k))
+                info.update(self._train(k))
+            self._save(summary)
+        round0 = summary["round_info"]["0"]
+        if round0.get("trained_here") and "num_annotations" not in round0:
+            # Round 1 counted round 0's labels when it merged them; else count them here.
+            round0["num_annotations"] = summary["round_info"].get("1", {}).get(
+                "labels_in", None) or len(load_json(self.labels_json)["annotations"])
+            self._save(summary)
         return summary
+
+    def _save(self, summary):
+        write_json_atomic(without_nan(summary), self.summary_path)
 
     def _make_labels(self, k, threshold, keep_iou):
         parent_cfg = self.round_cfg(k - 1, weights=self.checkpoint(k - 1))
@@ -227,7 +241,10 @@ class SelfTrainingRun:
                     "%d replaced -> %s", k, stats["predictions_kept"], threshold,
                     stats["old_kept"], stats["old_replaced"], self.labels_path(k))
         return {"labels": self.labels_path(k), "score_threshold": threshold,
-                "num_annotations": len(data["annotations"])}
+                "num_annotations": len(data["annotations"]),
+                "labels_in": stats["parent_annotations"], "old_kept": stats["old_kept"],
+                "old_replaced": stats["old_replaced"],
+                "predictions_added": stats["predictions_kept"]}
 
     def _train(self, k):
         final = self.checkpoint(k)
