@@ -112,3 +112,49 @@ def test_overlays_and_index_page_show_the_masks(tmp_path):
     # Inside the square mask the flat grey background is tinted; far from any object it is not.
     assert np.abs(overlay[15, 14] - 200).max() > 15
     assert np.abs(overlay[44, 2] - 200).max() < 8
+
+
+def test_label_statistics_count_classes_images_and_empty_ones():
+    from zip_d2.labels.statistics import label_statistics, statistics_lines
+
+    data = _as_pseudo_labels(_ground_truth(), keep=lambda a: a["image_id"] != 12 or
+                             a["category_id"] == 1)
+    data["images"].append({"id": 4, "file_name": "empty.png", "width": 64, "height": 48})
+    data["categories"].append({"id": 20, "name": "zebra"})
+    data["skipped_images"] = [{"file_name": "bad.jpg", "reason": "x"}]
+    stats = label_statistics(data)
+    assert [(c.name, c.labels, c.images) for c in stats.per_class] == [
+        ("cat", 3, 3), ("dog", 2, 2), ("zebra", 0, 0)]
+    assert sorted(stats.per_image.tolist()) == [0, 1, 2, 2]
+    lines = statistics_lines(stats)
+    assert lines[0] == ("labels per image: mean 1.2, median 1.5, 90th percentile 2, max 2; "
+                        "1 of 4 labelled images have none (1 skipped)")
+    assert lines[2].split() == ["cat", "3", "60%", "3", "0.90"]
+    assert lines[-1] == "  1 of 3 classes got no label: zebra"
+
+
+def test_gallery_has_a_score_histogram_per_labelled_class(tmp_path):
+    gt = _ground_truth()
+    pred = _as_pseudo_labels(gt)
+    for i, ann in enumerate(pred["annotations"]):
+        ann["score"] = (0.2 if ann["category_id"] == 8 else 0.95) - 0.01 * i
+    pred["categories"].append({"id": 30, "name": "zebra"})
+    root = tmp_path / "images"
+    root.mkdir()
+    for im in gt["images"]:
+        Image.fromarray(np.full((48, 64, 3), 200, np.uint8)).save(root / im["file_name"])
+    page = open(write_overlays(pred, str(root), str(tmp_path / "vis"), num=1)).read()
+    pngs = sorted(f for f in os.listdir(tmp_path / "vis") if f.startswith("scores_"))
+    assert pngs == ["scores_8.png", "scores_9.png"]  # cat and dog; zebra has no label
+    for name in pngs:
+        assert Image.open(tmp_path / "vis" / name).size == (240, 120)
+        assert f"<img src='{name}'" in page
+    assert "<td>zebra</td><td>0</td>" in page and "labels per image: mean 2.0" in page
+    # cat's scores are all near 0.2, dog's near 0.95: the bars stand where the scores are.
+    bars = {}
+    for name in ("scores_8.png", "scores_9.png"):
+        plot = np.asarray(Image.open(tmp_path / "vis" / name).convert("RGB")).astype(int)
+        blue = (plot[:, :, 2] - plot[:, :, 0] > 60)[30:95]  # the bars' colour, inside the axes
+        bars[name] = (blue[:, 40:120].sum(), blue[:, 180:232].sum())
+    assert bars["scores_8.png"][0] > 0 == bars["scores_8.png"][1]
+    assert bars["scores_9.png"][1] > 0 == bars["scores_9.png"][0]

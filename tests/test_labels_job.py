@@ -519,3 +519,33 @@ def test_coco_vocabulary_gives_coco_category_ids(tmp_path):
         ids.values()
     )
     assert data["info"]["labeler"]["vocabulary"] == "coco"
+
+
+def test_job_summary_counts_labels_per_class_and_per_image(tmp_path, tiny_labeler):
+    from zip_d2.labels.job import summary_lines
+
+    root = make_scene_folder(str(tmp_path / "images"), 6)
+    out = str(tmp_path / "labels.json")
+    result = run_job(tiny_cfg(), JobOptions(out=out, images=root, workers=0, progress=False),
+                     build_labeler=lambda cfg: tiny_labeler)
+    data = load(out)
+    lines = summary_lines(result)
+    at = lines.index(f"labels in {out}:")
+    per_image = [sum(a["image_id"] == im["id"] for a in data["annotations"])
+                 for im in data["images"]]
+    assert lines[at + 1].startswith(
+        f"labels per image: mean {np.mean(per_image):.1f}, median {np.median(per_image):g}, "
+        f"90th percentile {np.percentile(per_image, 90):g}, max {max(per_image)}; "
+        f"{per_image.count(0)} of 6 labelled images have none (0 skipped)")
+    names = {c["name"] for c in data["categories"]}
+    rows = {line.split()[0]: line.split() for line in lines[at + 3:] if line.split()[0] in names}
+    for cat in data["categories"]:
+        anns = [a for a in data["annotations"] if a["category_id"] == cat["id"]]
+        if anns:
+            assert rows[cat["name"]][1] == str(len(anns))
+            assert rows[cat["name"]][3] == str(len({a["image_id"] for a in anns}))
+    empty = [c["name"] for c in data["categories"]
+             if not any(a["category_id"] == c["id"] for a in data["annotations"])]
+    if empty:
+        assert lines[-1].endswith(f"classes got no label: {', '.join(sorted(empty))}")
+    assert not any("nan" in line for line in lines)

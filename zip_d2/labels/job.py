@@ -43,6 +43,7 @@ from .images import (
     list_coco_images,
     list_image_folder,
 )
+from .statistics import LabelStats, label_statistics, statistics_lines
 from .writer import RecordWriter
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class JobResult:
     peak_gpu_mem_bytes: int = 0
     merged: Optional[str] = None
     problems: List[str] = field(default_factory=list)
+    # Rank 0, once merged: how the labels of the whole output spread over classes and images.
+    label_stats: Optional[LabelStats] = None
 
     @property
     def images_processed(self) -> int:
@@ -308,6 +311,7 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
                                                 check_segmentations=True)
             write_json_atomic(merged, opts.out)
             result.merged = opts.out
+            result.label_stats = label_statistics(merged)
         except Exception as e:  # re-raised below, once the other ranks are released
             merge_error = e
     if distributed:
@@ -374,16 +378,21 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
 
 
 def summary_lines(result: JobResult) -> List[str]:
-    """Human-readable throughput numbers for one rank."""
+    """Human-readable throughput numbers for one rank; on rank 0 after the merge, how the
+    output's labels spread over classes and images."""
     n = max(result.images_processed, 1)
-    rate = result.images_processed / result.wall_s if result.wall_s > 0 else float("nan")
+    rate = (f"{result.images_processed / result.wall_s:.2f}" if result.wall_s > 0 and
+            result.images_processed else "n/a")
     lines = [f"rank {result.rank}/{result.world_size}: {result.images_labeled} labeled, "
              f"{result.images_skipped} skipped, {result.annotations} annotations, "
              f"{result.images_done_before} already finished before this run",
-             f"  end to end {rate:.2f} images/s over {result.wall_s:.1f} s; per image: decode "
+             f"  end to end {rate} images/s over {result.wall_s:.1f} s; per image: decode "
              f"{1000 * result.decode_s / n:.1f} ms (in loader workers), label "
              f"{1000 * result.label_s / n:.1f} ms, post-process {1000 * result.post_s / n:.1f} ms, "
              f"write {1000 * result.write_s / n:.1f} ms"]
     if result.peak_gpu_mem_bytes:
         lines.append(f"  peak GPU memory {result.peak_gpu_mem_bytes / 2**30:.2f} GiB")
+    if result.label_stats is not None:
+        lines.append(f"labels in {result.merged}:")
+        lines += statistics_lines(result.label_stats)
     return lines

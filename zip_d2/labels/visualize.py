@@ -1,4 +1,5 @@
-"""Overlays of pseudo-masks (detectron2's Visualizer) and an HTML page indexing them."""
+"""Overlays of pseudo-masks (detectron2's Visualizer) and an HTML page indexing them, with the
+labels per image and a score histogram per class."""
 from __future__ import annotations
 
 import html
@@ -12,6 +13,7 @@ import numpy as np
 from zip_d2.data.rle import segmentation_to_mask
 
 from .images import decode_image
+from .statistics import label_statistics, statistics_lines, write_score_histograms
 
 
 def choose_images(data: dict, num: int, seed: Optional[int] = None) -> List[dict]:
@@ -68,13 +70,15 @@ def write_overlays(data: dict, image_root: str, out_dir: str, num: int = 20,
         kept = [a for a in by_image[img["id"]] if a.get("score", 1.0) >= score_thresh]
         cats = sorted({names.get(a["category_id"], str(a["category_id"])) for a in kept})
         rows.append((name, img, len(kept), cats))
+    stats = label_statistics(data)
+    per_class = write_score_histograms(stats, out_dir)
     path = os.path.join(out_dir, "index.html")
     with open(path, "w", encoding="utf-8") as f:
-        f.write(_index_html(data, rows, score_thresh))
+        f.write(_index_html(data, rows, score_thresh, statistics_lines(stats)[0], per_class))
     return path
 
 
-def _index_html(data: dict, rows, score_thresh: float) -> str:
+def _index_html(data: dict, rows, score_thresh: float, per_image: str, per_class: str) -> str:
     info = data.get("info", {})
     warn = ""
     if info.get("random_weights"):
@@ -96,11 +100,13 @@ def _index_html(data: dict, rows, score_thresh: float) -> str:
 <html><head><meta charset="utf-8"><title>Pseudo-labels: {method}</title>
 <style>body{{font-family:sans-serif;margin:1em}} figure{{display:inline-block;margin:.5em;
 width:320px;vertical-align:top}} img{{width:320px}} figcaption{{font-size:12px}}
-.warn{{color:#b00;font-weight:bold}}</style></head><body>
+.warn{{color:#b00;font-weight:bold}} td{{padding:0 .6em;font-size:13px}}</style></head><body>
 <h1>Pseudo-labels ({html.escape(str(info.get("description", "")))})</h1>{warn}
 <p>{len(data["images"])} images, {len(data["annotations"])} annotations, {len(skipped)} skipped;
 showing {len(rows)}; score threshold {score_thresh}; created {created}.</p>
+<p>{html.escape(per_image)}</p>
 {cards}
+{per_class}
 {skipped_html}
 </body></html>
 """
