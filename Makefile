@@ -30,8 +30,8 @@ test: lint
 	$(PY) -m pytest -q tests
 
 # The pseudo-label job with the paper's models (CLIP ViT-B/16 + RN50x64, SAM ViT-H) on the demo
-# images. Downloads the weights once (about 3 GB); offline it stops with one line saying what
-# weights are missing and how to provide them.
+# images. Downloads the weights once (about 5.7 GB); without network it stops within seconds with
+# one line naming every missing model and the config key that provides it (README: ZIP_D2_OFFLINE).
 demo: setup
 	$(PY) tools/generate_pseudo_labels.py --images datasets/demo/images \
 		--config configs/pseudo/zip_paper.yaml --out $(WORK)/demo/labels.json

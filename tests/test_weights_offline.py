@@ -216,3 +216,17 @@ def test_every_missing_file_is_named_in_the_one_line(empty_caches):
     assert f"PSEUDO.CLIP.PRETRAINED names the file '{empty_caches / 'vit.pt'}'" in msg
     assert "PSEUDO.BOUNDARY.PRETRAINED 'laion-nonsense' is neither a file nor" in msg
     assert f"PSEUDO.SAM.CHECKPOINT names the file '{empty_caches / 'sam.pth'}'" in msg
+
+
+def test_each_download_host_is_probed_once(empty_caches, monkeypatch):
+    probed = []
+
+    def fake_probe(url):
+        probed.append(url)
+        return "huggingface.co unreachable: test"
+
+    monkeypatch.setattr(models, "_probe", fake_probe)
+    with pytest.raises(MissingWeightsError):
+        require_weights(required_weights(paper_cfg(empty_caches / "cache")))
+    hosts = sorted(u.split("/")[2] for u in probed)
+    assert hosts == ["dl.fbaipublicfiles.com", "huggingface.co"]

@@ -278,9 +278,13 @@ def _download_blockers(urls: Sequence[str]) -> Dict[str, str]:
         return {u: "downloads are off (ZIP_D2_OFFLINE/HF_HUB_OFFLINE)" for u in urls}
     if not urls:
         return {}
-    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
-        reasons = list(pool.map(_probe, urls))
-    return {u: r for u, r in zip(urls, reasons) if r}
+    by_host = {}  # one URL per host is probed; the others share its answer
+    for u in urls:
+        by_host.setdefault(urllib.parse.urlparse(u).netloc, u)
+    with ThreadPoolExecutor(max_workers=len(by_host)) as pool:
+        answers = dict(zip(by_host, pool.map(_probe, by_host.values())))
+    return {u: answers[urllib.parse.urlparse(u).netloc] for u in urls
+            if answers[urllib.parse.urlparse(u).netloc]}
 
 
 def require_weights(sources: Sequence[WeightSource]) -> None:
