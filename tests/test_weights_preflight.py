@@ -164,3 +164,17 @@ def test_self_train_from_a_given_checkpoint_does_not_need_round_0_weights(
                           str(no_network / "run"), rounds=1, weights=str(given),
                           opts=["MODEL.WEIGHTS", "detectron2://ImageNetPretrained/MSRA/R-50.pkl"])
     run.check_weights()  # the ImageNet weights would only initialise round 0, not trained here
+
+
+def test_a_missing_dataset_is_reported_as_such_not_as_a_vocabulary_problem(
+        synthetic_dataset, tmp_path, monkeypatch, capsys):
+    tool = _tool("train_net")
+    monkeypatch.setattr(tool, "launch", _no_launch)
+    missing = tmp_path / "gone.json"
+    rc = tool.cli(["--config-file", SYNTHETIC_OV, "--register-dataset", "pf4_train", str(missing),
+                   os.path.join(synthetic_dataset["root"], "train"),
+                   "DATASETS.TRAIN", "('pf4_train',)", "DATASETS.TEST", "()",
+                   "MODEL.ROI_BOX_HEAD.OPEN_VOCAB.RANDOM_WEIGHTS", "False",
+                   "OUTPUT_DIR", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(missing) in err[0], err

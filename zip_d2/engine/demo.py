@@ -79,8 +79,8 @@ def demo_cfg(config_file: str, opts=(), weights: Optional[str] = None,
     if not weights:
         raise SetupError("no trained weights: give --weights FILE (or --opts MODEL.WEIGHTS FILE)")
     if (vocabulary is None) == (embeddings is None):
-        raise SetupError("give a vocabulary (--vocabulary / --custom_vocabulary) or "
-                         "--embeddings, not both")
+        raise SetupError("give exactly one of: a vocabulary (--vocabulary / --custom_vocabulary) "
+                         "or --embeddings")
     cfg = setup_cfg(config_file, opts)
     cfg.defrost()
     ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB

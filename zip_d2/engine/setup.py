@@ -58,9 +58,20 @@ def preflight(cfg, train=True, resume=False):
         raise SetupError(f"SOLVER.OPTIMIZER must be {' or '.join(OPTIMIZERS)}, "
                          f"got {cfg.SOLVER.OPTIMIZER!r}")
     register_from_cfg(cfg)
-    check_weights(cfg, resume)
     names = (list(cfg.DATASETS.TRAIN) if train else []) + list(cfg.DATASETS.TEST)
-    check_datasets(cfg, names, require_annotations=cfg.DATASETS.TRAIN if train else ())
+    required = cfg.DATASETS.TRAIN if train else ()
+    # Weights first: seconds, where checking every image of a large dataset takes minutes.
+    try:
+        sources = required_weights(cfg, resume)
+    except ValueError as e:
+        # The heads' vocabulary comes from the datasets: a broken one explains this better.
+        check_datasets(cfg, names, require_annotations=required)
+        raise SetupError(str(e)) from None
+    try:
+        require_weights(sources)
+    except MissingWeightsError as e:
+        raise SetupError(str(e)) from None
+    check_datasets(cfg, names, require_annotations=required)
 
 
 def config_dict(cfg):
