@@ -34,3 +34,22 @@ def test_training_with_wandb_prints_no_known_noise_and_no_duplicate_lines(synthe
     for noise in NOISE:
         assert noise not in res.stderr, noise
     assert consecutive_duplicates(res.stdout + "\n" + res.stderr) == []
+
+
+def test_every_tool_imports_the_noise_filters_before_anything_else():
+    import ast
+    import glob
+
+    from conftest import REPO
+
+    late = []
+    for path in glob.glob(os.path.join(REPO, "tools", "**", "*.py"), recursive=True):
+        name = os.path.relpath(path, REPO)
+        # The installer runs before zip_d2 exists; experiments/common.py is imported by tools.
+        if name in ("tools/install_detectron2.py", "tools/experiments/common.py"):
+            continue
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        first = next(n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom)))
+        if not (isinstance(first, ast.Import) and first.names[0].name == "zip_d2.quiet"):
+            late.append(name)
+    assert late == []

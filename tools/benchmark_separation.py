@@ -15,6 +15,9 @@ a disc to the new rule, and discovery takes <= 20 ms on the 128x171 grid.
 Example:
   python tools/benchmark_separation.py --seeds 8 --json work/separation.json
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import os
