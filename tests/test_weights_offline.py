@@ -230,3 +230,36 @@ def test_each_download_host_is_probed_once(empty_caches, monkeypatch):
         require_weights(required_weights(paper_cfg(empty_caches / "cache")))
     hosts = sorted(u.split("/")[2] for u in probed)
     assert hosts == ["dl.fbaipublicfiles.com", "huggingface.co"]
+
+
+def test_a_reachable_host_still_gets_the_download(empty_caches, monkeypatch, tmp_path):
+    """The probe only stops downloads that cannot work: a served checkpoint is fetched."""
+    import functools
+    import hashlib
+
+    import torch
+
+    for var in PROXY_VARS + ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.manual_seed(0)
+    src = served / "src.pth"
+    torch.save(models.create_sam("tiny", random_weights=True).state_dict(), src)
+    name = f"sam_tiny_{hashlib.md5(src.read_bytes()).hexdigest()[:6]}.pth"
+    src.rename(served / name)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0),
+                                    functools.partial(Quiet, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
+        monkeypatch.setitem(models.SAM_CHECKPOINT_URLS, "tiny", url)
+        sam = models.create_sam("tiny", cache_dir=str(empty_caches / "cache"))
+    finally:
+        server.shutdown()
+    assert sam.zip_weights == url and (empty_caches / "cache" / name).is_file()
