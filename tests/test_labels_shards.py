@@ -171,3 +171,14 @@ def test_encode_mask_area_and_box_agree_with_the_mask():
     mask[2, 3] = mask[5, 7] = True
     rle, area, bbox = encode_mask(mask)
     assert area == 2 and bbox == [3.0, 2.0, 5.0, 4.0] and rle["size"] == [7, 9]
+
+
+def test_encode_mask_is_the_same_for_every_memory_order_and_dtype():
+    rng = np.random.default_rng(0)
+    mask = rng.random((13, 21)) < 0.5
+    expected = encode_mask(mask)
+    assert encode_mask(np.asfortranarray(mask)) == expected
+    assert encode_mask(mask.astype(np.uint8)) == expected
+    assert encode_mask(mask[:, ::-1][:, ::-1]) == expected
+    with pytest.raises(ValueError, match=r"\(H, W\) mask"):
+        encode_mask(mask[None])

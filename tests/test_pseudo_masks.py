@@ -2,14 +2,17 @@
 import numpy as np
 import pytest
 import torch
+from old_postprocess import old_select
 
 from zip_d2.models import create_sam
+from zip_d2.pseudo import masks as masks_module
 from zip_d2.pseudo.masks import (
     SamRefiner,
     combine_scores,
     mask_iou_matrix,
     mask_nms,
     masks_to_boxes,
+    select_masks,
 )
 
 
@@ -196,3 +199,75 @@ def test_refiner_batch_of_images_keeps_each_images_embedding_and_size():
         np.testing.assert_array_equal(got[1], want[1])
     with pytest.raises(IndexError):
         refiner.refine(tall_box, index=2)
+
+
+def _random_masks(rng, n, h, w):
+    """Random blobs, rectangles, near-duplicates, exact duplicates, single pixels, full and
+    empty masks; scores drawn from a few values so that ties are common."""
+    yy, xx = np.mgrid[:h, :w]
+    out = np.zeros((n, h, w), bool)
+    for i in range(n):
+        kind = rng.integers(0, 7)
+        if kind == 0:  # ellipse
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            ry, rx = rng.uniform(0.5, h / 2 + 0.5), rng.uniform(0.5, w / 2 + 0.5)
+            out[i] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        elif kind == 1:  # rectangle touching the border
+            y0, x0 = rng.integers(0, h), rng.integers(0, w)
+            out[i, y0:, x0:] = True
+        elif kind == 2 and i:  # near-duplicate of an earlier mask
+            out[i] = out[rng.integers(0, i)]
+            out[i, rng.integers(0, h), :] ^= True
+        elif kind == 3 and i:  # exact duplicate
+            out[i] = out[rng.integers(0, i)]
+        elif kind == 4:  # single pixel
+            out[i, rng.integers(0, h), rng.integers(0, w)] = True
+        elif kind == 5:
+            out[i] = rng.random() < 0.2 or rng.random((h, w)) < 0.3
+        # else: empty
+    scores = rng.choice(np.array([0.0, 0.2, 0.5, 0.5, 0.7, 0.9], np.float32), n)
+    return out, scores
+
+
+@pytest.mark.parametrize("h,w", [(23, 31), (31, 23), (1, 17), (16, 16)])
+def test_nms_and_boxes_give_the_old_labels_on_cpu_arrays_and_tensors(h, w):
+    """Same kept indices, order and boxes as the pre-change Fortran-copy path, with ties,
+    duplicates and empty masks, for numpy (run-length) and torch (matrix product) inputs."""
+    rng = np.random.default_rng(h * 100 + w)
+    for trial in range(25):
+        n = int(rng.integers(1, 40))  # the old path never saw 0
+        masks, scores = _random_masks(rng, n, h, w)
+        thr = float(rng.choice([0.0, 0.3, 0.5, 0.9]))
+        max_keep = int(rng.choice([1, 5, 100]))
+        min_score = float(rng.choice([0.0, 0.5]))
+        ref_keep, ref_boxes = old_select(masks, scores, thr, max_keep, min_score)
+        for given in (masks, torch.from_numpy(masks)):
+            keep, boxes = select_masks(given, scores, thr, max_keep, min_score)
+            assert keep.tolist() == ref_keep.tolist(), (trial, type(given))
+            assert boxes.dtype == np.float32
+            np.testing.assert_array_equal(boxes, ref_boxes)
+
+
+def test_iou_and_boxes_agree_between_numpy_and_torch_including_empty_masks(monkeypatch):
+    rng = np.random.default_rng(1)
+    masks, _ = _random_masks(rng, 30, 19, 27)
+    masks[3] = False
+    masks[4] = False
+    # Force the torch path to sum intersections over many pixel chunks.
+    monkeypatch.setattr(masks_module, "_IOU_CHUNK_ELEMENTS", 30 * 50)
+    iou = mask_iou_matrix(masks)
+    np.testing.assert_array_equal(mask_iou_matrix(torch.from_numpy(masks)), iou)
+    assert iou[3, 4] == 0 and iou[3, 3] == 0
+    np.testing.assert_array_equal(masks_to_boxes(torch.from_numpy(masks)), masks_to_boxes(masks))
+
+
+def test_select_masks_keeps_empty_masks_only_when_nothing_is_dropped():
+    a = _box_mask(8, 8, 0, 0, 4, 4)
+    masks = np.stack([np.zeros_like(a), a])
+    assert mask_nms(masks, np.array([0.9, 0.5])).tolist() == [0, 1]
+    keep, boxes = select_masks(masks, np.array([0.9, 0.5]), 0.5, 100, min_score=0.0)
+    assert keep.tolist() == [1] and boxes.tolist() == [[0, 0, 4, 4]]
+    keep, boxes = select_masks(masks[:0], np.zeros(0), 0.5, 100, min_score=0.0)
+    assert keep.shape == (0,) and boxes.shape == (0, 4)
+    with pytest.raises(ValueError, match="masks for"):
+        select_masks(masks, np.array([0.9]))

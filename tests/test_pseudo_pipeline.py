@@ -182,3 +182,56 @@ def test_zip_no_sam_masks_are_the_discovered_grid_instances_upsampled():
 def test_unknown_method_is_rejected():
     with pytest.raises(ValueError, match="PSEUDO.METHOD"):
         build_labeler(_cfg(METHOD="zipp"))
+
+
+def test_finish_gives_the_old_labels_from_host_arrays_and_device_tensors(labelers):
+    """NMS and boxes where the masks are (numpy on the CPU, a tensor on the labeler's device)
+    end in the same COCO annotations, byte for byte, as the pre-change path; masks handed over
+    from a tensor arrive in Fortran order so the writer encodes them without a copy."""
+    import torch
+
+    from old_postprocess import old_select
+    from zip_d2.labels.coco_output import detections_to_annotations
+
+    lab = labelers["zip"]
+    rng = np.random.default_rng(0)
+    h, w, n = 37, 53, 30
+    masks = np.zeros((n, h, w), bool)
+    for i in range(n):
+        y0, x0 = rng.integers(0, h - 1), rng.integers(0, w - 1)
+        masks[i, y0:y0 + rng.integers(1, h), x0:x0 + rng.integers(1, w)] = True
+    masks[5] = masks[2]          # duplicate with a tied score
+    masks[7] = False             # empty
+    scores = rng.choice(np.array([0.3, 0.5, 0.8], np.float32), n)
+    scores[5] = scores[2]
+    class_idx = rng.integers(0, len(VOCAB), n)
+    category_ids = {c["name"]: c["id"] for c in lab.categories}
+
+    keep, boxes = old_select(masks, scores, 0.5, 100, 0.0)
+    old = [{"category": VOCAB[class_idx[i]], "score": float(scores[i]), "mask": masks[i].copy(),
+            "box": b.astype(np.float64)} for i, b in zip(keep, boxes)]
+    expected = detections_to_annotations(old, (h, w), w, h, category_ids)
+    for given in (masks, torch.from_numpy(masks)):
+        dets = lab._finish((h, w), given, scores, class_idx)
+        assert [d["category"] for d in dets] == [d["category"] for d in old]
+        for d, o in zip(dets, old):
+            assert d["score"] == o["score"] and np.array_equal(d["mask"], o["mask"])
+            np.testing.assert_array_equal(d["box"], o["box"])
+            assert d["mask"].flags.f_contiguous == isinstance(given, torch.Tensor)
+        assert detections_to_annotations(dets, (h, w), w, h, category_ids) == expected
+
+
+def test_mask_activation_score_is_the_same_from_arrays_and_tensors():
+    import torch
+
+    from zip_d2.pseudo.pipeline import _mask_activation
+
+    rng = np.random.default_rng(0)
+    act = rng.random((3, 9, 11)).astype(np.float32)
+    masks = rng.random((5, 9, 11)) < 0.4
+    masks[2] = False
+    class_of = np.array([0, 2, 1, 1, 0])
+    host = _mask_activation(act, class_of, masks)
+    np.testing.assert_allclose(_mask_activation(act, class_of, torch.from_numpy(masks)), host, rtol=1e-6)
+    assert host[2] == 0
+    np.testing.assert_allclose(host[0], act[0][masks[0]].mean(), rtol=1e-6)

@@ -30,7 +30,8 @@ def full_size_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     """(height, width) bool: a working-size mask scaled to the full image (bilinear, >= 0.5)."""
     if mask.shape == (height, width):
         return mask
-    up = cv2.resize(mask.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_LINEAR)
+    up = cv2.resize(np.ascontiguousarray(mask, dtype=np.uint8) * 255, (width, height),
+                    interpolation=cv2.INTER_LINEAR)
     return up >= 128
 
 
@@ -56,14 +57,14 @@ def detections_to_annotations(detections: Sequence[dict], work_shape: Tuple[int,
         name = det["category"]
         if name not in category_ids:
             raise ValueError(f"labeler returned category {name!r}, not in the vocabulary")
-        mask = np.asarray(det["mask"])
+        mask = np.asarray(det["mask"], dtype=bool)  # no copy of a bool mask, whatever its order
         if mask.shape != tuple(work_shape):
             raise ValueError(f"labeler returned a mask of shape {mask.shape} for a "
                              f"{work_shape[1]}x{work_shape[0]} image")
         score = float(det["score"])
         if not (math.isfinite(score) and 0.0 <= score <= 1.0):
             raise ValueError(f"labeler returned score {score}, outside [0, 1]")
-        segmentation, area, bbox = encode_mask(full_size_mask(mask.astype(bool), width, height))
+        segmentation, area, bbox = encode_mask(full_size_mask(mask, width, height))
         if area == 0:
             empty += 1
             continue

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-__all__ = ["SamRefiner", "combine_scores", "mask_iou_matrix", "mask_nms", "masks_to_boxes"]
+__all__ = ["SamRefiner", "combine_scores", "mask_iou_matrix", "mask_nms", "masks_to_boxes",
+           "select_masks"]
 
 
 class SamRefiner:
@@ -73,21 +74,29 @@ class SamRefiner:
         p.features, p.original_size, p.input_size = self._embeddings[index]
         p.is_image_set = True
 
-    @torch.no_grad()
     def refine(self, boxes: np.ndarray, points: Optional[np.ndarray] = None,
                index: int = 0) -> Tuple[np.ndarray, np.ndarray]:
         """Masks for box prompts on image ``index`` of the last :meth:`set_images` batch (the
         image given to :meth:`set_image` by default).
 
         boxes: (N, 4) float XYXY image pixels; points: (N, 2) float XY positive points or None.
-        Returns masks (N, H, W) bool and SAM's predicted IoU (N,) float32.
+        Returns masks (N, H, W) bool and SAM's predicted IoU (N,) float32, numpy.
         """
+        masks, iou = self.refine_tensors(boxes, points, index)
+        return masks.cpu().numpy(), iou.cpu().numpy()
+
+    @torch.no_grad()
+    def refine_tensors(self, boxes: np.ndarray, points: Optional[np.ndarray] = None,
+                       index: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`refine` leaving the results on the model's device: masks (N, H, W) bool and
+        predicted IoU (N,) float32 tensors (so NMS can run before the masks leave a GPU)."""
         self._select(index)
         p = self.predictor
         H, W = p.original_size
         n = len(boxes)
         if n == 0:
-            return np.zeros((0, H, W), bool), np.zeros((0,), np.float32)
+            return (torch.zeros((0, H, W), dtype=torch.bool, device=p.device),
+                    torch.zeros((0,), dtype=torch.float32, device=p.device))
         all_masks, all_iou = [], []
         for i in range(0, n, self.batch_size):
             b = torch.as_tensor(
@@ -105,9 +114,9 @@ class SamRefiner:
                 masks, iou, _ = p.predict_torch(pc, pl, boxes=b, multimask_output=self.multimask)
             best = iou.float().argmax(dim=1)
             rows = torch.arange(len(best), device=best.device)
-            all_masks.append(masks[rows, best].cpu().numpy())
-            all_iou.append(iou.float()[rows, best].cpu().numpy())
-        return np.concatenate(all_masks), np.concatenate(all_iou).astype(np.float32)
+            all_masks.append(masks[rows, best])
+            all_iou.append(iou.float()[rows, best])
+        return torch.cat(all_masks), torch.cat(all_iou)
 
 
 def combine_scores(clip_score: np.ndarray, sam_score: np.ndarray) -> np.ndarray:
@@ -117,44 +126,157 @@ def combine_scores(clip_score: np.ndarray, sam_score: np.ndarray) -> np.ndarray:
     return np.sqrt(a * b).astype(np.float32)
 
 
-def _rles(masks: np.ndarray):
-    return mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+# -- cross-class mask NMS and boxes ------------------------------------------------------------
+# One computation, run where the masks are:
+# - numpy arrays (a labeler on the CPU): COCO run-length encoding of each mask's *transpose*.
+#   A C-ordered (N, H, W) array is, byte for byte, the Fortran-ordered (W, H, N) array that
+#   pycocotools encodes, so nothing is copied (copying the masks to Fortran order used to be
+#   80 % of the NMS time); IoU and area do not change under transposition, a box swaps x and y.
+# - torch tensors (a labeler on CUDA): intersections as matrix products on the device, so the
+#   masks NMS removes never leave the GPU; only (N,) and (N, N) results do.
+# Both compute each IoU as the double intersection / union of exact pixel counts, as
+# pycocotools does, so they keep the same detections in the same order.
+
+# Pixels per float32 matrix-product chunk times masks: bounds the float copy to 64 MiB.
+_IOU_CHUNK_ELEMENTS = 2 ** 24
 
 
-def mask_iou_matrix(masks: np.ndarray) -> np.ndarray:
-    """(N, H, W) bool -> (N, N) float64 mask IoU (run-length encoded, so memory stays small)."""
-    if len(masks) == 0:
+def _rles_of_transposes(masks: np.ndarray) -> list:
+    """(N, H, W) masks (bool or 0/1) -> N COCO RLEs of their (W, H) transposes; no copy for a
+    C-contiguous bool array."""
+    m = np.ascontiguousarray(masks)
+    m = m.view(np.uint8) if m.dtype == bool else (m != 0).view(np.uint8)
+    return mask_utils.encode(m.transpose(2, 1, 0))
+
+
+def _rle_iou(rles: list) -> np.ndarray:
+    """(M, M) float64 IoU of the masks the RLEs encode."""
+    if not rles:
         return np.zeros((0, 0))
-    r = _rles(masks)
-    return np.asarray(mask_utils.iou(r, r, [0] * len(r)), dtype=np.float64).reshape(len(r), len(r))
+    return np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)), np.float64).reshape(len(rles), -1)
 
 
-def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5,
-             max_keep: int = 100) -> np.ndarray:
-    """Greedy NMS by mask IoU; returns indices kept, highest score first. (M,) int64.
+def _rle_boxes(rles: list) -> np.ndarray:
+    """(M, 4) float32 XYXY boxes of the masks whose *transposes* the RLEs encode."""
+    if not rles:
+        return np.zeros((0, 4), np.float32)
+    y0, x0, h, w = np.asarray(mask_utils.toBbox(rles), np.float64).reshape(-1, 4).T
+    return np.stack([x0, y0, x0 + w, y0 + h], axis=1).astype(np.float32)
 
-    The greedy pass is inherently sequential over the sorted detections, but each step is one
-    row of the precomputed IoU matrix.
+
+def _torch_iou(masks: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool tensor -> (N, N) float64 IoU on its device (0 where both are empty).
+
+    Intersections are float32 products of 0/1 values, exact whatever the matmul precision
+    setting (TF32 and bf16 hold 0 and 1 exactly and accumulate in float32) as long as a chunk
+    sums fewer than 2**24 pixels.
     """
-    n = len(scores)
-    if n == 0:
-        return np.zeros((0,), np.int64)
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    iou = mask_iou_matrix(masks[order])
-    suppressed = np.zeros(n, bool)
+    n = masks.shape[0]
+    flat = masks.bool().reshape(n, -1)
+    area = flat.sum(dim=1).double()
+    inter = torch.zeros((n, n), dtype=torch.float64, device=masks.device)
+    step = max(1, min(2 ** 24 - 1, _IOU_CHUNK_ELEMENTS // max(n, 1)))
+    for start in range(0, flat.shape[1], step):
+        f = flat[:, start:start + step].float()
+        inter += (f @ f.T).double()
+    union = area[:, None] + area[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
+
+
+def _torch_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool tensor -> (N, 4) float32 XYXY on its device (x1, y1 exclusive; zeros for
+    an empty mask)."""
+    H, W = masks.shape[-2:]
+    masks = masks.bool()
+    rows, cols = masks.any(dim=2), masks.any(dim=1)
+    ys = torch.arange(H, device=masks.device)
+    xs = torch.arange(W, device=masks.device)
+    box = torch.stack([torch.where(cols, xs, W).amin(dim=1), torch.where(rows, ys, H).amin(dim=1),
+                       torch.where(cols, xs + 1, 0).amax(dim=1),
+                       torch.where(rows, ys + 1, 0).amax(dim=1)], dim=1)
+    return torch.where(rows.any(dim=1)[:, None], box, torch.zeros_like(box)).float()
+
+
+def _greedy(over: np.ndarray, max_keep: int) -> np.ndarray:
+    """Greedy NMS over detections sorted best first; over: (M, M) bool "IoU above threshold".
+    The pass is sequential by nature, one row of ``over`` per kept detection. (K,) int64."""
+    suppressed = np.zeros(len(over), bool)
     keep = []
-    for i in range(n):
+    for i in range(len(over)):
         if suppressed[i]:
             continue
         keep.append(i)
         if len(keep) >= max_keep:
             break
-        suppressed |= iou[i] > iou_threshold
-    return order[np.asarray(keep, np.int64)]
+        suppressed |= over[i]
+    return np.asarray(keep, np.int64)
 
 
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """(N, H, W) bool -> (N, 4) float32 XYXY pixels (x1, y1 exclusive); empty masks get zeros."""
+def select_masks(masks, scores, iou_threshold: float = 0.5, max_keep: int = 100,
+                 min_score: Optional[float] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """One image's last step: drop empty masks and masks scored below ``min_score``, greedy
+    mask NMS across classes (best score first, ties in input order; a detection goes when its
+    IoU with a kept one exceeds ``iou_threshold``), at most ``max_keep``, and each kept mask's
+    tight box.
+
+    masks: (N, H, W) bool numpy array (run-length encoded on the CPU) or torch tensor (on its
+        device; only the kept masks need to leave it afterwards).
+    scores: (N,) float.
+    min_score: None keeps every mask for NMS, empty ones included (they overlap nothing).
+    Returns keep (K,) int64 indices into ``masks``, best first, and boxes (K, 4) float32 XYXY
+    pixels (x1, y1 exclusive; zeros for an empty mask).
+    """
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu().numpy()
+    scores = np.asarray(scores).reshape(-1)
+    n = len(scores)
+    if len(masks) != n:
+        raise ValueError(f"{len(masks)} masks for {n} scores")
+    on_device = isinstance(masks, torch.Tensor)
+    if on_device:
+        areas = masks.reshape(n, -1).sum(dim=1).cpu().numpy() if n else np.zeros(0, np.int64)
+    else:
+        rles = _rles_of_transposes(masks) if n else []
+        areas = mask_utils.area(rles) if n else np.zeros(0, np.int64)
+    valid = np.ones(n, bool) if min_score is None else (scores >= min_score) & (areas > 0)
+    candidates = np.flatnonzero(valid)
+    order = candidates[np.argsort(-scores[candidates], kind="stable")]
+    if len(order) == 0:
+        return np.zeros((0,), np.int64), np.zeros((0, 4), np.float32)
+    if on_device:
+        ordered = masks[torch.as_tensor(order, device=masks.device)]
+        over = (_torch_iou(ordered) > iou_threshold).cpu().numpy()
+    else:
+        over = _rle_iou([rles[i] for i in order]) > iou_threshold
+    keep = order[_greedy(over, max_keep)]
+    if on_device:
+        boxes = _torch_boxes(masks[torch.as_tensor(keep, device=masks.device)]).cpu().numpy()
+    else:
+        boxes = _rle_boxes([rles[i] for i in keep])
+    return keep, boxes
+
+
+def mask_nms(masks, scores, iou_threshold: float = 0.5, max_keep: int = 100) -> np.ndarray:
+    """Greedy NMS by mask IoU over all masks (none dropped first); returns the indices kept,
+    highest score first. masks: (N, H, W) bool numpy array or torch tensor. (K,) int64."""
+    return select_masks(masks, scores, iou_threshold, max_keep, min_score=None)[0]
+
+
+def mask_iou_matrix(masks) -> np.ndarray:
+    """(N, H, W) bool numpy array or torch tensor -> (N, N) float64 mask IoU (0 between two
+    empty masks)."""
+    if isinstance(masks, torch.Tensor):
+        return _torch_iou(masks).cpu().numpy()
+    if len(masks) == 0:
+        return np.zeros((0, 0))
+    return _rle_iou(_rles_of_transposes(masks))
+
+
+def masks_to_boxes(masks) -> np.ndarray:
+    """(N, H, W) bool numpy array or torch tensor -> (N, 4) float32 XYXY pixels (x1, y1
+    exclusive); empty masks get zeros."""
+    if isinstance(masks, torch.Tensor):
+        return _torch_boxes(masks).cpu().numpy()
     n = len(masks)
     out = np.zeros((n, 4), np.float32)
     if n == 0:

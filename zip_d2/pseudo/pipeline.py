@@ -51,6 +51,40 @@ def _upsample_nearest(grid_masks: np.ndarray, image_hw) -> np.ndarray:
     return grid_masks[:, rows[:, None], cols[None, :]]
 
 
+def _mask_activation(act_img: np.ndarray, class_of: np.ndarray, det_masks) -> np.ndarray:
+    """Mean activation of each detection's class inside its mask. (N,) float.
+
+    act_img: (C, H, W) float32; class_of: (N,) indices into it; det_masks: (N, H, W) bool numpy
+    array, or a device tensor (the product then runs on the device).
+    """
+    n = len(class_of)
+    if isinstance(det_masks, torch.Tensor):
+        per_class = torch.as_tensor(act_img, device=det_masks.device)[torch.as_tensor(class_of)]
+        flat = det_masks.reshape(n, -1).float()
+        score = (per_class.reshape(n, -1) * flat).sum(dim=1) / flat.sum(dim=1).clamp_min(1)
+        return score.cpu().numpy()
+    per_class = act_img[class_of].reshape(n, -1)
+    flat_masks = det_masks.reshape(n, -1)
+    return (per_class * flat_masks).sum(1) / np.maximum(flat_masks.sum(1), 1)
+
+
+def _kept_masks_to_host(det_masks, keep: np.ndarray) -> List[np.ndarray]:
+    """The kept (H, W) bool masks as numpy arrays, with no per-mask copy.
+
+    A device tensor leaves the GPU in one transfer, transposed there, so each mask arrives in
+    the Fortran order that COCO run-length encoding reads (the writer thread then encodes it
+    without a copy). A numpy array gives views.
+    """
+    if isinstance(det_masks, torch.Tensor):
+        if len(keep) == 0:
+            return []
+        idx = torch.as_tensor(keep, device=det_masks.device)
+        host = det_masks[idx].bool().transpose(1, 2).contiguous().cpu().numpy()
+        return list(host.transpose(0, 2, 1))
+    det_masks = np.asarray(det_masks, dtype=bool)
+    return [det_masks[i] for i in keep]
+
+
 class _ClipLabelerBase:
     """What every labeler shares: vocabulary, the semantic CLIP, its text embeddings, scoring."""
 
@@ -126,21 +160,25 @@ class _ClipLabelerBase:
             return np.zeros((0,), np.int64)
         return np.array(sorted({self._name_to_index[c] for c in classes}), np.int64)
 
-    def _finish(self, image_hw, det_masks: np.ndarray, scores: np.ndarray,
+    def _finish(self, image_hw, det_masks, scores: np.ndarray,
                 class_idx: np.ndarray) -> List[dict]:
-        """Threshold, cross-class mask NMS, cap, and format detections."""
+        """Threshold, cross-class mask NMS, cap, boxes and formatting of one image's detections.
+
+        det_masks: (N, H, W) bool, a numpy array or a tensor on the labeler's device: on a GPU,
+        NMS and boxes run there and only the kept masks are copied to the host.
+        scores: (N,) float; class_idx: (N,) int64 vocabulary indices.
+        """
         s = self.cfg.PSEUDO.SCORE
         H, W = image_hw
-        ok = (scores >= s.MIN_SCORE) & det_masks.reshape(len(det_masks), -1).any(axis=1)
-        det_masks, scores, class_idx = det_masks[ok], scores[ok], class_idx[ok]
-        keep = masks.mask_nms(det_masks, scores, s.NMS_IOU, s.MAX_DETECTIONS)
-        boxes = masks.masks_to_boxes(det_masks[keep])
+        keep, boxes = masks.select_masks(det_masks, scores, s.NMS_IOU, s.MAX_DETECTIONS,
+                                         s.MIN_SCORE)
+        kept = _kept_masks_to_host(det_masks, keep)
         names = ["object"] * len(keep) if self.class_agnostic else [
             self.class_names[int(class_idx[i])] for i in keep]
         out = []
         for j, i in enumerate(keep):
             out.append({"category": names[j], "score": float(np.clip(scores[i], 0.0, 1.0)),
-                        "mask": det_masks[i].astype(bool),
+                        "mask": kept[j],
                         "box": boxes[j].astype(np.float64).clip([0, 0, 0, 0], [W, H, W, H])})
         return out
 
@@ -416,7 +454,11 @@ class ZipLabeler(_ClipLabelerBase):
             points = None
             if self.cfg.PSEUDO.SAM.POINT_PROMPT:
                 points = self._peak_points(act_img, class_of, grid_masks, image_hw)
-            det_masks, sam_score = self.refiner.refine(boxes, points, index=sam_index)
+            det_masks, sam_score = self.refiner.refine_tensors(boxes, points, index=sam_index)
+            sam_score = sam_score.cpu().numpy()
+            if det_masks.device.type == "cpu":
+                # On the CPU, run-length encoded NMS beats matrix products several times over.
+                det_masks = det_masks.numpy()
         else:
             det_masks = _upsample_nearest(grid_masks, image_hw)
             sam_score = np.ones(len(det_masks), np.float32)
@@ -424,9 +466,7 @@ class ZipLabeler(_ClipLabelerBase):
         if self.cfg.PSEUDO.SCORE.CLIP_SCORE == "image_prob":
             clip_score = probs[class_of]
         else:
-            per_class = act_img[class_of].reshape(len(class_of), -1)
-            flat_masks = det_masks.reshape(len(det_masks), -1)
-            clip_score = (per_class * flat_masks).sum(1) / np.maximum(flat_masks.sum(1), 1)
+            clip_score = _mask_activation(act_img, class_of, det_masks)
         scores = masks.combine_scores(clip_score, sam_score)
         return self._finish(image_hw, det_masks, scores, kept[class_of])
 
