@@ -18,6 +18,9 @@ zip_d2 uses (RoIAlign and NMS come from torchvision), so this tool:
 The result is an ordinary pip distribution: ``pip uninstall sal-detectron2`` removes it.
 
     python tools/install_detectron2.py [--cache-dir DIR] [--force]
+    python tools/install_detectron2.py --wheel-dir DIR   # only build the pure wheel into DIR
+
+``--wheel-dir`` is for machines without network (tools/gpu_check.sh carries the wheel there).
 """
 import argparse
 import base64
@@ -119,9 +122,11 @@ def main(argv=None):
                         help="where the downloaded and rewritten wheels are kept")
     parser.add_argument("--force", action="store_true",
                         help="install even if a working detectron2 is importable")
+    parser.add_argument("--wheel-dir", help="build the pure wheel into this folder and stop: "
+                        "no install, no dependencies")
     args = parser.parse_args(argv)
 
-    found = working_detectron2()
+    found = None if args.wheel_dir else working_detectron2()
     if found and not args.force:
         print(f"install_detectron2: working detectron2 found at {found}; left alone")
         return 0
@@ -138,12 +143,16 @@ def main(argv=None):
             f"install_detectron2: {wheel} has SHA-256 {digest}, expected {WHEEL_SHA256}; "
             "delete it and retry"
         )
-    pure = os.path.join(args.cache_dir, PURE_WHEEL_NAME)
-    with tempfile.NamedTemporaryFile(dir=args.cache_dir, suffix=".whl", delete=False) as tmp:
+    out_dir = args.wheel_dir or args.cache_dir
+    os.makedirs(out_dir, exist_ok=True)
+    pure = os.path.join(out_dir, PURE_WHEEL_NAME)
+    with tempfile.NamedTemporaryFile(dir=out_dir, suffix=".whl", delete=False) as tmp:
         pass
     rewrite_pure(wheel, tmp.name)
     os.replace(tmp.name, pure)
     print(f"install_detectron2: rewrote it as {pure} (pure Python, no _C, no numpy<2 pin)")
+    if args.wheel_dir:
+        return 0
     pip("install", "--no-deps", "--force-reinstall", pure)
     pip("install", *RUNTIME_DEPS)
     found = working_detectron2()
