@@ -8,7 +8,7 @@ STAMP := $(VENV)/.zip_d2-setup-done
 # Synthetic data and demo outputs live here (git-ignored).
 WORK ?= work
 
-.PHONY: setup lint test demo smoke train-synthetic clean
+.PHONY: setup lint test demo smoke train-synthetic gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,10 @@ train-synthetic: setup
 		--register-dataset synthetic_train $(WORK)/synthetic/train.json $(WORK)/synthetic/train \
 		--register-dataset synthetic_val $(WORK)/synthetic/val.json $(WORK)/synthetic/val \
 		OUTPUT_DIR $(WORK)/train_synthetic
+
+# Wheels for the prepared GPU check on a machine without network (tools/gpu_check.sh).
+gpu-wheels: setup
+	PYTHON=$(PY) bash tools/gpu_check.sh prepare
 
 clean:
 	rm -rf $(WORK)

@@ -18,7 +18,7 @@ def test_dry_run_measures_every_section_on_the_cpu_and_writes_the_report(tmp_pat
     assert list(r) == ["environment", "postprocess", "kmeans", "tiny_cuda_vs_cpu", "train", "job"]
     assert r["postprocess"]["exact_all"] is True
     per_image = r["postprocess"]["per_image"]["cpu"]
-    assert per_image["detections"] == 64 and per_image["main_thread_ms"] > 0
+    assert per_image["detections"] == 64 and per_image["main_thread_cpu_ms"] > 0
     for dtype in ("fp32", "fp16", "bf16"):
         assert r["kmeans"]["runs"][dtype]["random_ms"] > 0
     assert 0 <= r["kmeans"]["runs"]["bf16"]["scene_agreement_with_fp32"]["matched"] <= 1

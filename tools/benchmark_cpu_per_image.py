@@ -15,8 +15,9 @@ This times those CPU stages at the paper preset's sizes on a constructed COCO-si
     python tools/benchmark_cpu_per_image.py                       # the CPU path (numpy masks)
     python tools/benchmark_cpu_per_image.py --device cuda         # masks as CUDA tensors
 
-The target (issue 13): discovery + NMS + boxes + formatting <= 15 ms per image at 64
-detections. With --device cuda the masks start on the GPU, where NMS and boxes then run.
+The target (issue 13): discovery + NMS + boxes + formatting <= 15 ms of CPU time per image at 64
+detections (wall time is printed beside it; on a shared machine it mostly measures the others).
+With --device cuda the masks start on the GPU, where NMS and boxes then run.
 """
 import argparse
 import json
@@ -47,15 +48,18 @@ def parse_args(argv=None):
 
 
 def _median_ms(fn, repeats, sync):
+    """Median wall and CPU (all threads of this process) milliseconds of ``fn``. On a shared
+    machine the CPU time is the steadier measure of the work itself."""
     fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
         sync()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+        wall.append(1000 * (time.perf_counter() - start))
+        cpu.append(1000 * (time.process_time() - start_cpu))
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def sam_like_masks(rng, n, height, width):
@@ -155,7 +159,7 @@ def main(argv=None):
         lambda: masks.mask_nms(given_masks, scores, 0.5, 100), args.repeats, sync)
     ms["writer: COCO records (RLE)"] = _median_ms(
         lambda: detections_to_annotations(dets, (H, W), W, H, category_ids), args.repeats, sync)
-    main_thread = ms["discovery"] + ms["NMS + boxes + formatting"]
+    main_thread = [a + b for a, b in zip(ms["discovery"], ms["NMS + boxes + formatting"])]
 
     where = torch.cuda.get_device_name(device) if cuda else \
         f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
@@ -165,16 +169,19 @@ def main(argv=None):
           f"({instances} instances discovered), {args.detections} masks as "
           f"{'CUDA tensors' if cuda else 'numpy arrays'} -> {len(dets)} kept; "
           f"median of {args.repeats}, ms per image:")
-    for name, value in ms.items():
+    print(f"  {'':<28} {'wall':>8} {'CPU':>8}")
+    for name, (wall, cpu) in ms.items():
         note = {"semantic regions": "  (activation to image size: a GPU op on CUDA)",
                 "writer: COCO records (RLE)": "  (writer thread, overlaps the next batch)"}
-        print(f"  {name:<28} {value:8.2f}{note.get(name, '')}")
-    print(f"MAIN-THREAD CPU WORK (discovery + NMS + boxes + formatting): {main_thread:.2f} ms; "
-          f"target <= {TARGET_MS:.0f} ms: {'PASS' if main_thread <= TARGET_MS else 'FAIL'}")
+        print(f"  {name:<28} {wall:8.2f} {cpu:8.2f}{note.get(name, '')}")
+    wall, cpu = main_thread
+    print(f"MAIN-THREAD CPU WORK (discovery + NMS + boxes + formatting): {cpu:.2f} ms CPU, "
+          f"{wall:.2f} ms wall; target <= {TARGET_MS:.0f} ms: {'PASS' if cpu <= TARGET_MS else 'FAIL'}")
     report = {"device": where, "zip_d2": os.path.dirname(zip_d2.__file__), "size": [W, H],
               "detections": args.detections, "kept": len(dets), "classes": args.classes,
-              "instances": instances, "stage_ms": ms, "main_thread_ms": main_thread,
-              "target_ms": TARGET_MS, "load": os.getloadavg()[0]}
+              "instances": instances, "stage_wall_ms": {k: v[0] for k, v in ms.items()},
+              "stage_cpu_ms": {k: v[1] for k, v in ms.items()}, "main_thread_wall_ms": wall,
+              "main_thread_cpu_ms": cpu, "target_ms": TARGET_MS, "load": os.getloadavg()[0]}
     print("json: " + json.dumps(report))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:

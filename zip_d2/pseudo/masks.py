@@ -197,19 +197,49 @@ def _torch_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.any(dim=1)[:, None], box, torch.zeros_like(box)).float()
 
 
-def _greedy(over: np.ndarray, max_keep: int) -> np.ndarray:
-    """Greedy NMS over detections sorted best first; over: (M, M) bool "IoU above threshold".
-    The pass is sequential by nature, one row of ``over`` per kept detection. (K,) int64."""
-    suppressed = np.zeros(len(over), bool)
+def _greedy(n: int, max_keep: int, removes) -> np.ndarray:
+    """Greedy NMS over ``n`` detections sorted best first. ``removes(i, js)`` -> (len(js),)
+    bool: which of the later, still present detections ``js`` the kept detection ``i``
+    removes. The pass is sequential by nature. Returns the kept positions (K,) int64."""
+    suppressed = np.zeros(n, bool)
     keep = []
-    for i in range(len(over)):
+    for i in range(n):
         if suppressed[i]:
             continue
         keep.append(i)
         if len(keep) >= max_keep:
             break
-        suppressed |= over[i]
+        later = np.flatnonzero(~suppressed[i + 1:]) + i + 1
+        if len(later):
+            suppressed[later[removes(i, later)]] = True
     return np.asarray(keep, np.int64)
+
+
+def _rle_removes(rles: list, iou_threshold: float):
+    """``removes`` for :func:`_greedy` on RLEs sorted best first, computing only the IoUs that
+    can exceed the threshold: an upper bound from areas and box overlap (intersection <=
+    min(areas, box overlap), union >= the areas' sum minus that) rules out the rest, exactly,
+    since rounding a quotient of integers is monotonic."""
+    area = mask_utils.area(rles).astype(np.float64)
+    x0, y0, w, h = np.asarray(mask_utils.toBbox(rles), np.float64).reshape(-1, 4).T
+    overlap_w = np.minimum((x0 + w)[:, None], x0 + w) - np.maximum(x0[:, None], x0)
+    overlap_h = np.minimum((y0 + h)[:, None], y0 + h) - np.maximum(y0[:, None], y0)
+    inter_max = np.minimum(np.minimum(area[:, None], area[None, :]),
+                           overlap_w.clip(0) * overlap_h.clip(0))
+    union_min = area[:, None] + area[None, :] - inter_max
+    bound = np.divide(inter_max, union_min, out=np.zeros_like(union_min), where=union_min > 0)
+    possible = bound > iou_threshold
+
+    def removes(i, later):
+        out = np.zeros(len(later), bool)
+        check = possible[i, later]
+        if check.any():
+            others = later[check]
+            iou = mask_utils.iou([rles[i]], [rles[j] for j in others], [0] * len(others))
+            out[check] = np.asarray(iou, np.float64).reshape(-1) > iou_threshold
+        return out
+
+    return removes
 
 
 def select_masks(masks, scores, iou_threshold: float = 0.5, max_keep: int = 100,
@@ -246,9 +276,10 @@ def select_masks(masks, scores, iou_threshold: float = 0.5, max_keep: int = 100,
     if on_device:
         ordered = masks[torch.as_tensor(order, device=masks.device)]
         over = (_torch_iou(ordered) > iou_threshold).cpu().numpy()
+        removes = lambda i, later: over[i, later]  # noqa: E731
     else:
-        over = _rle_iou([rles[i] for i in order]) > iou_threshold
-    keep = order[_greedy(over, max_keep)]
+        removes = _rle_removes([rles[i] for i in order], iou_threshold)
+    keep = order[_greedy(len(order), max_keep, removes)]
     if on_device:
         boxes = _torch_boxes(masks[torch.as_tensor(keep, device=masks.device)]).cpu().numpy()
     else:
