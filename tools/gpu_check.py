@@ -324,6 +324,11 @@ def train(ctx):
                     [("gpu_check_train", paths["train"], os.path.join(root, "train"))])
     preflight(cfg)
     _say("  !!! RANDOM INIT: MODEL.WEIGHTS is empty; this times training, it learns nothing !!!")
+    # A labeler built by an earlier section made cuDNN deterministic for the whole process;
+    # train as tools/train_net.py would (Detectron2's default_setup: CUDNN_BENCHMARK, default
+    # algorithms).
+    torch.backends.cudnn.deterministic = False
+    torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
     # Detectron2 would log the whole model and a metrics line per iteration; this prints its own.
     logging.getLogger("detectron2").setLevel(logging.WARNING)
     trainer = Trainer(cfg)
