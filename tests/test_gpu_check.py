@@ -4,7 +4,6 @@ import zipfile
 
 import pytest
 import torch
-
 from conftest import run_tool
 
 
@@ -46,7 +45,7 @@ def test_the_real_check_needs_a_gpu_and_sections_must_exist(tmp_path):
 
 def _wheel(folder, filename, requires=()):
     name, version = filename.split("-")[:2]
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     meta += [f"Requires-Dist: {r}" for r in requires]
     with zipfile.ZipFile(folder / filename, "w") as z:
         z.writestr(f"{name}-{version}.dist-info/METADATA", "\n".join(meta) + "\n")
@@ -66,7 +65,8 @@ def test_wheel_check_accepts_a_complete_set_for_python_312(tmp_path):
 
 
 @pytest.mark.parametrize("wheels,message", [
-    ({"alpha-1.0-py3-none-any.whl": ["zeta"]}, "alpha needs zeta: neither carried nor in the GPU image"),
+    ({"alpha-1.0-py3-none-any.whl": ["zeta"]},
+     "alpha needs zeta: neither carried nor in the GPU image"),
     ({"alpha-1.0-py3-none-any.whl": ["beta>=2"], "beta-1.2-py3-none-any.whl": []},
      "but beta 1.2 is carried"),
     ({"beta-1.2-py3-none-any.whl": [], "beta-1.3-py3-none-any.whl": []}, "beta: two versions"),

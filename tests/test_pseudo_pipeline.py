@@ -189,8 +189,8 @@ def test_finish_gives_the_old_labels_from_host_arrays_and_device_tensors(labeler
     end in the same COCO annotations, byte for byte, as the pre-change path; masks handed over
     from a tensor arrive in Fortran order so the writer encodes them without a copy."""
     import torch
-
     from old_postprocess import old_select
+
     from zip_d2.labels.coco_output import detections_to_annotations
 
     lab = labelers["zip"]
@@ -232,6 +232,7 @@ def test_mask_activation_score_is_the_same_from_arrays_and_tensors():
     masks[2] = False
     class_of = np.array([0, 2, 1, 1, 0])
     host = _mask_activation(act, class_of, masks)
-    np.testing.assert_allclose(_mask_activation(act, class_of, torch.from_numpy(masks)), host, rtol=1e-6)
+    from_tensor = _mask_activation(act, class_of, torch.from_numpy(masks))
+    np.testing.assert_allclose(from_tensor, host, rtol=1e-6)
     assert host[2] == 0
     np.testing.assert_allclose(host[0], act[0][masks[0]].mean(), rtol=1e-6)

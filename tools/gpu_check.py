@@ -138,10 +138,10 @@ def environment(ctx):
 
 def postprocess(ctx):
     """Exactness of the device NMS path against the CPU path, then the per-image timing."""
+    import benchmark_cpu_per_image
     import numpy as np
     import torch
 
-    import benchmark_cpu_per_image
     from zip_d2.pseudo.masks import select_masks
 
     device = ctx["device"]
@@ -221,8 +221,9 @@ def kmeans(ctx):
                         run_kmeans(xr, k, iters)[0].cpu().numpy())
         out["runs"][name] = run
     for name in ("fp16", "bf16"):
-        out["runs"][name]["scene_agreement_with_fp32"] = _agreement(labels[name][0], labels["fp32"][0], k)
-        out["runs"][name]["random_agreement_with_fp32"] = _agreement(labels[name][1], labels["fp32"][1], k)
+        for j, features in enumerate(("scene", "random")):
+            out["runs"][name][f"{features}_agreement_with_fp32"] = _agreement(
+                labels[name][j], labels["fp32"][j], k)
     if not str(device).startswith("cuda"):
         out["note"] = ("CPU: kmeans computes in fp32 whatever the input dtype; fp16/bf16 differ "
                        "from fp32 only by the rounding of their input")
@@ -280,7 +281,8 @@ def tiny_cuda_vs_cpu(ctx):
             ious.append(float(mask_utils.iou([u["segmentation"]], [v["segmentation"]], [0])[0][0]))
             score_diffs.append(abs(u["score"] - v["score"]))
     names = list(runs)
-    out = {"compared": names, "images": n, "annotations": [len(a["annotations"]), len(b["annotations"])],
+    out = {"compared": names, "images": n,
+           "annotations": [len(a["annotations"]), len(b["annotations"])],
            "identical": a["annotations"] == b["annotations"],
            "images_with_same_count": same_count, "images_with_same_categories": same_categories,
            "images_total": len(per_image), "mean_mask_iou": float(np.mean(ious)) if ious else None,
@@ -293,12 +295,14 @@ def tiny_cuda_vs_cpu(ctx):
 
 def train(ctx):
     import torch
+
     from detectron2.engine import hooks
 
     import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads)
+    from zip_d2.config import setup_cfg
     from zip_d2.data.synthetic import SceneParams, make_synthetic_dataset
     from zip_d2.engine import Trainer
-    from zip_d2.engine.setup import preflight, setup_cfg
+    from zip_d2.engine.setup import preflight
 
     device, dry = ctx["device"], ctx["dry"]
     cuda = device.startswith("cuda")
@@ -319,7 +323,8 @@ def train(ctx):
             "DATALOADER.NUM_WORKERS", "4" if cuda else "0", "OUTPUT_DIR", out_dir]
     if dry:  # the same code path, sized for seconds on a CPU
         opts += ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "192",
-                 "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64"]
+                 "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
+                 "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64"]
     cfg = setup_cfg(os.path.join(REPO, "configs", "coco", "mask_rcnn_R50_FPN_1x.yaml"), opts,
                     [("gpu_check_train", paths["train"], os.path.join(root, "train"))])
     preflight(cfg)
@@ -394,7 +399,7 @@ def check_wheels(folder):
 
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
-    from packaging.tags import cpython_tags, compatible_tags
+    from packaging.tags import compatible_tags, cpython_tags
     from packaging.utils import canonicalize_name, parse_wheel_filename
 
     platforms = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
@@ -404,7 +409,8 @@ def check_wheels(folder):
     env = dict(default_environment(), python_version="3.12", python_full_version="3.12.3",
                sys_platform="linux", platform_system="Linux", platform_machine="x86_64",
                implementation_name="cpython", platform_python_implementation="CPython")
-    wheels = sorted(f for f in os.listdir(folder) if f.endswith(".whl")) if os.path.isdir(folder) else []
+    wheels = sorted(f for f in os.listdir(folder) if f.endswith(".whl")) \
+        if os.path.isdir(folder) else []
     if not wheels:
         return [f"no wheels in {folder}"]
     problems, carried, requires, total = [], {}, [], 0
@@ -434,7 +440,8 @@ def check_wheels(folder):
         needed = canonicalize_name(req.name)
         if needed not in carried and needed not in GPU_IMAGE_PACKAGES:
             problems.append(f"{dist} needs {req}: neither carried nor in the GPU image")
-        elif needed in carried and not req.specifier.contains(str(carried[needed]), prereleases=True):
+        elif needed in carried and not req.specifier.contains(str(carried[needed]),
+                                                               prereleases=True):
             problems.append(f"{dist} needs {req}, but {needed} {carried[needed]} is carried")
     print(f"  {len(wheels)} wheels, {total / 2 ** 20:.1f} MiB of the {WHEEL_LIMIT_MIB} MiB a "
           "call to the GPU machine carries")
@@ -450,7 +457,8 @@ def _markdown(report):
              "", f"started {report['started']}, {report['elapsed_s']:.0f} s", ""]
     for name in SECTIONS:
         if name in report["results"]:
-            lines += [f"## {name}", "", "```", json.dumps(report["results"][name], indent=1), "```", ""]
+            text = json.dumps(report["results"][name], indent=1)
+            lines += [f"## {name}", "", "```", text, "```", ""]
         elif name in report["errors"]:
             lines += [f"## {name}: FAILED", "", "```", report["errors"][name], "```", ""]
         elif name in report["skipped"]:
@@ -505,7 +513,8 @@ def main(argv=None):
                 continue
             left = args.budget_s - (time.perf_counter() - start)
             if not args.dry_run and left < ESTIMATE_S[name]:
-                report["skipped"][name] = f"{left:.0f} s of the budget left, needs ~{ESTIMATE_S[name]} s"
+                report["skipped"][name] = (f"{left:.0f} s of the budget left, "
+                                           f"needs ~{ESTIMATE_S[name]} s")
                 _say(f"== {name}: SKIPPED ({report['skipped'][name]})")
                 continue
             _say(f"== {name}")

@@ -153,7 +153,8 @@ def _rle_iou(rles: list) -> np.ndarray:
     """(M, M) float64 IoU of the masks the RLEs encode."""
     if not rles:
         return np.zeros((0, 0))
-    return np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)), np.float64).reshape(len(rles), -1)
+    iou = mask_utils.iou(rles, rles, [0] * len(rles))
+    return np.asarray(iou, np.float64).reshape(len(rles), -1)
 
 
 def _rle_boxes(rles: list) -> np.ndarray:
