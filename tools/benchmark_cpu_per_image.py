@@ -20,6 +20,9 @@ time per image at 64 detections (wall time is printed beside it; on a shared mac
 measures the other processes).
 With --device cuda the masks start on the GPU, where NMS and boxes then run.
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import os

@@ -25,6 +25,9 @@ Check a folder of wheels for that machine (one version each, cp312/pure tags, ev
 carried or among the GPU image's packages listed below, size):
     python tools/gpu_check.py --check-wheels .whl
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import json
 import logging
