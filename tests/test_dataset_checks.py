@@ -83,6 +83,19 @@ def test_image_size_differs_from_json(dataset_copy):
     expect_one_line(e, "is 70x50 (WxH)", f"says {img['width']}x{img['height']}")
 
 
+@pytest.mark.parametrize("bbox", [[60.0, 50.0, 60.0, 50.0], [-20.0, -5.0, 30.0, 30.0]],
+                         ids=["past the right and bottom edges", "negative coordinates"])
+def test_boxes_outside_their_image_stop_training_before_any_work(dataset_copy, bbox):
+    path, root, data = dataset_copy
+    img = data["images"][0]
+    ann = next(a for a in data["annotations"] if a["image_id"] == img["id"])
+    ann["bbox"] = bbox
+    with pytest.raises(DatasetError) as e:
+        check(f"box_outside_{int(bbox[0])}", path, root, data)
+    expect_one_line(e, f"annotation {ann['id']}", "outside its",
+                    f"{img['width']}x{img['height']} image")
+
+
 def test_empty_dataset(dataset_copy):
     path, root, data = dataset_copy
     data["images"], data["annotations"] = [], []

@@ -47,15 +47,18 @@ def test_corrupt_line_in_the_middle_is_an_error_not_silently_dropped(tmp_path):
         shards.read_shard(str(path))
 
 
-def test_finished_names_span_all_ranks_and_world_sizes_and_can_retry_skips(tmp_path):
+def test_finished_records_span_all_ranks_and_world_sizes_and_the_latest_run_wins(tmp_path):
     shard_dir = _start(tmp_path, 3)
     with shards.ShardWriter(shards.shard_path(shard_dir, 0, 2)) as w:
-        w.write({"file_name": "a.jpg", "width": 4, "height": 4, "annotations": []})
+        w.write({"file_name": "a.jpg", "run": 1, "width": 4, "height": 4, "annotations": []})
+        w.write({"file_name": "c.jpg", "run": 1, "width": 4, "height": 4, "annotations": []})
     with shards.ShardWriter(shards.shard_path(shard_dir, 2, 3)) as w:
-        w.write({"file_name": "b.jpg", "skipped": "cannot decode"})
-    records = shards.read_all_shards(shard_dir)
-    assert shards.finished_names(records) == {"a.jpg", "b.jpg"}
-    assert shards.finished_names(records, retry_skipped=True) == {"a.jpg"}
+        w.write({"file_name": "b.jpg", "run": 1, "skipped": "cannot decode"})
+        # c.jpg changed and was labeled again in run 2 (its new labels failed): that stands.
+        w.write({"file_name": "c.jpg", "run": 2, "skipped": "labeler failed: oom"})
+    latest, dropped = shards.latest_records(shards.read_all_shards(shard_dir))
+    assert sorted(latest) == ["a.jpg", "b.jpg", "c.jpg"] and dropped == 1
+    assert latest["c.jpg"]["skipped"] == "labeler failed: oom"
 
 
 def test_merge_gives_deterministic_ids_and_one_record_per_image(tmp_path):
@@ -117,7 +120,8 @@ def test_shards_of_an_older_settings_format_are_refused_with_a_clear_line(tmp_pa
     shard_dir = _start(tmp_path, 1)
     current = dict(SETTINGS, format=shards.SETTINGS_FORMAT)
     with pytest.raises(shards.ShardError, match=r"another zip_d2 version \(settings format 1, "
-                                                 r"this one writes 2\).*--overwrite"):
+                                                 rf"this one writes {shards.SETTINGS_FORMAT}\)"
+                                                 r".*--overwrite"):
         shards.write_manifest(shard_dir, current, {})
 
 

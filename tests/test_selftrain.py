@@ -194,3 +194,59 @@ def test_missing_round0_checkpoint_is_an_error_before_any_work(synthetic_dataset
                         synthetic_dataset["train"], synthetic_dataset["root"], str(tmp_path),
                         rounds=1, weights=str(tmp_path / "missing.pth"))
     assert not (tmp_path / "round1").exists()
+
+
+def test_a_run_directory_is_resumed_only_with_the_inputs_it_was_made_with(synthetic_dataset,
+                                                                          tmp_path, capsys):
+    import importlib.util
+    import shutil
+
+    config = "configs/self_train/mask_rcnn_R18_synthetic.yaml"
+    image_root = os.path.join(synthetic_dataset["root"], "train")
+    labels, other = str(tmp_path / "labels.json"), str(tmp_path / "other.json")
+    write_simulated_pseudo_labels(synthetic_dataset["train"], labels, seed=0)
+    write_simulated_pseudo_labels(synthetic_dataset["train"], other, seed=1)
+    # With --weights and no rounds nothing is trained or loaded: only the run's bookkeeping.
+    weights = tmp_path / "round0.pth"
+    weights.write_bytes(b"stands in for a trained checkpoint")
+    out = tmp_path / "run"
+
+    def run(labels_json, **kwargs):
+        return SelfTrainingRun(config, labels_json, image_root, str(out), rounds=0,
+                               weights=str(weights), **kwargs).run()
+
+    run(labels)
+    recorded = (out / "self_train.json").read_text()
+    run(labels)  # the same inputs resume
+    with pytest.raises(ValueError, match="other inputs") as e:
+        run(other)
+    assert "\n" not in str(e.value) and "labels" in str(e.value)
+    # The same path with other content is other inputs too.
+    shutil.copy(other, labels + ".new")
+    os.replace(labels + ".new", labels)
+    with pytest.raises(ValueError, match="other inputs"):
+        run(labels)
+    assert json.loads((out / "self_train.json").read_text()) == json.loads(recorded)
+
+    # The tool: one line, exit 2, even for an unreadable labels file; the record is untouched.
+    (tmp_path / "broken.json").write_text("not json")
+    spec = importlib.util.spec_from_file_location("self_train", "tools/self_train.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    capsys.readouterr()
+    rc = tool.main(["--config-file", config, "--labels", str(tmp_path / "broken.json"),
+                    "--image-root", image_root, "--output-dir", str(out), "--rounds", "0",
+                    "--weights", str(weights)])
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.startswith("self_train: error:")]
+    assert rc == 2 and len(err) == 1 and "other inputs" in err[0], err
+    assert json.loads((out / "self_train.json").read_text()) == json.loads(recorded)
+
+    # --overwrite starts over with the new inputs.
+    summary = run(other, overwrite=True)
+    assert summary["initial_labels"] == other
+    # Rounds of an unrecorded run are not adopted either.
+    stray = tmp_path / "stray"
+    os.makedirs(stray / "round0")
+    with pytest.raises(ValueError, match="no record of its inputs"):
+        SelfTrainingRun(config, labels, image_root, str(stray), rounds=0, weights=str(weights))

@@ -31,12 +31,20 @@ def test_comma_list_and_file_vocabularies_number_from_one(tmp_path):
     assert [c["name"] for c in load_vocabulary(str(f))] == ["red car", "blue bus"]
 
 
+def test_a_single_class_is_written_with_a_trailing_comma():
+    assert load_vocabulary("zebra,") == [{"id": 1, "name": "zebra"}]
+
+
 @pytest.mark.parametrize(
     "spec, match",
     [
         ("cat,dog,cat", "repeats"),
         (" , ", "no class names"),
         ("/nonexistent/vocab.txt", "does not exist"),
+        # Neither a builtin name, nor an existing file, nor a comma list: never one class.
+        ("my_classes.names", "file my_classes.names does not exist; a vocabulary is 'coco'"),
+        ("custom", "'custom' is not a known name.*'a,' for a single class"),
+        ("COCO_80", "'COCO_80' is not a known name"),
     ],
 )
 def test_bad_vocabularies_are_one_line_value_errors(spec, match):

@@ -59,7 +59,8 @@ def parse_args(argv=None):
     job.add_argument("--min-side", type=int, default=DEFAULT_MIN_SIDE,
                      help="skip images with a shorter side")
     job.add_argument("--overwrite", action="store_true",
-                     help="discard existing shards of OUT instead of resuming")
+                     help="start over: discard existing shards of OUT instead of resuming, and "
+                          "replace OUT even if this job did not write it")
     job.add_argument("--retry-skipped", action="store_true",
                      help="on resume, try again the images recorded as skipped")
     job.add_argument("--max-consecutive-failures", type=int, default=50,
@@ -104,7 +105,7 @@ def main(argv=None):
                       retry_skipped=args.retry_skipped, progress=not args.no_progress,
                       validate=not args.no_validate,
                       max_consecutive_failures=args.max_consecutive_failures,
-                      command=list(sys.argv if argv is None else argv))
+                      command=list(sys.argv if argv is None else argv), config_file=args.config)
     try:
         cfg = setup_cfg(args.config, args.opts, settings=flag_settings(args))
     except SetupError as e:

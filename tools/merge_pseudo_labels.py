@@ -3,7 +3,8 @@
 
 The job does this itself at the end; use this tool when ranks ran on machines without a shared
 filesystem (copy every OUT.json.shards/rank*.jsonl into one folder first), or to inspect a job
-that is still running (--allow-partial).
+that is still running (--allow-partial). OUT is replaced only if these shards wrote it (or with
+--overwrite), and is recorded as theirs, so the job may replace it later.
 
     python tools/merge_pseudo_labels.py --out work/demo.json [--shards work/demo.json.shards]
 
@@ -23,6 +24,8 @@ def main(argv=None):
     p.add_argument("--image-root", help="image root for validation (default: the job's)")
     p.add_argument("--allow-partial", action="store_true",
                    help="merge even if some listed images are not finished yet")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT even if it is not an output these shards recorded")
     p.add_argument("--no-validate", action="store_true")
     args = p.parse_args(argv)
 
@@ -33,7 +36,11 @@ def main(argv=None):
     shard_dir = args.shards or shards.shard_dir_for(args.out)
     try:
         merged = shards.merge_shards(shard_dir, allow_partial=args.allow_partial)
-        write_json_atomic(merged, args.out)
+        listing = merged["info"]["job"].get("input", {}).get("coco_json")
+        shards.check_output_replaceable(args.out, shard_dir, {"the job's --coco-json": listing},
+                                        args.overwrite)
+        write_json_atomic(merged, args.out, before_replace=lambda tmp: shards.record_output(
+            shard_dir, shards.file_fingerprint(tmp)))
     except (shards.ShardError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 
 Checks unique ids, required fields, categories, that every image file exists and has the
 stated (EXIF-oriented) size, that boxes lie inside their images and that every RLE decodes to
-its stated area.
+its stated area. Image files are checked under --image-root, or the folder a pseudo-label JSON
+records; without either the report says that they were not checked.
 
     python tools/validate_pseudo_labels.py work/demo.json --image-root datasets/demo/images
 
@@ -40,13 +41,20 @@ def main(argv=None):
         root = recorded_image_root(data)
     problems = validate_coco(data, image_root=root, check_image_sizes=not args.no_image_sizes,
                              check_segmentations=True, max_problems=args.max_problems)
+    if root is None:
+        scope = ("image files were not checked: no --image-root given and the JSON records no "
+                 "image folder")
+    elif args.no_image_sizes:
+        scope = f"image files checked under {root}, their sizes not (--no-image-sizes)"
+    else:
+        scope = f"image files and sizes checked under {root}"
     for problem in problems:
         print(f"{args.json}: {problem}")
     if problems:
+        print(f"{args.json}: problems found; {scope}")
         return 1
     n_img, n_ann = len(data["images"]), len(data["annotations"])
-    print(f"{args.json}: OK ({n_img} images, {n_ann} annotations"
-          f"{', image files checked under ' + root if root else ''})")
+    print(f"{args.json}: OK ({n_img} images, {n_ann} annotations; {scope})")
     return 0
 
 

@@ -53,17 +53,21 @@ def _fill(template: Template, name: str) -> str:
     return template(name) if callable(template) else template.format(name)
 
 
+_VOCABULARY_FORMS = ("a vocabulary is 'coco', 'lvis', an existing file with one class name a "
+                     "line, or a comma-separated list 'a,b,c' ('a,' for a single class)")
+
+
 def load_vocabulary(spec: str) -> List[dict]:
     """COCO-style categories ``[{"id": int, "name": str}, ...]`` for a vocabulary spec.
 
-    spec: "coco" (80 thing classes, COCO ids), "lvis" (LVIS v1, 1203 classes), a path to a text
-    file (one name per non-empty line, ids 1..N), or "a,b,c" (ids 1..N).
-    Raises ValueError for a missing file, an empty vocabulary or duplicate names.
+    spec: "coco" (80 thing classes, COCO ids), "lvis" (LVIS v1, 1203 classes), a path to an
+    existing text file (one name per non-empty line, ids 1..N), or a comma-separated list
+    "a,b,c" (ids 1..N); a single class is a list with a trailing comma, "zebra,".
+    Raises ValueError for anything else (a missing file, a bare word that is none of these:
+    never silently a one-class vocabulary), an empty vocabulary or duplicate names.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(
-            f"Vocabulary spec is empty: {spec!r}; use 'coco', 'lvis', a file, or 'a,b,c'."
-        )
+        raise ValueError(f"Vocabulary spec is empty: {spec!r}; {_VOCABULARY_FORMS}.")
     spec = spec.strip()
     if spec.lower() == "coco":
         from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
@@ -80,11 +84,14 @@ def load_vocabulary(spec: str) -> List[dict]:
         with open(spec, encoding="utf-8") as f:
             names = [line.strip() for line in f if line.strip()]
         where = f"file {spec}"
-    elif spec.endswith(".txt") or os.sep in spec:
-        raise ValueError(f"Vocabulary file {spec} does not exist.")
-    else:
+    elif "," in spec:
         names = [n.strip() for n in spec.split(",") if n.strip()]
         where = f"list {spec!r}"
+    elif os.sep in spec or "/" in spec or os.path.splitext(spec)[1]:
+        raise ValueError(f"Vocabulary file {spec} does not exist; {_VOCABULARY_FORMS}.")
+    else:
+        raise ValueError(f"Vocabulary {spec!r} is not a known name, an existing file or a "
+                         f"comma-separated list; {_VOCABULARY_FORMS}.")
     if not names:
         raise ValueError(f"Vocabulary {where} has no class names.")
     seen, dups = set(), []

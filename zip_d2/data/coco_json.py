@@ -23,12 +23,14 @@ def load_json(path):
         raise DatasetError(f"{path}: not valid JSON ({e})") from None
 
 
-def write_json_atomic(data, path, indent=None, sort_keys=False):
+def write_json_atomic(data, path, indent=None, sort_keys=False, before_replace=None):
     """Write ``data`` as JSON so that ``path`` is never seen half-written.
 
     The bytes go to a temporary file in the same folder (created if missing), are forced to
     disk, and replace ``path`` in one rename. On any failure (disk full, a value JSON cannot
     encode, an interrupt) the temporary file is removed and ``path`` keeps its old content.
+    ``before_replace(tmp_path)``, if given, runs once the temporary file is complete and before
+    the rename (e.g. to record what is about to be written); if it raises, nothing is replaced.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -39,6 +41,8 @@ def write_json_atomic(data, path, indent=None, sort_keys=False):
                       separators=None if indent is not None else (",", ":"))
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:

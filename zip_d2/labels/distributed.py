@@ -5,7 +5,7 @@ labels themselves go through the shard files.
 """
 import datetime
 import os
-from typing import Optional
+from typing import Any
 
 import torch
 
@@ -26,10 +26,11 @@ def init_distributed(world_size: int, timeout_hours: float) -> bool:
     return True
 
 
-def broadcast_error(distributed: bool, rank: int, error: Optional[str]) -> Optional[str]:
-    """Rank 0's set-up verdict, seen by every rank (so no rank waits on one that gave up)."""
+def broadcast_from_rank0(distributed: bool, rank: int, value: Any) -> Any:
+    """Rank 0's ``value`` (its set-up verdict, the run number...), seen by every rank, so no
+    rank waits on one that gave up and all take the same steps."""
     if not distributed:
-        return error
-    box = [error if rank == 0 else None]
+        return value
+    box = [value if rank == 0 else None]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]

@@ -9,13 +9,14 @@ input as a whole are :class:`InputError` (one line, raised before any work).
 from __future__ import annotations
 
 import glob
+import io
 import os
 import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from zip_d2.data.validate import DatasetError, load_json
 
@@ -179,7 +180,7 @@ def working_size(width: int, height: int, max_side: int) -> Tuple[int, int]:
 
 
 def decode_image(path: str, max_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 min_side: int = DEFAULT_MIN_SIDE) -> DecodedImage:
+                 min_side: int = DEFAULT_MIN_SIDE, data: Optional[bytes] = None) -> DecodedImage:
     """Decode an image file for labeling.
 
     Args:
@@ -188,11 +189,18 @@ def decode_image(path: str, max_side: int = 0, max_pixels: int = DEFAULT_MAX_PIX
             the labels are scaled back to the full size later.
         max_pixels: images with more pixels are skipped (checked from the header, before decoding).
         min_side: images with a shorter side are skipped.
+        data: the file's bytes, when the caller has already read them (to fingerprint exactly
+            the bytes that are decoded); ``path`` then only names the file in messages.
 
     Raises ImageSkip for a size outside the limits; PIL/OS errors (missing, unreadable,
     truncated, not an image) propagate for the caller to record.
     """
-    with Image.open(path) as im:
+    try:
+        im = Image.open(path if data is None else io.BytesIO(data))
+    except UnidentifiedImageError:
+        # PIL names an in-memory file by its object address; name the file instead.
+        raise UnidentifiedImageError(f"cannot identify image file {path!r}") from None
+    with im:
         stored_w, stored_h = im.size
         if stored_w * stored_h > max_pixels:
             raise ImageSkip(f"image too large: {stored_w}x{stored_h} pixels is more than "

@@ -13,6 +13,12 @@ Launch with ``torchrun --nproc_per_node G [--nnodes N ...]``: RANK/WORLD_SIZE pi
 ``i`` for rank ``i % WORLD_SIZE`` among those not finished yet. Shards must be on a filesystem
 every rank can see for the final merge (otherwise merge them later with
 tools/merge_pseudo_labels.py). A single process needs no launcher.
+
+A rerun resumes only what provably belongs to the same job: the same settings and input folder
+or list (else a one-line refusal, or ``overwrite``), and for each finished image a file whose
+bytes still have the recorded fingerprint (checked by the loader workers; a changed image is
+labeled again). Each rank holds a lock on its shard, so a second job on the same output is
+refused, and the output file is replaced only if this job wrote it.
 """
 from __future__ import annotations
 
@@ -20,9 +26,10 @@ import functools
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -33,7 +40,7 @@ from zip_d2.data.coco_json import write_json_atomic
 from zip_d2.data.validate import validate_coco
 
 from . import shards
-from .distributed import broadcast_error, dist_env, init_distributed
+from .distributed import broadcast_from_rank0, dist_env, init_distributed
 from .images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIDE,
@@ -80,6 +87,20 @@ class JobOptions:
     max_consecutive_failures: int = 50
     dist_timeout_hours: float = 48.0
     command: List[str] = field(default_factory=list)
+    # The config file the job was built from, if any: never a valid --out.
+    config_file: Optional[str] = None
+
+    def check(self) -> None:
+        """Raise JobError for a value that makes no sense (named as the tool's flag)."""
+        lowest = {"batch_size": 1, "workers": 0, "prefetch": 1, "max_side": 0, "max_pixels": 1,
+                  "min_side": 0, "max_consecutive_failures": 1}
+        for name, low in lowest.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise JobError(f"--{name.replace('_', '-')} must be an integer of at least "
+                               f"{low}, got {value!r}")
+        if not self.dist_timeout_hours > 0:
+            raise JobError(f"dist_timeout_hours must be positive, got {self.dist_timeout_hours}")
 
 
 @dataclass
@@ -90,6 +111,7 @@ class JobResult:
     world_size: int
     images_total: int
     images_done_before: int
+    images_changed: int = 0
     images_labeled: int = 0
     images_skipped: int = 0
     annotations: int = 0
@@ -122,9 +144,13 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, i):
         entry = self.entries[i]
         start = time.perf_counter()
-        item = {"entry": entry}
+        item = {"entry": entry, "fingerprint": None}
+        path = os.path.join(self.root, entry.file_name)
         try:
-            decoded = decode_image(os.path.join(self.root, entry.file_name), **self.limits)
+            # One read: the bytes that are fingerprinted are the bytes that are decoded.
+            data = _read(path)
+            item["fingerprint"] = shards.fingerprint(data)
+            decoded = decode_image(path, data=data, **self.limits)
         except Exception as e:  # any per-file failure is a recorded skip, never a crash
             item["skipped"] = f"cannot decode: {type(e).__name__}: {e}"
         else:
@@ -133,6 +159,27 @@ class _DecodeDataset(Dataset):
                         height=decoded.height)
         item["decode_s"] = time.perf_counter() - start
         return item
+
+
+class _FingerprintDataset(Dataset):
+    """Fingerprints one finished image's file in a loader worker (None if it cannot be read)."""
+
+    def __init__(self, root: str, entries: List[ImageEntry]):
+        self.root, self.entries = root, entries
+
+    def __len__(self):
+        return len(self.entries)
+
+    def __getitem__(self, i):
+        try:
+            return shards.fingerprint(_read(os.path.join(self.root, self.entries[i].file_name)))
+        except OSError:
+            return None
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _collate(items):
@@ -164,13 +211,18 @@ def _label_batch(labeler, images: List[np.ndarray]):
     return out
 
 
-def _settings(labeler, opts: JobOptions) -> dict:
-    """Everything that decides the labels; a resumed job must match it exactly."""
+def _settings(labeler, opts: JobOptions, input_desc: dict) -> dict:
+    """Everything that decides the labels, the input included; a resumed job must match it."""
     describe = dict(labeler.describe())
     # Ranks run on different devices (cuda:0, cuda:1...) but produce the same labels.
     describe.pop("device", None)
+    # Which images: the folder (or list) itself, resolved, so another folder holding files of
+    # the same names is never taken for this one. Files added to or removed from it are fine.
+    which = {key: os.path.realpath(input_desc[key]) for key in ("coco_json", "image_root")
+             if key in input_desc}
     return {
         "format": shards.SETTINGS_FORMAT,
+        "input": which,
         "labeler": describe,
         "categories": list(labeler.categories),
         "decoding": {
@@ -211,18 +263,44 @@ def check_output_writable(out: str) -> None:
     if os.path.exists(shard_dir) and not os.path.isdir(shard_dir):
         raise JobError(f"cannot write output {out}: {shard_dir} exists and is not a folder")
     probe_dir = shard_dir if os.path.isdir(shard_dir) else os.path.dirname(os.path.abspath(out))
-    probe = os.path.join(probe_dir, f".{os.path.basename(out)}.write-test-{os.getpid()}")
+    probe = None
     try:
         os.makedirs(probe_dir, exist_ok=True)
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
+        fd, probe = tempfile.mkstemp(dir=probe_dir, prefix=f".{os.path.basename(out)}.write-test-")
+        try:
+            os.write(fd, b"ok")
+        finally:
+            os.close(fd)
     except OSError as e:
         raise JobError(f"cannot write output {out}: {e.strerror or e}") from None
+    finally:
+        if probe is not None:  # a full disk fails the write, not the file's creation
+            os.remove(probe)
 
 
-def prepare(cfg, opts: JobOptions, build_labeler: Callable):
-    """Every job-level check, in the order that fails fastest, before any image is touched.
+def input_files(cfg, opts: JobOptions) -> Dict[str, str]:
+    """The files the job reads ({what: path}): none of them may be its --out."""
+    named = {"--coco-json": opts.coco_json, "--config": opts.config_file,
+             "PSEUDO.VOCABULARY": cfg.PSEUDO.VOCABULARY,
+             "PSEUDO.SAM.CHECKPOINT": cfg.PSEUDO.SAM.CHECKPOINT,
+             "PSEUDO.CLIP.PRETRAINED": cfg.PSEUDO.CLIP.PRETRAINED,
+             "PSEUDO.BOUNDARY.PRETRAINED": cfg.PSEUDO.BOUNDARY.PRETRAINED}
+    return {what: path for what, path in named.items() if path and os.path.isfile(path)}
+
+
+def check_output_replaceable(cfg, opts: JobOptions) -> None:
+    """Raise JobError unless the job may write ``opts.out`` (see
+    :func:`shards.check_output_replaceable`)."""
+    try:
+        shards.check_output_replaceable(opts.out, shards.shard_dir_for(opts.out),
+                                        input_files(cfg, opts), opts.overwrite)
+    except shards.ShardError as e:
+        raise JobError(str(e)) from None
+
+
+def prepare(cfg, opts: JobOptions, build_labeler: Callable, rank: int = 0):
+    """Every job-level check, in the order that fails fastest, before anything is written and
+    before the (slow) labeler is built.
 
     Returns (image root, entries, input description, labeler). Raises JobError/InputError, or
     MissingWeightsError naming every missing model at once (after at most one short probe per
@@ -232,12 +310,18 @@ def prepare(cfg, opts: JobOptions, build_labeler: Callable):
     from zip_d2.pseudo import required_weights
     from zip_d2.text import load_vocabulary
 
+    opts.check()
     root, entries, input_desc = list_inputs(opts)
     try:
         load_vocabulary(cfg.PSEUDO.VOCABULARY)
     except ValueError as e:
         raise JobError(str(e)) from None
     check_output_writable(opts.out)
+    check_output_replaceable(cfg, opts)
+    try:  # the lock itself is taken later; this only spares a second job the model build
+        shards.ShardLock(shards.shard_dir_for(opts.out), rank).check_free()
+    except shards.ShardError as e:
+        raise JobError(str(e)) from None
     require_weights(required_weights(cfg))
     labeler = build_labeler(cfg)
     return root, entries, input_desc, labeler
@@ -257,45 +341,62 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
         cfg.defrost()
         cfg.PSEUDO.DEVICE = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
-    root, entries, input_desc, labeler = prepare(cfg, opts, build_labeler)
+    root, entries, input_desc, labeler = prepare(cfg, opts, build_labeler, rank)
 
     shard_dir = shards.shard_dir_for(opts.out)
-    settings = _settings(labeler, opts)
+    settings = _settings(labeler, opts, input_desc)
     job_desc = {"input": input_desc, "num_images": len(entries), "world_size": world_size,
                 "command": list(opts.command), "batch_size": opts.batch_size}
+    # Ranks on other nodes see rank 0's folder only on a shared filesystem; without one they
+    # still write (and lock) their own shards here, to be merged later with
+    # tools/merge_pseudo_labels.py.
+    os.makedirs(shard_dir, exist_ok=True)
+    try:
+        lock = shards.ShardLock(shard_dir, rank).acquire()
+    except shards.ShardError as e:
+        raise JobError(str(e)) from None
+    try:
+        return _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir,
+                           rank, world_size)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir, rank,
+                world_size):
     distributed = init_distributed(world_size, opts.dist_timeout_hours)
-    error = None
+    verdict = None
     if rank == 0:
         try:
-            os.makedirs(shard_dir, exist_ok=True)
             if opts.overwrite:
                 for path in shards.shard_files(shard_dir):
                     os.remove(path)
                 manifest = os.path.join(shard_dir, shards.MANIFEST)
                 if os.path.exists(manifest):
                     os.remove(manifest)
-            shards.write_manifest(shard_dir, settings, job_desc)
+            verdict = (None, shards.write_manifest(shard_dir, settings, job_desc))
         except (shards.ShardError, OSError) as e:
-            error = str(e)
-    error = broadcast_error(distributed, rank, error)
+            verdict = (str(e), None)
+    error, run = broadcast_from_rank0(distributed, rank, verdict)
     if error:
         raise JobError(error)
-    # Ranks on other nodes see rank 0's folder only on a shared filesystem; without one they
-    # still write their own shards here, to be merged later with tools/merge_pseudo_labels.py.
-    os.makedirs(shard_dir, exist_ok=True)
 
-    records = shards.read_all_shards(shard_dir)
-    finished = shards.finished_names(records, opts.retry_skipped)
+    latest, _ = shards.latest_records(shards.read_all_shards(shard_dir))
     mine = [e for i, e in enumerate(entries) if i % world_size == rank]
-    pending = [e for e in mine if e.file_name not in finished]
-    result = JobResult(rank, world_size, len(mine), len(mine) - len(pending))
-    logger.info("rank %d/%d: %d images, %d already finished, %d to do", rank, world_size,
-                len(mine), result.images_done_before, len(pending))
+    finished = [e for e in mine if _reusable(latest.get(e.file_name), e, opts.retry_skipped)]
+    changed = _changed_files(root, finished, latest, opts, rank)
+    done = set(finished) - changed
+    pending = [e for e in mine if e not in done]
+    result = JobResult(rank, world_size, len(mine), len(mine) - len(pending),
+                       images_changed=len(changed))
+    logger.info("rank %d/%d: %d images, %d already finished, %d of those changed since, %d to do",
+                rank, world_size, len(mine), len(finished), len(changed), len(pending))
 
     start = time.perf_counter()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, world_size, result)
+    _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, world_size, result,
+                   run)
     result.wall_s = time.perf_counter() - start
     if torch.cuda.is_available():
         result.peak_gpu_mem_bytes = torch.cuda.max_memory_allocated()
@@ -309,7 +410,10 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
             if opts.validate:
                 result.problems = validate_coco(merged, image_root=root, check_image_sizes=True,
                                                 check_segmentations=True)
-            write_json_atomic(merged, opts.out)
+            # Checked again: a file may have appeared at --out while the job ran.
+            check_output_replaceable(cfg, opts)
+            write_json_atomic(merged, opts.out, before_replace=lambda tmp: shards.record_output(
+                shard_dir, shards.file_fingerprint(tmp)))
             result.merged = opts.out
             result.label_stats = label_statistics(merged)
         except Exception as e:  # re-raised below, once the other ranks are released
@@ -321,7 +425,45 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
     return result
 
 
-def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, world_size, result):
+def _reusable(record: Optional[dict], entry: ImageEntry, retry_skipped: bool) -> bool:
+    """Whether ``record`` may stand for ``entry`` (its file content is checked separately)."""
+    return (record is not None and not (retry_skipped and "skipped" in record)
+            and record.get("id") == entry.image_id)
+
+
+def _changed_files(root, finished, latest, opts, rank) -> set:
+    """The finished entries whose file no longer has the recorded fingerprint.
+
+    Loader workers read and hash the files in parallel; nothing is decoded. A file that could
+    not be read then and cannot be read now (no fingerprint either time) counts as unchanged.
+    """
+    if not finished:
+        return set()
+    loader = DataLoader(_FingerprintDataset(root, finished), batch_size=32,
+                        num_workers=opts.workers, collate_fn=_collate,
+                        prefetch_factor=opts.prefetch if opts.workers > 0 else None)
+    bar = None
+    if opts.progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(finished), desc="checking finished images", unit="img",
+                   dynamic_ncols=True, file=sys.stderr)
+    changed, i = set(), 0
+    for batch in loader:
+        for now in batch:
+            entry = finished[i]
+            i += 1
+            if now != latest[entry.file_name].get("fingerprint"):
+                changed.add(entry)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return changed
+
+
+def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, world_size, result,
+                   run):
     category_ids = {c["name"]: c["id"] for c in settings["categories"]}
     bar = None
     if opts.progress and rank == 0:
@@ -340,7 +482,7 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
         Image.MAX_IMAGE_PIXELS = max(opts.max_pixels, DEFAULT_MAX_PIXELS)
     failures_in_a_row = 0
     with shards.ShardWriter(shards.shard_path(shard_dir, rank, world_size)) as shard_writer:
-        writer = RecordWriter(shard_writer, category_ids, result, bar)
+        writer = RecordWriter(shard_writer, category_ids, result, bar, run)
         writer.start()
         try:
             for batch in loader:
@@ -349,7 +491,8 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
                 bad = [it for it in batch if "skipped" in it]
                 good = [it for it in batch if "skipped" not in it]
                 for it in bad:
-                    writer.put(it["entry"], {"skipped": it["skipped"]})
+                    writer.put(it["entry"], {"skipped": it["skipped"],
+                                             "fingerprint": it["fingerprint"]})
                 if not good:
                     continue
                 images = [it["pixels"].numpy() for it in good]
@@ -362,7 +505,8 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
                     if isinstance(out, Exception):
                         failures_in_a_row += 1
                         writer.put(it["entry"], {"skipped": f"labeler failed: "
-                                                            f"{type(out).__name__}: {out}"})
+                                                            f"{type(out).__name__}: {out}",
+                                                 "fingerprint": it["fingerprint"]})
                         if failures_in_a_row >= opts.max_consecutive_failures:
                             raise JobError(f"the labeler failed on {failures_in_a_row} images in "
                                            f"a row (last: {type(out).__name__}: {out}); "
@@ -370,7 +514,8 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
                         continue
                     failures_in_a_row = 0
                     writer.put(it["entry"], {"work_shape": image.shape[:2], "width": it["width"],
-                                             "height": it["height"]}, out)
+                                             "height": it["height"],
+                                             "fingerprint": it["fingerprint"]}, out)
         finally:
             writer.finish()
             if bar is not None:
@@ -385,7 +530,9 @@ def summary_lines(result: JobResult) -> List[str]:
             result.images_processed else "n/a")
     lines = [f"rank {result.rank}/{result.world_size}: {result.images_labeled} labeled, "
              f"{result.images_skipped} skipped, {result.annotations} annotations, "
-             f"{result.images_done_before} already finished before this run",
+             f"{result.images_done_before} already finished before this run (files unchanged)"
+             + (f", {result.images_changed} changed since and labeled again"
+                if result.images_changed else ""),
              f"  end to end {rate} images/s over {result.wall_s:.1f} s; per image: decode "
              f"{1000 * result.decode_s / n:.1f} ms (in loader workers), label "
              f"{1000 * result.label_s / n:.1f} ms, post-process {1000 * result.post_s / n:.1f} ms, "

@@ -3,33 +3,49 @@
 Layout, next to the output ``OUT.json``::
 
     OUT.json.shards/
-        job.json                   settings that decide the labels + the input description
+        job.json                   settings that decide the labels (the input folder/list
+                                   included), the input description, the run counter and the
+                                   fingerprints of the outputs this job wrote
         rank00000-of-00002.jsonl   one line per finished image, appended as it finishes
         rank00001-of-00002.jsonl
+        lock-rank00000             held (flock) by the job writing rank 0's shard
 
-A line is ``{"file_name", ["id"], "width", "height", "annotations": [...]}`` for a labeled image
-or ``{"file_name", ["id"], "skipped": reason}``. Each line is written whole and flushed, so a
-killed process leaves at most one torn final line; a reader ignores it and a writer cuts it off
-before appending. Each rank writes only its own file; every rank reads all files (of any world
-size) to know what is finished, so a rerun, with the same or another number of processes, skips
-finished images. ``merge_shards`` turns the directory into one COCO dict with deterministic ids.
+A line is ``{"file_name", ["id"], "fingerprint", "run", "width", "height", "annotations": [...]}``
+for a labeled image or ``{"file_name", ["id"], ["fingerprint"], "run", "skipped": reason}``.
+``fingerprint`` ties the labels to the bytes they were made from (size and SHA-256 of the file;
+absent when the file could not be read); ``run`` counts the job's starts, so the newest record
+of an image wins. Each line is written whole and flushed, so a killed process leaves at most one
+torn final line; a reader ignores it and a writer cuts it off before appending. Each rank writes
+only its own file; every rank reads all files (of any world size) to know what is finished, so a
+rerun, with the same or another number of processes, skips finished images whose file still has
+the recorded fingerprint. ``merge_shards`` turns the directory into one COCO dict with
+deterministic ids.
 """
 from __future__ import annotations
 
+import datetime
+import fcntl
 import glob
+import hashlib
 import json
 import os
+import socket
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from zip_d2.data.coco_json import write_json_atomic
 
 from .coco_output import build_info
 
 MANIFEST = "job.json"
-# Layout version of the settings block in job.json (2: the labeler's description is built from
-# its config sections). Shards written under another layout cannot be compared, so not resumed.
-SETTINGS_FORMAT = 2
+# Layout version of the settings block in job.json and of the records (2: the labeler's
+# description is built from its config sections; 3: settings name the input, records carry the
+# image's fingerprint and the run that wrote them). Shards written under another layout cannot
+# be compared, so not resumed.
+SETTINGS_FORMAT = 3
+# Outputs remembered as this job's own (the current one and the one before it, so that a job
+# killed between recording a new output and renaming it into place still knows the old one).
+_OUTPUTS_KEPT = 2
 # How often a writer forces its lines to disk: flush() alone survives a killed process, fsync
 # also survives a machine that loses power.
 FSYNC_SECONDS = 30.0
@@ -80,9 +96,41 @@ def read_all_shards(shard_dir: str) -> List[dict]:
     return records
 
 
-def finished_names(records: Iterable[dict], retry_skipped: bool = False) -> set:
-    """file_names that need no more work (skipped ones too, unless ``retry_skipped``)."""
-    return {r["file_name"] for r in records if not (retry_skipped and "skipped" in r)}
+def fingerprint(data: bytes) -> dict:
+    """What a record's labels are tied to: ``{"size": bytes, "sha256": hex}`` of a file's content
+    (``sha256sum FILE`` prints the same digest)."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def file_fingerprint(path: str, chunk: int = 1 << 24) -> dict:
+    """:func:`fingerprint` of a file, read in chunks (outputs can be gigabytes)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+            size += len(block)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def latest_records(records: List[dict]) -> Tuple[Dict[str, dict], int]:
+    """One record per file_name, and how many others were dropped.
+
+    The record of the latest run wins (an image relabelled because its file changed); within a
+    run a labeled record beats a skip, then the first one wins.
+    """
+    chosen, duplicates = {}, 0
+    for r in records:
+        old = chosen.get(r["file_name"])
+        if old is None:
+            chosen[r["file_name"]] = r
+            continue
+        duplicates += 1
+        newer = r.get("run", 0) > old.get("run", 0)
+        better = (r.get("run", 0) == old.get("run", 0) and "skipped" in old
+                  and "skipped" not in r)
+        if newer or better:
+            chosen[r["file_name"]] = r
+    return chosen, duplicates
 
 
 class ShardWriter:
@@ -137,27 +185,42 @@ def _diff(old, new, prefix="") -> Optional[str]:
     return None if old == new else prefix.rstrip(".") or "(value)"
 
 
-def write_manifest(shard_dir: str, settings: dict, job: dict) -> None:
+def _lookup(tree, dotted):
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def write_manifest(shard_dir: str, settings: dict, job: dict) -> int:
     """Record the label-deciding ``settings``; refuse shards made with other settings.
 
     ``job`` (input description, command) is informational and is replaced on every run.
-    Raises ShardError naming the first differing setting.
+    Returns this run's number (1 for a new job, one more on every rerun); records written by
+    this run carry it. Raises ShardError naming the first differing setting.
     """
     path = os.path.join(shard_dir, MANIFEST)
     settings = json.loads(_dumps(settings))  # normalise tuples etc. as a reload would
+    manifest = {"run": 0, "outputs": []}
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)["settings"]
+        manifest = read_manifest(shard_dir)
+        old = manifest["settings"]
         if old.get("format") != settings.get("format"):
             raise ShardError(
                 f"{shard_dir} was written by another zip_d2 version (settings format "
                 f"{old.get('format', 1)}, this one writes {settings.get('format', 1)}), so its "
                 "labels cannot be resumed; pass --overwrite to start over, or choose another --out")
         key = _diff(old, settings)
+        if key is not None and key.split(".")[0] == "input":
+            raise ShardError(f"{shard_dir} holds labels of other images ({key} was "
+                             f"{_lookup(old, key)}, now {_lookup(settings, key)}); pass "
+                             "--overwrite to start over, or choose another --out")
         if key is not None:
             raise ShardError(f"{shard_dir} holds labels made with other settings ({key} "
                              f"differs); pass --overwrite to start over, or choose another --out")
-    write_json_atomic({"settings": settings, "job": job}, path, indent=1, sort_keys=True)
+    run = manifest.get("run", 0) + 1
+    write_json_atomic({"settings": settings, "job": job, "run": run,
+                       "outputs": manifest.get("outputs", [])}, path, indent=1, sort_keys=True)
+    return run
 
 
 def read_manifest(shard_dir: str) -> dict:
@@ -168,18 +231,100 @@ def read_manifest(shard_dir: str) -> dict:
         return json.load(f)
 
 
-def _dedupe(records: List[dict]) -> Tuple[Dict[str, dict], int]:
-    """One record per file_name: a labeled record beats a skip; otherwise the first wins."""
-    chosen, duplicates = {}, 0
-    for r in records:
-        old = chosen.get(r["file_name"])
-        if old is None:
-            chosen[r["file_name"]] = r
-            continue
-        duplicates += 1
-        if "skipped" in old and "skipped" not in r:
-            chosen[r["file_name"]] = r
-    return chosen, duplicates
+def record_output(shard_dir: str, output_fingerprint: dict) -> None:
+    """Remember a merged output as this job's own, so a rerun may replace it."""
+    manifest = read_manifest(shard_dir)
+    outputs = manifest.get("outputs", []) + [output_fingerprint]
+    manifest["outputs"] = outputs[-_OUTPUTS_KEPT:]
+    write_json_atomic(manifest, os.path.join(shard_dir, MANIFEST), indent=1, sort_keys=True)
+
+
+def is_recorded_output(shard_dir: str, path: str) -> bool:
+    """Whether the file at ``path`` is an output this job wrote (byte for byte)."""
+    if not os.path.isfile(os.path.join(shard_dir, MANIFEST)):
+        return False
+    outputs = read_manifest(shard_dir).get("outputs", [])
+    return bool(outputs) and file_fingerprint(path) in outputs
+
+
+def check_output_replaceable(out: str, shard_dir: str, inputs: Dict[str, str],
+                             overwrite: bool) -> None:
+    """Raise ShardError unless merged labels may be written to ``out``.
+
+    ``out`` is never one of the job's ``inputs`` ({what: path}), whatever ``overwrite`` says.
+    An existing file is replaced only if it is an output recorded in ``shard_dir`` (this job
+    wrote it, and a resume with other settings is refused anyway) or with ``overwrite``.
+    """
+    real = os.path.realpath(out)
+    for what, path in inputs.items():
+        if path and os.path.realpath(path) == real:
+            raise ShardError(f"--out {out} is an input of the job ({what}); choose another --out")
+    if overwrite or not os.path.isfile(out) or is_recorded_output(shard_dir, out):
+        return
+    raise ShardError(f"{out} exists and was not written by this job (it is not an output "
+                     f"recorded in {shard_dir}); move it away, choose another --out, or pass "
+                     "--overwrite to replace it")
+
+
+def lock_path(shard_dir: str, rank: int) -> str:
+    return os.path.join(shard_dir, f"lock-rank{rank:05d}")
+
+
+class ShardLock:
+    """One job's exclusive claim on one rank's shards of an output.
+
+    An advisory ``flock`` on ``lock-rankNNNNN``: the kernel drops it when the holder exits or is
+    killed, so a dead job never blocks the next one, and the file left behind means nothing.
+    Each rank locks its own file, so the ranks of one job do not block each other but a second
+    job (any world size; its rank 0 always meets the first job's) is refused. On network
+    filesystems this relies on their lock support (NFSv4, Lustre with ``-o flock``).
+    """
+
+    def __init__(self, shard_dir: str, rank: int):
+        self.path, self.fd = lock_path(shard_dir, rank), None
+
+    def acquire(self) -> "ShardLock":
+        """Take the lock (creating the file) or raise ShardError naming the holder."""
+        self.fd = self._try(os.O_RDWR | os.O_CREAT)
+        try:  # who holds it, for the next job's message; not needed for the lock itself
+            holder = (f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{datetime.datetime.now().isoformat(timespec='seconds')}")
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, holder.encode(), 0)
+        except OSError:
+            pass
+        return self
+
+    def check_free(self) -> None:
+        """Raise ShardError if another job holds the lock now; creates nothing."""
+        if os.path.exists(self.path):
+            fd = self._try(os.O_RDONLY)
+            os.close(fd)  # closing drops the lock just taken
+
+    def _try(self, flags) -> int:
+        fd = os.open(self.path, flags, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            os.close(fd)
+            raise ShardError(f"another job is writing {os.path.dirname(self.path)} ({holder}); "
+                             "wait for it to finish, or choose another --out") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def merge_shards(shard_dir: str, allow_partial: bool = False,
@@ -194,7 +339,7 @@ def merge_shards(shard_dir: str, allow_partial: bool = False,
     """
     manifest = read_manifest(shard_dir)
     settings, job = manifest["settings"], manifest["job"]
-    chosen, duplicates = _dedupe(read_all_shards(shard_dir))
+    chosen, duplicates = latest_records(read_all_shards(shard_dir))
     not_listed = 0
     if listed is not None:
         not_listed = sum(1 for name in chosen if name not in listed)

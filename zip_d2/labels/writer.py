@@ -16,22 +16,26 @@ from .images import ImageEntry
 logger = logging.getLogger(__name__)
 
 
-def _record_base(entry: ImageEntry) -> dict:
-    base = {"file_name": entry.file_name}
+def _record_base(entry: ImageEntry, info: dict, run: int) -> dict:
+    base = {"file_name": entry.file_name, "run": run}
     if entry.image_id is not None:
         base["id"] = entry.image_id
+    if info.get("fingerprint") is not None:
+        base["fingerprint"] = info["fingerprint"]
     return base
 
 
 class RecordWriter(threading.Thread):
     """Turns detections into shard records and appends them, off the main (GPU) thread."""
 
-    def __init__(self, writer: shards.ShardWriter, category_ids, result, bar):
+    def __init__(self, writer: shards.ShardWriter, category_ids, result, bar, run: int):
         """writer: this rank's shard. category_ids: {name: COCO id}. result: the rank's
         JobResult, whose counters and post/write seconds this thread adds to. bar: tqdm or None.
+        run: the job's run number, recorded in every record.
         """
         super().__init__(daemon=True, name="pseudo-label-writer")
         self.writer, self.category_ids, self.result, self.bar = writer, category_ids, result, bar
+        self.run_number = run
         self.queue = queue.Queue(maxsize=16)
         self.error: Optional[BaseException] = None
 
@@ -48,7 +52,7 @@ class RecordWriter(threading.Thread):
 
     def _handle(self, entry, info, detections):
         start = time.perf_counter()
-        record = _record_base(entry)
+        record = _record_base(entry, info, self.run_number)
         if "skipped" in info:
             record["skipped"] = info["skipped"]
         else:
@@ -75,6 +79,8 @@ class RecordWriter(threading.Thread):
             self.bar.update(1)
 
     def put(self, entry, info, detections=None):
+        """entry: the ImageEntry. info: {"skipped": reason} or {"work_shape", "width",
+        "height"}, with the file's "fingerprint" (None when it could not be read)."""
         self._put((entry, info, detections))
 
     def _put(self, item):
