@@ -5,7 +5,8 @@ Each round predicts on the pseudo-labelled images, keeps predictions scored >= t
 threshold (ZIP.SELF_TRAIN.SCORE_THRESHOLDS) plus old pseudo-masks they do not cover
 (best mask IoU < ZIP.SELF_TRAIN.KEEP_OLD_MAX_IOU), writes and validates roundK/labels.json,
 registers it and trains the next detector from the previous one. Rerun the same command to
-resume an interrupted run.
+resume an interrupted run; the run directory records its inputs, and other inputs are refused
+(--overwrite starts over).
 
     python tools/self_train.py --config-file configs/self_train/mask_rcnn_R18_synthetic.yaml \
         --labels work/sim/pseudo_train.json --image-root work/synthetic/train \
@@ -39,6 +40,9 @@ def parse_args(argv=None):
                         help="trained round-0 checkpoint; omit to train round 0 here")
     parser.add_argument("--droploss", action="store_true",
                         help="train round 0 with DropLoss (ignored with --weights)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an --output-dir that holds a run with other inputs "
+                             "(deletes its rounds); without it such a directory is refused")
     add_register_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="KEY VALUE config overrides for every round")
@@ -52,7 +56,8 @@ def main(argv=None):
     try:
         run = SelfTrainingRun(args.config_file, args.labels, args.image_root, args.output_dir,
                               args.rounds, weights=args.weights, droploss=args.droploss,
-                              opts=args.opts, register=args.register_dataset)
+                              opts=args.opts, register=args.register_dataset,
+                              overwrite=args.overwrite)
         run.check_weights()  # every missing weight in one line, before round 0 starts
         summary = run.run()
     except (SetupError, DatasetError, ValueError) as e:

@@ -97,7 +97,8 @@ def _add_data_config(cfg):
     cfg.ZIP.DATASETS = CN()
     # Extra COCO-format datasets to register: a list of [name, json_file, image_root] triples.
     cfg.ZIP.DATASETS.REGISTER = []
-    # Check every registered JSON before training: required fields, ids, categories, image files.
+    # Check every registered JSON before training: required fields, ids, categories, image files,
+    # boxes and segmentations inside their images (else one-line error; detectron2 would clip).
     cfg.ZIP.DATASETS.VALIDATE = True
     # Also open every image header and compare its (EXIF-oriented) size to the JSON's.
     cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES = True

@@ -65,7 +65,9 @@ def register_from_cfg(cfg):
 
 
 def check_datasets(cfg, names=None, require_annotations=()):
-    """Validate the COCO JSON behind each dataset name before any work starts.
+    """Validate the COCO JSON behind each dataset name before any work starts: fields, ids,
+    categories, image files (and sizes), and that every box and segmentation lies inside its
+    image (an annotation that does not is an error, never clipped in silence).
 
     Args:
         cfg: config with ``ZIP.DATASETS.VALIDATE`` / ``CHECK_IMAGE_SIZES``.
@@ -95,8 +97,11 @@ def check_datasets(cfg, names=None, require_annotations=()):
                 + _builtin_hint(json_file)
             )
         try:
+            # Geometry too: detectron2's mapper silently clips a box that lies outside its
+            # image, which trains on a box nobody drew.
             data = check_coco(json_file, image_root,
-                              check_image_sizes=cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES)
+                              check_image_sizes=cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES,
+                              check_segmentations=True)
         except DatasetError as e:
             raise DatasetError(f"dataset {name!r}: {e}") from None
         if name in require_annotations and not data["annotations"]:

@@ -37,6 +37,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from zip_d2.data.coco_json import write_json_atomic
+from zip_d2.data.fingerprint import file_fingerprint, fingerprint
 from zip_d2.data.validate import validate_coco
 
 from . import shards
@@ -149,7 +150,7 @@ class _DecodeDataset(Dataset):
         try:
             # One read: the bytes that are fingerprinted are the bytes that are decoded.
             data = _read(path)
-            item["fingerprint"] = shards.fingerprint(data)
+            item["fingerprint"] = fingerprint(data)
             decoded = decode_image(path, data=data, **self.limits)
         except Exception as e:  # any per-file failure is a recorded skip, never a crash
             item["skipped"] = f"cannot decode: {type(e).__name__}: {e}"
@@ -172,7 +173,7 @@ class _FingerprintDataset(Dataset):
 
     def __getitem__(self, i):
         try:
-            return shards.fingerprint(_read(os.path.join(self.root, self.entries[i].file_name)))
+            return fingerprint(_read(os.path.join(self.root, self.entries[i].file_name)))
         except OSError:
             return None
 
@@ -413,7 +414,7 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
             # Checked again: a file may have appeared at --out while the job ran.
             check_output_replaceable(cfg, opts)
             write_json_atomic(merged, opts.out, before_replace=lambda tmp: shards.record_output(
-                shard_dir, shards.file_fingerprint(tmp)))
+                shard_dir, file_fingerprint(tmp)))
             result.merged = opts.out
             result.label_stats = label_statistics(merged)
         except Exception as e:  # re-raised below, once the other ranks are released

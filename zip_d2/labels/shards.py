@@ -12,21 +12,20 @@ Layout, next to the output ``OUT.json``::
 
 A line is ``{"file_name", ["id"], "fingerprint", "run", "width", "height", "annotations": [...]}``
 for a labeled image or ``{"file_name", ["id"], ["fingerprint"], "run", "skipped": reason}``.
-``fingerprint`` ties the labels to the bytes they were made from (size and SHA-256 of the file;
-absent when the file could not be read); ``run`` counts the job's starts, so the newest record
-of an image wins. Each line is written whole and flushed, so a killed process leaves at most one
-torn final line; a reader ignores it and a writer cuts it off before appending. Each rank writes
-only its own file; every rank reads all files (of any world size) to know what is finished, so a
-rerun, with the same or another number of processes, skips finished images whose file still has
-the recorded fingerprint. ``merge_shards`` turns the directory into one COCO dict with
-deterministic ids.
+``fingerprint`` ties the labels to the bytes they were made from (``zip_d2.data.fingerprint``:
+size and SHA-256 of the file; absent when the file could not be read); ``run`` counts the job's
+starts, so the newest record of an image wins. Each line is written whole and flushed, so a
+killed process leaves at most one torn final line; a reader ignores it and a writer cuts it off
+before appending. Each rank writes only its own file; every rank reads all files (of any world
+size) to know what is finished, so a rerun, with the same or another number of processes, skips
+finished images whose file still has the recorded fingerprint. ``merge_shards`` turns the
+directory into one COCO dict with deterministic ids.
 """
 from __future__ import annotations
 
 import datetime
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import socket
@@ -34,6 +33,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from zip_d2.data.coco_json import write_json_atomic
+from zip_d2.data.fingerprint import file_fingerprint
 
 from .coco_output import build_info
 
@@ -94,22 +94,6 @@ def read_all_shards(shard_dir: str) -> List[dict]:
     for path in shard_files(shard_dir):
         records.extend(read_shard(path))
     return records
-
-
-def fingerprint(data: bytes) -> dict:
-    """What a record's labels are tied to: ``{"size": bytes, "sha256": hex}`` of a file's content
-    (``sha256sum FILE`` prints the same digest)."""
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def file_fingerprint(path: str, chunk: int = 1 << 24) -> dict:
-    """:func:`fingerprint` of a file, read in chunks (outputs can be gigabytes)."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-            size += len(block)
-    return {"size": size, "sha256": digest.hexdigest()}
 
 
 def latest_records(records: List[dict]) -> Tuple[Dict[str, dict], int]:

@@ -10,16 +10,23 @@ Layout of one run (``output_dir``)::
     round1/model_final.pth  round-1 detector, initialised from round 0's
     ...
     roundK/log.txt          that round's log (detectron2's format)
-    self_train.json         per-round summary, rewritten after every step (no NaN: null)
+    self_train.json         the run's inputs and a per-round summary, rewritten after every step
+                            (no NaN: null)
 
 Every step's output is written atomically and a finished step is never redone, so rerunning the
 same command after an interruption continues where it stopped: at the first round without
-labels, or inside a round's training from its ``last_checkpoint`` (detectron2's resume).
+labels, or inside a round's training from its ``last_checkpoint`` (detectron2's resume). Only
+the same inputs resume a run: ``self_train.json`` records them (the merged config, the initial
+labels and round-0 checkpoint with their content fingerprints, the image root) before any work,
+and a rerun with other inputs is refused in one line unless ``overwrite`` starts over. More
+``rounds`` than before simply continue.
 Runs in one process (one device).
 """
 import hashlib
 import logging
 import os
+import re
+import shutil
 
 import torch
 
@@ -30,6 +37,7 @@ from detectron2.utils.env import seed_all_rng
 
 from ..config import setup_cfg
 from ..data.coco_json import DatasetError, load_json, write_json_atomic
+from ..data.fingerprint import file_fingerprint
 from ..data.register import register_from_cfg
 from ..data.validate import validate_coco
 from ..engine import Trainer
@@ -41,6 +49,21 @@ from .report import round_log_file, without_nan
 __all__ = ["SelfTrainingRun", "round_threshold", "predict_dataset", "build_round_labels"]
 
 logger = logging.getLogger(__name__)
+
+
+def _listdir(folder):
+    return os.listdir(folder) if os.path.isdir(folder) else []
+
+
+def _difference(key, was, now):
+    """One line saying how a recorded input differs from the given one."""
+    if key == "config":
+        return "the merged config (--config-file, its bases, overrides, datasets) differs"
+    if isinstance(was, dict) and isinstance(now, dict) and was.get("path") == now.get("path"):
+        return f"{key} {now['path']} has changed since (content fingerprint differs)"
+    describe = {k: (v.get("path") if isinstance(v, dict) else v) for k, v in (("was", was),
+                                                                               ("now", now))}
+    return f"{key} was {describe['was']}, now {describe['now']}"
 
 
 def round_threshold(thresholds, k):
@@ -116,10 +139,16 @@ class SelfTrainingRun:
         droploss (bool): train round 0 with DropLoss.
         opts (list[str]): KEY VALUE overrides applied to every round.
         register (list): extra [name, json, image_root] datasets (e.g. a test set).
+        overwrite (bool): start over in an ``output_dir`` that holds a run with other inputs
+            (its rounds are deleted when :meth:`run` starts); without it such a directory is
+            refused here, before any work.
+
+    Raises:
+        ValueError: a missing input, or ``output_dir`` holds a run with other inputs.
     """
 
     def __init__(self, config_file, labels_json, image_root, output_dir, rounds, weights=None,
-                 droploss=False, opts=(), register=()):
+                 droploss=False, opts=(), register=(), overwrite=False):
         if rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
         if weights and not os.path.isfile(weights):
@@ -136,6 +165,53 @@ class SelfTrainingRun:
         self.tag = hashlib.sha1(self.output_dir.encode()).hexdigest()[:8]
         self.base_cfg = setup_cfg(config_file, self.opts, self.register)
         self.summary_path = os.path.join(self.output_dir, "self_train.json")
+        self.overwrite = overwrite
+        self.inputs = self._inputs()
+        if not overwrite:
+            self._check_recorded_inputs()
+
+    def _inputs(self):
+        """What decides this run's rounds; a rerun in the same output_dir must match it."""
+        def file(path):
+            return {"path": path, **file_fingerprint(path)} if path else None
+
+        return {
+            # The merged config (file, its _BASE_s, overrides, registered datasets).
+            "config": hashlib.sha256(self.base_cfg.dump().encode()).hexdigest(),
+            "labels": file(self.labels_json),
+            "image_root": self.image_root,
+            "weights": file(self.weights),
+            "droploss_round0": self.droploss,
+        }
+
+    def _check_recorded_inputs(self):
+        """Raise ValueError (one line) if ``output_dir`` holds a run with other inputs."""
+        refuse = ("; pass --overwrite to start over (deletes its rounds), or choose another "
+                  "--output-dir")
+        if not os.path.isfile(self.summary_path):
+            rounds = [n for n in _listdir(self.output_dir) if re.fullmatch(r"round\d+", n)]
+            if rounds:
+                raise ValueError(f"{self.output_dir} holds {', '.join(sorted(rounds))} of a "
+                                 f"self-training run with no record of its inputs{refuse}")
+            return
+        recorded = load_json(self.summary_path).get("inputs")
+        if recorded is None:
+            raise ValueError(f"{self.output_dir} holds a self-training run with no record of its "
+                             f"inputs (an older zip_d2 wrote it){refuse}")
+        for key, now in self.inputs.items():
+            was = recorded.get(key)
+            if was != now:
+                raise ValueError(f"{self.output_dir} holds a self-training run with other inputs "
+                                 f"({_difference(key, was, now)}){refuse}")
+
+    def _start_over(self):
+        """Delete what an earlier run wrote here: its round folders and self_train.json."""
+        for name in _listdir(self.output_dir):
+            if re.fullmatch(r"round\d+", name):
+                logger.warning("--overwrite: deleting %s", os.path.join(self.output_dir, name))
+                shutil.rmtree(os.path.join(self.output_dir, name))
+        if os.path.isfile(self.summary_path):
+            os.remove(self.summary_path)
 
     def dataset_name(self, k):
         return f"selftrain_{self.tag}_round{k}"
@@ -184,12 +260,17 @@ class SelfTrainingRun:
 
     def run(self):
         """Run (or resume) round 0 and ``rounds`` self-training rounds; return the summary."""
+        if self.overwrite:
+            self._start_over()
         os.makedirs(self.output_dir, exist_ok=True)
         summary = load_json(self.summary_path) if os.path.isfile(self.summary_path) else {}
         summary.update({"config_file": os.path.abspath(self.config_file), "opts": self.opts,
                         "initial_labels": self.labels_json, "image_root": self.image_root,
-                        "rounds": self.rounds, "droploss_round0": self.droploss})
+                        "rounds": self.rounds, "droploss_round0": self.droploss,
+                        "inputs": self.inputs})
         summary.setdefault("round_info", {})
+        # Recorded before any work, so a run killed inside round 0 is still recognised.
+        self._save(summary)
         if self.weights:
             logger.info("round 0: using the given checkpoint %s", self.weights)
             summary["round_info"]["0"] = {"checkpoint": self.weights, "trained_here": False}
