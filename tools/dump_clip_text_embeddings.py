@@ -24,7 +24,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--vocabulary", required=True,
-        help='"coco", "lvis", a text file with one class name a line, or "a,b,c"',
+        help='"coco", "lvis", an existing text file with one class name a line, or "a,b,c" '
+             '("a," for one class)',
     )
     parser.add_argument("--out", required=True, help="output file (.pth)")
     parser.add_argument("--clip-model", default="ViT-B-16", help="open_clip architecture")

@@ -9,9 +9,11 @@ Every GPU of every node (shards on a filesystem all nodes see):
         --images $DETECTRON2_DATASETS/coco/train2017 --out work/train2017_zip.json
 
 Finished images are appended to OUT.json.shards/ as they finish; rerunning the same command
-after a crash or kill continues where it stopped. At the end the shards are merged into OUT.json
-and validated. Exit status: 0 done, 1 merged but validation found problems, 2 the job could
-not start (nothing was labeled) or could not merge (see the message).
+after a crash or kill continues where it stopped (images whose file changed since are labeled
+again; another input folder or other settings are refused). At the end the shards are merged
+into OUT.json and validated. OUT.json is replaced only if this job wrote it (else --overwrite).
+Exit status: 0 done, 1 merged but validation found problems, 2 the job could not start (nothing
+was labeled) or could not merge (see the message).
 """
 import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
 
@@ -41,8 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--config", "--config-file", dest="config", default=PAPER_CONFIG,
                    help="yacs config: the paper's models (default) or "
                         "configs/pseudo/tiny_random.yaml (tiny random-weight models, for tests)")
-    p.add_argument("--vocabulary", help="coco, lvis, a file of class names, or 'a,b,c' "
-                                        "(sets PSEUDO.VOCABULARY)")
+    p.add_argument("--vocabulary", help="coco, lvis, an existing file of class names, or "
+                                        "'a,b,c' ('a,' for one class) (sets PSEUDO.VOCABULARY)")
     p.add_argument("--method", choices=["zip", "sam-clip", "zip-no-sam"],
                    help="sets PSEUDO.METHOD")
     p.add_argument("--class-agnostic", action="store_true", help="one category, 'object'")

@@ -133,7 +133,8 @@ def _add_pseudo_config(cfg):
     cfg.PSEUDO = CN()
     # "zip", "sam-clip" (SAM automatic masks labelled by CLIP) or "zip-no-sam".
     cfg.PSEUDO.METHOD = "zip"
-    # Vocabulary: "coco", "lvis", a text file with one class name a line, or "a,b,c".
+    # Vocabulary: "coco", "lvis", an existing text file with one class name a line, or "a,b,c"
+    # ("a," for one class); anything else is an error.
     cfg.PSEUDO.VOCABULARY = "coco"
     # Output one category ("object") instead of the vocabulary's classes.
     cfg.PSEUDO.CLASS_AGNOSTIC = False
@@ -246,11 +247,13 @@ def _add_open_vocab_config(cfg):
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB = CN()
     # Training embeddings file (tools/dump_clip_text_embeddings.py); "" = compute from VOCABULARY.
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.EMBEDDINGS = ""
-    # Training vocabulary when EMBEDDINGS is ""; "" = the training dataset's class names.
+    # Training vocabulary when EMBEDDINGS is "" (as PSEUDO.VOCABULARY: "coco", "lvis", a names
+    # file, "a,b,c", "a," for one class); "" = the training dataset's class names.
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.VOCABULARY = ""
     # Test-time embeddings file (vocabulary swap); "" = same as training.
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.TEST_EMBEDDINGS = ""
-    # Test-time vocabulary when TEST_EMBEDDINGS is ""; "" = the test dataset's class names.
+    # Test-time vocabulary when TEST_EMBEDDINGS is "" (same forms as VOCABULARY); "" = the test
+    # dataset's class names.
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.TEST_VOCABULARY = ""
     # CLIP text model the embeddings must come from; a file made with another is an error.
     cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.CLIP_MODEL = "ViT-B-16"
