@@ -242,9 +242,14 @@ def test_a_run_directory_is_resumed_only_with_the_inputs_it_was_made_with(synthe
     assert rc == 2 and len(err) == 1 and "other inputs" in err[0], err
     assert json.loads((out / "self_train.json").read_text()) == json.loads(recorded)
 
-    # --overwrite starts over with the new inputs.
+    # --overwrite starts over with the new inputs, but never deletes one of them.
+    os.makedirs(out / "round1")
+    inside = str(out / "round1" / "labels.json")
+    shutil.copy(other, inside)
+    with pytest.raises(ValueError, match="which --overwrite would delete"):
+        run(inside, overwrite=True)
     summary = run(other, overwrite=True)
-    assert summary["initial_labels"] == other
+    assert summary["initial_labels"] == other and not (out / "round1").exists()
     # Rounds of an unrecorded run are not adopted either.
     stray = tmp_path / "stray"
     os.makedirs(stray / "round0")

@@ -228,7 +228,10 @@ def is_recorded_output(shard_dir: str, path: str) -> bool:
     if not os.path.isfile(os.path.join(shard_dir, MANIFEST)):
         return False
     outputs = read_manifest(shard_dir).get("outputs", [])
-    return bool(outputs) and file_fingerprint(path) in outputs
+    # The size first: someone else's (possibly huge) file is then recognised without reading it.
+    if os.path.getsize(path) not in {o.get("size") for o in outputs}:
+        return False
+    return file_fingerprint(path) in outputs
 
 
 def check_output_replaceable(out: str, shard_dir: str, inputs: Dict[str, str],

@@ -167,7 +167,9 @@ class SelfTrainingRun:
         self.summary_path = os.path.join(self.output_dir, "self_train.json")
         self.overwrite = overwrite
         self.inputs = self._inputs()
-        if not overwrite:
+        if overwrite:
+            self._check_inputs_survive_start_over()
+        else:
             self._check_recorded_inputs()
 
     def _inputs(self):
@@ -189,9 +191,9 @@ class SelfTrainingRun:
         refuse = ("; pass --overwrite to start over (deletes its rounds), or choose another "
                   "--output-dir")
         if not os.path.isfile(self.summary_path):
-            rounds = [n for n in _listdir(self.output_dir) if re.fullmatch(r"round\d+", n)]
+            rounds = [os.path.basename(folder) for folder in self._old_rounds()]
             if rounds:
-                raise ValueError(f"{self.output_dir} holds {', '.join(sorted(rounds))} of a "
+                raise ValueError(f"{self.output_dir} holds {', '.join(rounds)} of a "
                                  f"self-training run with no record of its inputs{refuse}")
             return
         recorded = load_json(self.summary_path).get("inputs")
@@ -204,12 +206,24 @@ class SelfTrainingRun:
                 raise ValueError(f"{self.output_dir} holds a self-training run with other inputs "
                                  f"({_difference(key, was, now)}){refuse}")
 
+    def _old_rounds(self):
+        """The round folders an earlier run left in output_dir (what starting over deletes)."""
+        return [os.path.join(self.output_dir, n) for n in sorted(_listdir(self.output_dir))
+                if re.fullmatch(r"round\d+", n)]
+
+    def _check_inputs_survive_start_over(self):
+        for what, path in (("--labels", self.labels_json), ("--weights", self.weights)):
+            for folder in self._old_rounds():
+                if path and os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep):
+                    raise ValueError(f"{what} {path} lies in {folder}, which --overwrite would "
+                                     "delete; copy it elsewhere first, or choose another "
+                                     "--output-dir")
+
     def _start_over(self):
         """Delete what an earlier run wrote here: its round folders and self_train.json."""
-        for name in _listdir(self.output_dir):
-            if re.fullmatch(r"round\d+", name):
-                logger.warning("--overwrite: deleting %s", os.path.join(self.output_dir, name))
-                shutil.rmtree(os.path.join(self.output_dir, name))
+        for folder in self._old_rounds():
+            logger.warning("--overwrite: deleting %s", folder)
+            shutil.rmtree(folder)
         if os.path.isfile(self.summary_path):
             os.remove(self.summary_path)
 
