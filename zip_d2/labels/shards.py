@@ -307,12 +307,6 @@ class ShardLock:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
 
 def merge_shards(shard_dir: str, allow_partial: bool = False,
                  listed: Optional[set] = None) -> dict:
