@@ -18,6 +18,9 @@ times, interleaved and from the page cache, what a loader worker does per image:
 Prints medians; the variants run in a rotating order so that none always runs first. The machine
 may be shared: compare the ratios, which are measured in one run.
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import hashlib
 import os
