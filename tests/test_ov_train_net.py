@@ -182,13 +182,13 @@ def test_demo_input_globs_and_output_folder_file_or_none(trained, synthetic_data
     assert sorted(os.listdir(tmp_path / "dir")) == every
     # One input, a file name.
     single = tmp_path / "one.jpg"
-    assert demo_main(_demo_args(trained, "--vocabulary", "circle", "--input",
+    assert demo_main(_demo_args(trained, "--vocabulary", "circle,", "--input",
                                 os.path.join(val, every[0]), "--output", single, *opts)) == 0
     assert single.is_file()
     # No --output: detections printed, nothing written.
     capsys.readouterr()
     before = set(os.listdir(tmp_path))
-    assert demo_main(_demo_args(trained, "--vocabulary", "circle", "--input",
+    assert demo_main(_demo_args(trained, "--vocabulary", "circle,", "--input",
                                 os.path.join(val, every[0]), *opts)) == 0
     assert set(os.listdir(tmp_path)) == before and "detections" in capsys.readouterr().out
     # Refused: a file for several inputs, a glob that matches nothing, an override in --input,
@@ -201,7 +201,7 @@ def test_demo_input_globs_and_output_folder_file_or_none(trained, synthetic_data
              "looks like a config key"),
             (["--input", os.path.join(val, every[0]), "--output", os.path.join(val, every[0])],
              "would overwrite the input")]:
-        assert demo_main(_demo_args(trained, "--vocabulary", "circle", *bad)) == 2, bad
+        assert demo_main(_demo_args(trained, "--vocabulary", "circle,", *bad)) == 2, bad
         assert message in capsys.readouterr().err
 
 

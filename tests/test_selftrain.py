@@ -156,7 +156,7 @@ def test_round_table_says_n_a_for_missing_or_nan_ap():
                     ["1", "5", "2", "1", "3", "n/a", "12.3", "round1/model_final.pth"]]
 
 
-def test_one_self_training_round_end_to_end_then_resume(one_round, caplog):
+def test_one_self_training_round_end_to_end_then_resume(one_round, synthetic_dataset, caplog):
     labels, image_root, out, proc = one_round
     round0_cfg = (out / "round0" / "config.yaml").read_text()
     assert "DropLossROIHeads" in round0_cfg and "round1" not in round0_cfg
@@ -178,8 +178,13 @@ def test_one_self_training_round_end_to_end_then_resume(one_round, caplog):
     preds_mtime = os.path.getmtime(out / "round1" / "predictions.json")
     round0_mtime = os.path.getmtime(out / "round0" / "model_final.pth")
     caplog.set_level("INFO", logger="zip_d2.selftrain.rounds")
+    # The same inputs as the command: a run directory resumes only with them.
+    evaluation = [["selftrain_eval", synthetic_dataset["val"],
+                   os.path.join(synthetic_dataset["root"], "val")]]
     SelfTrainingRun("configs/self_train/mask_rcnn_R18_synthetic.yaml", labels, image_root,
-                    str(out), rounds=1, droploss=True, opts=TINY).run()
+                    str(out), rounds=1, droploss=True,
+                    opts=TINY + ["DATASETS.TEST", "('selftrain_eval',)"],
+                    register=evaluation).run()
     # The resumed round appended to its log.
     assert (out / "round1" / "log.txt").read_text().count("round 1: training from") == 2
     assert "round 1: training from iteration 2 to 3" in caplog.text
