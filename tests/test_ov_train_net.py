@@ -127,6 +127,14 @@ def test_demo_detic_custom_vocabulary_equals_the_comma_list(trained, synthetic_d
     assert capsys.readouterr().out == custom and "detections" in custom
 
 
+def test_demo_custom_vocabulary_of_one_word_is_a_one_class_list():
+    from zip_d2.engine.demo import vocabulary_spec
+    from zip_d2.text import load_vocabulary
+
+    assert [c["name"] for c in load_vocabulary(vocabulary_spec("custom", "zebra"))] == ["zebra"]
+    assert vocabulary_spec(None, "zebra,horse") == "zebra,horse"
+
+
 @pytest.mark.parametrize("vocab, message", [
     (["--vocabulary", "custom"], "--vocabulary custom needs --custom_vocabulary"),
     (["--vocabulary", "coco", "--custom_vocabulary", "a,b"], "--custom_vocabulary goes with"),

@@ -4,7 +4,8 @@ behind tools/demo.py, which speaks Detic's and detectron2's demo dialect).
 The vocabulary rule, the same as everywhere in zip_d2 plus Detic's spelling:
 ``--vocabulary coco|lvis`` (builtin), ``--vocabulary FILE`` (one class name a line) or
 ``--vocabulary "a,b,c"``; Detic's ``--vocabulary custom --custom_vocabulary a,b,c`` (or a file)
-means the same as ``--vocabulary a,b,c``, and ``--custom_vocabulary`` alone implies ``custom``.
+means the same as ``--vocabulary a,b,c``, and ``--custom_vocabulary`` alone implies ``custom``;
+``--custom_vocabulary zebra`` (one word) is the one-class list ``zebra,``.
 ``custom`` without ``--custom_vocabulary`` is an error, never a class named "custom".
 """
 import glob
@@ -43,6 +44,9 @@ def vocabulary_spec(vocabulary: Optional[str], custom_vocabulary: Optional[str])
                              f"not with --vocabulary {vocabulary}")
         if not custom_vocabulary.strip():
             raise SetupError("--custom_vocabulary is empty; give class names as a,b,c or a file")
+        if not os.path.isfile(custom_vocabulary) and "," not in custom_vocabulary:
+            # Always a list (Detic's meaning): one word is a one-class list, written "a,".
+            return custom_vocabulary.strip() + ","
         return custom_vocabulary
     if vocabulary == "custom":
         raise SetupError("--vocabulary custom needs --custom_vocabulary a,b,c (or a file of class "
