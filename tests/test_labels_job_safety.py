@@ -226,12 +226,14 @@ def test_a_killed_jobs_lock_does_not_block_the_next_run(tmp_path):
 
 @pytest.mark.parametrize("case", ["yaml syntax error", "--batch-size 0", "--workers -1",
                                   "--prefetch 0", "--max-side -5",
-                                  "--max-consecutive-failures 0"])
+                                  "--max-consecutive-failures 0",
+                                  "PSEUDO.PRECISION fp8", "PSEUDO.BOUNDARY.INIT semantik",
+                                  "PSEUDO.SCORE.NMS_IOU 5.0"])
 def test_bad_flags_and_configs_stop_in_one_line_with_nothing_written(tmp_path, capsys, case):
     root = _folder(str(tmp_path / "images"), [0])
     out = tmp_path / "out" / "labels.json"
     config = TINY
-    extra = case.split() if case.startswith("--") else []
+    extra = case.split() if case.startswith(("--", "PSEUDO.")) else []
     if case == "yaml syntax error":
         config = str(tmp_path / "bad.yaml")
         open(config, "w").write("PSEUDO:\n  METHOD: [zip\n")

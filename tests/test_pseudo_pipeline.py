@@ -184,6 +184,19 @@ def test_unknown_method_is_rejected():
         build_labeler(_cfg(METHOD="zipp"))
 
 
+@pytest.mark.parametrize("key, value", [
+    ("PRECISION", "fp8"), ("CLIP.TEMPLATES", "ensemble2"), ("BOUNDARY.INIT", "semantik"),
+    ("SAM.MODEL_TYPE", "vit_x"), ("SCORE.CLIP_SCORE", "prob"), ("CLIP.MIN_PROB", 1.5),
+    ("BOUNDARY.NUM_CLUSTERS", 0), ("SCORE.NMS_IOU", -0.1), ("DISCOVERY.MAX_BOX_TO_AREA", 0.5),
+])
+def test_config_values_outside_what_the_labelers_accept_are_one_line_errors(key, value):
+    from zip_d2.pseudo import check_config
+
+    check_config(_cfg())  # the preset itself is fine
+    with pytest.raises(ValueError, match=rf"^PSEUDO\.{key.replace('.', r'[.]')} must be"):
+        check_config(_cfg(**{key: value}))
+
+
 def test_finish_gives_the_old_labels_from_host_arrays_and_device_tensors(labelers):
     """NMS and boxes where the masks are (numpy on the CPU, a tensor on the labeler's device)
     end in the same COCO annotations, byte for byte, as the pre-change path; masks handed over

@@ -308,10 +308,14 @@ def prepare(cfg, opts: JobOptions, build_labeler: Callable, rank: int = 0):
     download host), before any model is built.
     """
     from zip_d2.models import require_weights
-    from zip_d2.pseudo import required_weights
+    from zip_d2.pseudo import check_config, required_weights
     from zip_d2.text import load_vocabulary
 
     opts.check()
+    try:
+        check_config(cfg)
+    except ValueError as e:
+        raise JobError(str(e)) from None
     root, entries, input_desc = list_inputs(opts)
     try:
         load_vocabulary(cfg.PSEUDO.VOCABULARY)
@@ -324,7 +328,10 @@ def prepare(cfg, opts: JobOptions, build_labeler: Callable, rank: int = 0):
     except shards.ShardError as e:
         raise JobError(str(e)) from None
     require_weights(required_weights(cfg))
-    labeler = build_labeler(cfg)
+    try:
+        labeler = build_labeler(cfg)
+    except ValueError as e:  # a value that does not fit the models (e.g. not a ViT for Surgery)
+        raise JobError(str(e)) from None
     return root, entries, input_desc, labeler
 
 

@@ -4,6 +4,14 @@
 ``clues`` -> ``clusters`` -> ``instances`` -> ``masks``. The frozen networks come from
 ``zip_d2.models``, which the detector heads share.
 """
-from .pipeline import METHODS, SamClipLabeler, ZipLabeler, build_labeler, required_weights
+from .pipeline import (
+    METHODS,
+    SamClipLabeler,
+    ZipLabeler,
+    build_labeler,
+    check_config,
+    required_weights,
+)
 
-__all__ = ["build_labeler", "required_weights", "ZipLabeler", "SamClipLabeler", "METHODS"]
+__all__ = ["build_labeler", "check_config", "required_weights", "ZipLabeler", "SamClipLabeler",
+           "METHODS"]

@@ -30,7 +30,8 @@ from . import clues, clusters, instances, masks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ZipLabeler", "SamClipLabeler", "build_labeler", "required_weights", "METHODS"]
+__all__ = ["ZipLabeler", "SamClipLabeler", "build_labeler", "check_config", "required_weights",
+           "METHODS"]
 
 _PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -93,11 +94,8 @@ class _ClipLabelerBase:
     def __init__(self, cfg):
         p = cfg.PSEUDO
         self.cfg = cfg.clone()
+        check_config(cfg)
         self.device = _resolve_device(p.DEVICE)
-        if p.PRECISION not in _PRECISIONS:
-            raise ValueError(
-                f"PSEUDO.PRECISION must be one of {list(_PRECISIONS)}, got {p.PRECISION!r}."
-            )
         self.precision = p.PRECISION if self.device.type == "cuda" else "fp32"
         self.autocast_dtype = _PRECISIONS[self.precision]
         if self.device.type == "cuda":
@@ -235,12 +233,6 @@ class ZipLabeler(_ClipLabelerBase):
             ("SAM",) if use_sam else ())
         super().__init__(cfg)
         p = cfg.PSEUDO
-        if p.BOUNDARY.INIT not in ("uniform", "semantic"):
-            raise ValueError(
-                f"PSEUDO.BOUNDARY.INIT must be 'uniform' or 'semantic', got {p.BOUNDARY.INIT!r}."
-            )
-        if p.SCORE.CLIP_SCORE not in ("image_prob", "mask_activation"):
-            raise ValueError("PSEUDO.SCORE.CLIP_SCORE must be 'image_prob' or 'mask_activation'.")
         if not hasattr(self.clip.model.visual, "transformer"):
             raise ValueError(
                 f"PSEUDO.CLIP.MODEL must be a ViT for CLIP Surgery, got {p.CLIP.MODEL}."
@@ -576,12 +568,58 @@ def required_weights(cfg) -> List[WeightSource]:
     return sources
 
 
+# The values a PSEUDO key may take, where it has a fixed set.
+_CHOICES = {
+    "METHOD": ("zip", "zip-no-sam", "sam-clip"),
+    "PRECISION": tuple(_PRECISIONS),
+    "CLIP.TEMPLATES": ("ensemble", "single"),
+    "CLIP.FEATURE_NORM_DIM": (1, 2),
+    "BOUNDARY.INIT": ("uniform", "semantic"),
+    "SAM.MODEL_TYPE": ("vit_h", "vit_l", "vit_b", "tiny"),
+    "SCORE.CLIP_SCORE": ("image_prob", "mask_activation"),
+}
+# (key, lowest allowed, highest allowed) for numeric PSEUDO keys; None = unbounded.
+_RANGES = (
+    ("CLIP.INPUT_SIZE", 1, None), ("CLIP.SURGERY_DEPTH", 1, None), ("CLIP.CLASSIFY_SIZE", 0, None),
+    ("CLIP.TOPK", 0, None), ("CLIP.MIN_PROB", 0.0, 1.0), ("CLIP.ACTIVATION_RATIO", 0.0, None),
+    ("BOUNDARY.SHORT_SIDE", 16, None), ("BOUNDARY.NUM_CLUSTERS", 1, None),
+    ("BOUNDARY.MAX_ITERS", 1, None), ("BOUNDARY.MIN_CLUSTERS", 1, None),
+    ("BOUNDARY.MAX_CLUSTERS", 1, None), ("DISCOVERY.TOP_CLUSTERS", 1, None),
+    ("DISCOVERY.MIN_INSIDE_RATIO", 0.0, 1.0), ("DISCOVERY.MAX_BOX_TO_AREA", 1.0, None),
+    ("DISCOVERY.MIN_INSTANCE_CELLS", 0, None), ("DISCOVERY.MIN_INSCRIBED_RADIUS", 0.0, None),
+    ("SAM.BATCH_SIZE", 1, None), ("SCORE.NMS_IOU", 0.0, 1.0), ("SCORE.MAX_DETECTIONS", 1, None),
+    ("SCORE.MIN_SCORE", 0.0, 1.0), ("SAM_CLIP.POINTS_PER_SIDE", 1, None),
+)
+
+
+def check_config(cfg) -> None:
+    """Raise ValueError (one line) for a PSEUDO value outside what the labelers accept.
+
+    Cheap and model-free, so a typo is reported before any weight is looked for or any file is
+    written; what depends on the models themselves (a ViT for Surgery, its patch size) is
+    checked when they are built.
+    """
+    p = cfg.PSEUDO
+    for key, allowed in _CHOICES.items():
+        value = p[key] if "." not in key else p[key.split(".")[0]][key.split(".")[1]]
+        if value not in allowed:
+            raise ValueError(f"PSEUDO.{key} must be one of {', '.join(map(str, allowed))}; "
+                             f"got {value!r}.")
+    for key, low, high in _RANGES:
+        section, name = key.split(".")
+        value = p[section][name]
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ValueError(f"PSEUDO.{key} must be {bounds}; got {value!r}.")
+    if p.BOUNDARY.MIN_CLUSTERS > p.BOUNDARY.MAX_CLUSTERS:
+        raise ValueError("PSEUDO.BOUNDARY.MIN_CLUSTERS is larger than MAX_CLUSTERS.")
+
+
 def build_labeler(cfg):
     """The labeler for ``cfg.PSEUDO.METHOD`` ("zip", "zip-no-sam" or "sam-clip").
 
-    Raises MissingWeightsError (before producing anything) when a model's weights are missing.
+    Raises ValueError for a bad config value (:func:`check_config`), MissingWeightsError
+    (before producing anything) when a model's weights are missing.
     """
-    method = cfg.PSEUDO.METHOD
-    if method not in METHODS:
-        raise ValueError(f"PSEUDO.METHOD must be one of {list(METHODS)}, got {method!r}.")
-    return METHODS[method](cfg)
+    check_config(cfg)
+    return METHODS[cfg.PSEUDO.METHOD](cfg)
