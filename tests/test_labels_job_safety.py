@@ -222,6 +222,25 @@ def test_a_killed_jobs_lock_does_not_block_the_next_run(tmp_path):
     assert result.images_done_before == 1 and result.images_labeled == 3
 
 
+def test_a_forked_child_outliving_the_job_does_not_hold_its_lock(tmp_path):
+    # A SIGKILLed job's loader workers live on for a moment; they must not keep its lock.
+    shard_dir = str(tmp_path / "labels.json.shards")
+    os.makedirs(shard_dir)
+    lock = shards.ShardLock(shard_dir, 0).acquire()
+    child = os.fork()
+    if child == 0:  # the worker: outlives the job's lock by a few seconds, then exits
+        time.sleep(5)
+        os._exit(0)
+    try:
+        with pytest.raises(shards.ShardError):
+            shards.ShardLock(shard_dir, 0).check_free()
+        lock.release()  # the job is gone; its worker is not
+        shards.ShardLock(shard_dir, 0).acquire().release()
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+
 # --- 7. nonsense settings stop in one line, before anything is written -----------------------
 
 @pytest.mark.parametrize("case", ["yaml syntax error", "--batch-size 0", "--workers -1",

@@ -257,11 +257,29 @@ def lock_path(shard_dir: str, rank: int) -> str:
     return os.path.join(shard_dir, f"lock-rank{rank:05d}")
 
 
+_HELD_LOCK_FDS: set = set()
+
+
+def _close_held_locks_in_child() -> None:
+    # A flock belongs to the open file, which a fork shares: without this, a DataLoader worker
+    # that outlives its killed parent for a moment would keep the next run out.
+    for fd in _HELD_LOCK_FDS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
 class ShardLock:
     """One job's exclusive claim on one rank's shards of an output.
 
     An advisory ``flock`` on ``lock-rankNNNNN``: the kernel drops it when the holder exits or is
     killed, so a dead job never blocks the next one, and the file left behind means nothing.
+    Forked children (loader workers) close their copy at once, so only the job itself holds it.
     Each rank locks its own file, so the ranks of one job do not block each other but a second
     job (any world size; its rank 0 always meets the first job's) is refused. On network
     filesystems this relies on their lock support (NFSv4, Lustre with ``-o flock``).
@@ -273,6 +291,7 @@ class ShardLock:
     def acquire(self) -> "ShardLock":
         """Take the lock (creating the file) or raise ShardError naming the holder."""
         self.fd = self._try(os.O_RDWR | os.O_CREAT)
+        _HELD_LOCK_FDS.add(self.fd)
         try:  # who holds it, for the next job's message; not needed for the lock itself
             holder = (f"pid {os.getpid()} on {socket.gethostname()} since "
                       f"{datetime.datetime.now().isoformat(timespec='seconds')}")
@@ -304,6 +323,7 @@ class ShardLock:
 
     def release(self) -> None:
         if self.fd is not None:
+            _HELD_LOCK_FDS.discard(self.fd)
             os.close(self.fd)
             self.fd = None
 
