@@ -119,6 +119,40 @@ def test_dataset_class_names_are_the_default_vocabularies(tmp_path, monkeypatch)
     assert computed == [TRAIN_NAMES, ["star", "cross"]]
 
 
+def test_a_model_built_for_inference_scores_the_test_set_without_a_training_vocabulary(
+        tmp_path, monkeypatch):
+    # train_net.py --eval-only builds with DATASETS.TRAIN empty: the test set's names are the
+    # vocabulary, computed once, and NUM_CLASSES (a training setting) does not have to match.
+    test_names = ["star", "cross", "ring"]
+    MetadataCatalog.get("ov_vocab_inference_val").set(thing_classes=test_names)
+    computed = []
+
+    def fake_embeddings(cfg, names):
+        computed.append(list(names))
+        return TextEmbeddings(torch.randn(len(names), 32), list(names), "zip-tiny-vit", "random")
+
+    monkeypatch.setattr("zip_d2.modeling.vocabulary.embeddings_for_names", fake_embeddings)
+    cfg = _cfg(tmp_path, EMBEDDINGS="")
+    cfg.DATASETS.TEST = ("ov_vocab_inference_val",)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 48
+    model = build_model(cfg)
+    predictor = model.roi_heads.box_predictor
+    assert predictor.test_class_names == test_names and computed == [test_names]
+    model.eval()
+    x = torch.randn(5, predictor.cls_score.linear.in_features)
+    assert predictor(x)[0].shape == (5, len(test_names) + 1)
+
+
+def test_no_vocabulary_source_is_an_error_for_training_and_for_inference(tmp_path):
+    cfg = _cfg(tmp_path, EMBEDDINGS="")
+    cfg.DATASETS.TRAIN = ("ov_vocab_never_registered",)
+    with pytest.raises(ValueError, match="no training vocabulary"):
+        build_model(cfg)
+    cfg.DATASETS.TRAIN = ()
+    with pytest.raises(ValueError, match="built for inference: no vocabulary"):
+        build_model(cfg)
+
+
 def test_checkpoint_of_a_head_trained_for_another_clip_model_is_refused(tmp_path):
     from detectron2.checkpoint import DetectionCheckpointer
 

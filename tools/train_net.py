@@ -4,6 +4,7 @@
 Detectron2's conventions: --config-file, --num-gpus, --num-machines, --machine-rank,
 --dist-url, --resume, --eval-only, then KEY VALUE config overrides. Datasets beyond
 Detectron2's builtin names are registered with --register-dataset NAME JSON IMAGE_ROOT.
+On a machine without a GPU, --num-gpus N trains with N CPU processes (see --help).
 
     python tools/train_net.py --config-file configs/synthetic/mask_rcnn_R18_synthetic.yaml \
         --register-dataset synthetic_train work/synthetic/train.json work/synthetic/train \
@@ -14,34 +15,38 @@ import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at i
 # isort: split
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads and proposal generators)
 from zip_d2.config import SetupError, setup_cfg
 from zip_d2.data.register import register_from_cfg
 from zip_d2.data.validate import DatasetError
 from zip_d2.engine import Trainer
-from zip_d2.engine.setup import add_register_argument, preflight
+from zip_d2.engine.distributed import LAUNCH_HELP, check_launch, set_cpu_threads
+from zip_d2.engine.setup import add_register_argument, inference_cfg, preflight
 
 
 def main(args):
     """Runs in every training process."""
     cfg = setup_cfg(args.config_file, args.opts, args.register_dataset)
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zip_d2")
+    set_cpu_threads()
     register_from_cfg(cfg)  # spawned workers start with empty catalogs; checks ran in cli()
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
-        return Trainer.test(cfg, model)
+        model, iteration = Trainer.build_inference_model(cfg, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        Trainer.write_eval_results(cfg, results, iteration)
+        return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
 def parse_args(argv=None):
-    parser = default_argument_parser()
+    parser = default_argument_parser(epilog=LAUNCH_HELP)
     add_register_argument(parser)
     return parser.parse_args(argv)
 
@@ -50,7 +55,12 @@ def cli(argv=None):
     args = parse_args(argv)
     try:
         cfg = setup_cfg(args.config_file, args.opts, args.register_dataset)
-        preflight(cfg, train=not args.eval_only, resume=args.resume)
+        check_launch(cfg, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url,
+                     train=not args.eval_only)
+        if args.eval_only:
+            preflight(inference_cfg(cfg), train=False, resume=args.resume)
+        else:
+            preflight(cfg, train=True, resume=args.resume)
     except (SetupError, DatasetError) as e:
         print(f"train_net: error: {e}", file=sys.stderr)
         return 2

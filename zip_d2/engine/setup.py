@@ -74,6 +74,18 @@ def preflight(cfg, train=True, resume=False):
     check_datasets(cfg, names, require_annotations=required)
 
 
+def inference_cfg(cfg):
+    """The config of a model built only for inference (``train_net.py --eval-only``): ``cfg``
+    with DATASETS.TRAIN cleared. Nothing at inference depends on the training data, and an
+    open-vocabulary head then takes its vocabulary from the test set (or the explicit
+    OPEN_VOCAB keys), so the training set need not be registered. Frozen like ``cfg``."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.TRAIN = ()
+    cfg.freeze()
+    return cfg
+
+
 def config_dict(cfg):
     """The config as plain Python containers (for logs and experiment trackers)."""
     def convert(node):

@@ -1,24 +1,69 @@
-"""The trainer behind tools/train_net.py."""
+"""The trainer behind tools/train_net.py and tools/self_train.py."""
+import logging
 import os
+import weakref
 
 import torch
 
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+)
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.solver import get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
+from detectron2.utils.logger import setup_logger
 
 from ..config import OPTIMIZERS
 from ..data.mapper import ScoredDatasetMapper
 from ..evaluation import ClassAgnosticCOCOEvaluator, OVCOCOEvaluator
-from .setup import config_dict
+from .distributed import ddp_device_ids
+from .setup import config_dict, inference_cfg
 from .wandb_writer import WandbWriter
+
+logger = logging.getLogger(__name__)
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer plus COCO evaluation (class-aware, and class-agnostic on request) and
-    an optional W&B writer beside Detectron2's metrics.json and TensorBoard writers."""
+    """DefaultTrainer plus COCO evaluation (class-aware, class-agnostic on request, base/novel
+    AP50 on open-vocabulary test sets), an optional W&B writer beside Detectron2's metrics.json
+    and TensorBoard writers, and data-parallel training on CPU processes as well as GPUs.
+
+    With several processes (detectron2's ``launch``), every process trains a replica and
+    evaluates a shard of each test set; rank 0 gathers the predictions, computes AP, and is the
+    only one to write checkpoints, metrics.json, TensorBoard events and W&B logs.
+    """
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__ with one change: DDP gets device_ids=None for a CPU model.
+        # Detectron2's create_ddp_model defaults device_ids to [local rank], which
+        # DistributedDataParallel rejects for CPU parameters, so multi-process CPU training
+        # (gloo, which detectron2's launch picks without a GPU) failed at construction.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False, device_ids=ddp_device_ids(cfg))
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR,
+                                                  trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -61,12 +106,50 @@ class Trainer(DefaultTrainer):
         return DatasetEvaluators(evaluators)
 
     def build_writers(self):
-        writers = super().build_writers()
-        wandb_cfg = self.cfg.ZIP.WANDB
-        if wandb_cfg.ENABLED:
-            writers.append(WandbWriter(
-                project=wandb_cfg.PROJECT, entity=wandb_cfg.ENTITY, name=wandb_cfg.NAME,
-                mode=wandb_cfg.MODE, output_dir=self.cfg.OUTPUT_DIR,
-                config=config_dict(self.cfg),
-            ))
-        return writers
+        return super().build_writers() + _extra_writers(self.cfg)
+
+    @classmethod
+    def build_inference_model(cls, cfg, resume=False):
+        """The model of ``--eval-only``: built for inference and loaded from
+        ``MODEL.WEIGHTS`` (or OUTPUT_DIR's last checkpoint with ``resume``).
+
+        Built from :func:`~zip_d2.engine.setup.inference_cfg` (DATASETS.TRAIN cleared), so an
+        open-vocabulary head takes its vocabulary from the test set, not the training set.
+
+        Returns:
+            (model, iteration): the model in eval mode, and the training iteration stored in
+            the checkpoint (None for weights without one).
+        """
+        cfg = inference_cfg(cfg)
+        model = cls.build_model(cfg)
+        checkpoint = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=resume)
+        model.eval()
+        return model, checkpoint.get("iteration")
+
+    @classmethod
+    def write_eval_results(cls, cfg, results, iteration=None):
+        """Write evaluation results as training does: one metrics.json record (keys
+        ``<task>/<metric>``, e.g. ``bbox/AP50-novel``), TensorBoard scalars and W&B, at
+        ``iteration`` (the checkpoint's; 0 when unknown). Main process only; others no-op."""
+        if not comm.is_main_process() or not results:
+            return
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        writers = [JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json")),
+                   TensorboardXWriter(cfg.OUTPUT_DIR)] + _extra_writers(cfg)
+        with EventStorage(start_iter=iteration or 0) as storage:
+            storage.put_scalars(**flatten_results_dict(results), smoothing_hint=False)
+            for writer in writers:
+                writer.write()
+                writer.close()
+        logger.info("evaluation results written to %s (iteration %s)",
+                    os.path.join(cfg.OUTPUT_DIR, "metrics.json"), storage.iter)
+
+
+def _extra_writers(cfg):
+    """zip_d2's writers beside detectron2's: W&B when ``ZIP.WANDB.ENABLED``."""
+    wandb_cfg = cfg.ZIP.WANDB
+    if not wandb_cfg.ENABLED:
+        return []
+    return [WandbWriter(project=wandb_cfg.PROJECT, entity=wandb_cfg.ENTITY, name=wandb_cfg.NAME,
+                        mode=wandb_cfg.MODE, output_dir=cfg.OUTPUT_DIR, config=config_dict(cfg))]

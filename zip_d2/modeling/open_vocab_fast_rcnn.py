@@ -115,6 +115,10 @@ class OpenVocabOutputLayers(FastRCNNOutputLayers):
         ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
         ret = super().from_config(cfg, input_shape)
         ret.pop("get_fed_loss_cls_weights")
+        # The vocabulary sets the number of classes. vocabulary.train_text_embeddings checks it
+        # against MODEL.ROI_HEADS.NUM_CLASSES for training; a model built for inference only
+        # scores the test vocabulary, whatever NUM_CLASSES says.
+        ret.pop("num_classes")
         ret.update(
             {
                 "train_embeddings": train_embeddings,

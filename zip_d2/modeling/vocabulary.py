@@ -3,6 +3,9 @@
 Resolution order (keys under ``MODEL.ROI_BOX_HEAD.OPEN_VOCAB``):
 
 - training: ``EMBEDDINGS`` file > ``VOCABULARY`` spec > ``DATASETS.TRAIN[0]``'s ``thing_classes``;
+  a model built for inference only (empty ``DATASETS.TRAIN``: ``train_net.py --eval-only``,
+  ``tools/demo.py``) takes the test vocabulary instead, so evaluating an open-vocabulary
+  model never needs its training set registered;
 - test: ``TEST_EMBEDDINGS`` file > ``TEST_VOCABULARY`` spec > ``DATASETS.TEST[0]``'s
   ``thing_classes`` > the training embeddings.
 
@@ -108,10 +111,25 @@ def train_text_embeddings(cfg) -> TextEmbeddings:
         emb = _from_spec(cfg, ov.VOCABULARY)
     elif dataset_classes is not None:
         emb = embeddings_for_names(cfg, dataset_classes)
+    elif not cfg.DATASETS.TRAIN:
+        # Built for inference only: eval mode scores the test vocabulary, and no weight
+        # depends on the number of training classes (class-agnostic boxes and masks), which
+        # only sets the background label of the training loss. So NUM_CLASSES is not checked.
+        emb = _test_vocabulary(cfg)
+        if emb is None:
+            raise ValueError(
+                "Open-vocabulary head built for inference: no vocabulary. Set MODEL.ROI_BOX_HEAD"
+                ".OPEN_VOCAB.TEST_EMBEDDINGS or .TEST_VOCABULARY, or register DATASETS.TEST[0] "
+                "with thing_classes."
+            )
+        logger.info("Open-vocabulary head built for inference: scoring the test vocabulary "
+                    "(%d classes)", len(emb.class_names))
+        return emb
     else:
         raise ValueError(
             "Open-vocabulary head: no training vocabulary. Set MODEL.ROI_BOX_HEAD.OPEN_VOCAB."
-            "EMBEDDINGS or .VOCABULARY, or register DATASETS.TRAIN[0] with thing_classes."
+            "EMBEDDINGS or .VOCABULARY, or register DATASETS.TRAIN[0] with thing_classes "
+            "(to evaluate only, leave DATASETS.TRAIN empty, as train_net.py --eval-only does)."
         )
     num = len(emb.class_names)
     if num != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
@@ -136,14 +154,25 @@ def train_text_embeddings(cfg) -> TextEmbeddings:
 def test_text_embeddings(cfg, train_embeddings: TextEmbeddings) -> TextEmbeddings:
     """The vocabulary scored at inference; may differ from training in size and names."""
     ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
+    if not cfg.DATASETS.TRAIN and not (ov.EMBEDDINGS or ov.VOCABULARY):
+        return train_embeddings  # inference only: train_text_embeddings gave the test vocabulary
+    if ov.TEST_EMBEDDINGS or ov.TEST_VOCABULARY:
+        return _test_vocabulary(cfg)
+    names = _dataset_classes(cfg.DATASETS.TEST)
+    if names is None or list(names) == list(train_embeddings.class_names):
+        return train_embeddings
+    return embeddings_for_names(cfg, names)
+
+
+def _test_vocabulary(cfg) -> Optional[TextEmbeddings]:
+    """TEST_EMBEDDINGS file > TEST_VOCABULARY spec > DATASETS.TEST[0]'s classes > None."""
+    ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
     if ov.TEST_EMBEDDINGS:
         return _load_checked(cfg, ov.TEST_EMBEDDINGS)
     if ov.TEST_VOCABULARY:
         return _from_spec(cfg, ov.TEST_VOCABULARY)
     names = _dataset_classes(cfg.DATASETS.TEST)
-    if names is None or list(names) == list(train_embeddings.class_names):
-        return train_embeddings
-    return embeddings_for_names(cfg, names)
+    return None if names is None else embeddings_for_names(cfg, names)
 
 
 def _uses_open_vocab_heads(cfg) -> bool:

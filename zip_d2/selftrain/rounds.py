@@ -19,8 +19,15 @@ labels, or inside a round's training from its ``last_checkpoint`` (detectron2's 
 the same inputs resume a run: ``self_train.json`` records them (the merged config, the initial
 labels and round-0 checkpoint with their content fingerprints, the image root) before any work,
 and a rerun with other inputs is refused in one line unless ``overwrite`` starts over. More
-``rounds`` than before simply continue.
-Runs in one process (one device).
+``rounds`` than before simply continue. A round's training counts as finished once detectron2
+has tagged ``model_final.pth`` as its ``last_checkpoint`` (the tag is written after the file,
+so a file cut short by a kill is not taken for a finished round).
+
+Runs in one process, or in every process of detectron2's ``launch`` (``tools/self_train.py
+--num-gpus N``, on GPUs or CPU processes): each round trains data-parallel on all processes,
+predicts on a shard of the images per process, and the main process gathers the predictions,
+merges and writes the labels; what is finished is decided on the main process and shared, so
+all processes take the same steps. ``output_dir`` must be on a filesystem every process sees.
 """
 import hashlib
 import logging
@@ -33,14 +40,16 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
 from ..config import setup_cfg
 from ..data.coco_json import DatasetError, load_json, write_json_atomic
 from ..data.fingerprint import file_fingerprint
-from ..data.register import register_from_cfg
+from ..data.register import check_datasets, register_from_cfg
 from ..data.validate import validate_coco
 from ..engine import Trainer
+from ..engine.distributed import run_on_main
 from ..engine.setup import check_weights, preflight
 from ..modeling.droploss import DROPLOSS_HEADS
 from .merge import merge_round_labels
@@ -75,7 +84,15 @@ def round_threshold(thresholds, k):
 
 @torch.no_grad()
 def predict_dataset(cfg, weights, dataset_name):
-    """COCO results (dataset category ids, RLE masks) of the model at ``weights`` on a dataset."""
+    """COCO results (dataset category ids, RLE masks) of the model at ``weights`` on a dataset.
+
+    With several processes, each predicts its shard of the images (detectron2's test loader
+    shards by rank) and the main process gathers them.
+
+    Returns:
+        list[dict] on the main process: the results ordered by image id, each image's in the
+        model's order (the same list whatever the number of processes); None on the others.
+    """
     if not cfg.MODEL.MASK_ON:
         raise ValueError("self-training merges masks: the config needs MODEL.MASK_ON True")
     model = Trainer.build_model(cfg)
@@ -89,7 +106,11 @@ def predict_dataset(cfg, weights, dataset_name):
             for r in instances_to_coco_json(out["instances"].to("cpu"), inp["image_id"]):
                 r["category_id"] = to_dataset_id[r["category_id"]]
                 results.append(r)
-    return results
+    shards = comm.gather(results, dst=0)
+    if not comm.is_main_process():
+        return None
+    # A stable sort keeps each image's predictions in the model's order.
+    return sorted((r for shard in shards for r in shard), key=lambda r: r["image_id"])
 
 
 def build_round_labels(parent_json, predictions, k, checkpoint, score_threshold,
@@ -273,18 +294,12 @@ class SelfTrainingRun:
         check_weights(cfg, resume=True, model_weights=train_round0)
 
     def run(self):
-        """Run (or resume) round 0 and ``rounds`` self-training rounds; return the summary."""
-        if self.overwrite:
-            self._start_over()
-        os.makedirs(self.output_dir, exist_ok=True)
-        summary = load_json(self.summary_path) if os.path.isfile(self.summary_path) else {}
-        summary.update({"config_file": os.path.abspath(self.config_file), "opts": self.opts,
-                        "initial_labels": self.labels_json, "image_root": self.image_root,
-                        "rounds": self.rounds, "droploss_round0": self.droploss,
-                        "inputs": self.inputs})
-        summary.setdefault("round_info", {})
-        # Recorded before any work, so a run killed inside round 0 is still recognised.
-        self._save(summary)
+        """Run (or resume) round 0 and ``rounds`` self-training rounds; return the summary.
+
+        Call it in every process of a launch (or in the only one); every process returns the
+        summary, which the main process writes after each step.
+        """
+        summary = run_on_main(self._start_summary)
         if self.weights:
             logger.info("round 0: using the given checkpoint %s", self.weights)
             summary["round_info"]["0"] = {"checkpoint": self.weights, "trained_here": False}
@@ -298,7 +313,7 @@ class SelfTrainingRun:
         for k in range(1, self.rounds + 1):
             info = summary["round_info"].setdefault(str(k), {})
             with round_log_file(self.round_dir(k)):
-                if not os.path.isfile(self.labels_path(k)):
+                if not run_on_main(os.path.isfile, self.labels_path(k)):
                     info.update(self._make_labels(k, round_threshold(thresholds, k), keep_iou))
                     self._save(summary)
                 else:
@@ -309,24 +324,48 @@ class SelfTrainingRun:
         if round0.get("trained_here") and "num_annotations" not in round0:
             # Round 1 counted round 0's labels when it merged them; else count them here.
             round0["num_annotations"] = summary["round_info"].get("1", {}).get(
-                "labels_in", None) or len(load_json(self.labels_json)["annotations"])
+                "labels_in", None) or run_on_main(
+                    lambda: len(load_json(self.labels_json)["annotations"]))
             self._save(summary)
         return summary
 
-    def _save(self, summary):
+    def _start_summary(self):
+        """Main process: start over if asked, then record the inputs before any work (so a run
+        killed inside round 0 is still recognised); returns the summary."""
+        if self.overwrite:
+            self._start_over()
+        os.makedirs(self.output_dir, exist_ok=True)
+        summary = load_json(self.summary_path) if os.path.isfile(self.summary_path) else {}
+        summary.update({"config_file": os.path.abspath(self.config_file), "opts": self.opts,
+                        "initial_labels": self.labels_json, "image_root": self.image_root,
+                        "rounds": self.rounds, "droploss_round0": self.droploss,
+                        "inputs": self.inputs})
+        summary.setdefault("round_info", {})
         write_json_atomic(without_nan(summary), self.summary_path)
+        return summary
+
+    def _save(self, summary):
+        run_on_main(write_json_atomic, without_nan(summary), self.summary_path)
 
     def _make_labels(self, k, threshold, keep_iou):
         parent_cfg = self.round_cfg(k - 1, weights=self.checkpoint(k - 1))
-        preflight(parent_cfg, train=False)
+        self._prepare(parent_cfg, train=False, predict_on=self.dataset_name(k - 1))
         preds_path = os.path.join(self.round_dir(k), "predictions.json")
-        if os.path.isfile(preds_path):
-            predictions = load_json(preds_path)
-        else:
+        predictions = None
+        if not run_on_main(os.path.isfile, preds_path):
             logger.info("round %d: predicting with %s on %s", k, self.checkpoint(k - 1),
                         self.labels_path(k - 1))
+            # Every process predicts its shard; the main process gets them all.
             predictions = predict_dataset(parent_cfg, self.checkpoint(k - 1),
                                           self.dataset_name(k - 1))
+        return run_on_main(self._write_labels, k, threshold, keep_iou, preds_path, predictions)
+
+    def _write_labels(self, k, threshold, keep_iou, preds_path, predictions):
+        """Main process: save the predictions (or read saved ones), merge, write the labels."""
+        os.makedirs(self.round_dir(k), exist_ok=True)
+        if predictions is None:
+            predictions = load_json(preds_path)
+        else:
             write_json_atomic(predictions, preds_path)
         data = build_round_labels(self.labels_path(k - 1), predictions, k, self.checkpoint(k - 1),
                                   threshold, keep_iou)
@@ -341,17 +380,38 @@ class SelfTrainingRun:
                 "old_replaced": stats["old_replaced"],
                 "predictions_added": stats["predictions_kept"]}
 
-    def _train(self, k):
-        final = self.checkpoint(k)
-        if os.path.isfile(final):
-            logger.info("round %d: %s exists, training not redone", k, final)
-            return {"checkpoint": final, "trained_here": True}
-        cfg = self.round_cfg(k)
-        preflight(cfg, train=True, resume=True)
+    def _prepare(self, cfg, train, resume=False, predict_on=None):
+        """Register the config's datasets in this process; check them (and the dataset
+        ``predict_on``, if given) once, on the main process."""
+        register_from_cfg(cfg)
+        run_on_main(preflight, cfg, train=train, resume=resume)
+        if predict_on:
+            run_on_main(check_datasets, cfg, [predict_on])
+
+    def _finished(self, k):
+        """Whether round ``k``'s training here completed: detectron2 tags ``last_checkpoint``
+        with model_final.pth only after writing that file."""
+        tag = os.path.join(self.round_dir(k), "last_checkpoint")
+        if not (os.path.isfile(self.checkpoint(k)) and os.path.isfile(tag)):
+            return False
+        with open(tag) as f:
+            return f.read().strip() == os.path.basename(self.checkpoint(k))
+
+    def _write_config(self, cfg):
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
             f.write(cfg.dump())
-        seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + k)
+
+    def _train(self, k):
+        final = self.checkpoint(k)
+        if run_on_main(self._finished, k):
+            logger.info("round %d: %s exists, training not redone", k, final)
+            return {"checkpoint": final, "trained_here": True}
+        cfg = self.round_cfg(k)
+        self._prepare(cfg, train=True, resume=True)
+        run_on_main(self._write_config, cfg)
+        # Per-process seeds, as detectron2's default_setup does (seed + rank).
+        seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + k + comm.get_rank())
         trainer = Trainer(cfg)
         # resume=True continues from round k's last_checkpoint if an earlier run was cut off;
         # otherwise it loads MODEL.WEIGHTS (the previous round's detector).
@@ -359,6 +419,7 @@ class SelfTrainingRun:
         logger.info("round %d: training from iteration %d to %d", k, trainer.start_iter,
                     cfg.SOLVER.MAX_ITER)
         trainer.train()
+        comm.synchronize()  # model_final.pth is on disk (rank 0 wrote it) before anyone reads it
         result = {"checkpoint": final, "trained_here": True}
         results = getattr(trainer, "_last_eval_results", None)
         if results:
