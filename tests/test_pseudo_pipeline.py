@@ -169,11 +169,11 @@ def test_point_prompts_and_mask_activation_score_run_end_to_end():
 
 
 def test_zip_no_sam_masks_are_the_discovered_grid_instances_upsampled():
-    from zip_d2.pseudo.pipeline import _upsample_nearest
+    from zip_d2.pseudo.instances import grid_masks_to_image
 
     grid = np.zeros((1, 4, 5), bool)
     grid[0, 1:3, 2:4] = True
-    up = _upsample_nearest(grid, (8, 10))
+    up = grid_masks_to_image(grid, (8, 10))
     expected = np.zeros((8, 10), bool)
     expected[2:6, 4:8] = True
     np.testing.assert_array_equal(up[0], expected)

@@ -10,8 +10,9 @@ number made this way "constructed features".
 - :func:`packed_discs`: an instance map of discs, some touching a neighbour along a short
   straight chord (the case where the paper's fragment test fails), others standing apart;
 - :func:`boundary_aware_features`: the feature map of an instance map;
-- :func:`activation_region`: a class region from ground-truth masks, blurred and thresholded
-  the way Zip thresholds its CLIP activation;
+- :func:`class_activation` / :func:`activation_region`: a stand-in for a class's CLIP
+  activation from its ground-truth mask (blurred, normalised to [0, 1]), and the class region
+  thresholded from it the way Zip thresholds its CLIP activation;
 - :func:`separation_counts`: how well a set of instance masks separates the objects.
 """
 from typing import Sequence, Tuple
@@ -19,8 +20,8 @@ from typing import Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["packed_discs", "touching_pairs", "boundary_aware_features", "activation_region",
-           "separation_counts"]
+__all__ = ["packed_discs", "touching_pairs", "boundary_aware_features", "class_activation",
+           "activation_region", "separation_counts"]
 
 
 def packed_discs(rng: np.random.Generator, grid_hw: Tuple[int, int] = (128, 171),
@@ -97,10 +98,20 @@ def boundary_aware_features(instance_map: np.ndarray, rng: np.random.Generator, 
         np.float32) + smooth.astype(np.float32)
 
 
-def activation_region(mask: np.ndarray, sigma: float = 1.0, ratio: float = 0.7) -> np.ndarray:
-    """(h, w) bool class region from a (h, w) bool ground-truth mask: blurred (a stand-in for
-    CLIP's coarse activation), then Zip's rule, activation > ratio * mean(activation)."""
+def class_activation(mask: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """(h, w) float64 activation in [0, 1] from a (h, w) ground-truth mask (bool, or the
+    fraction of each cell the class covers): blurred over ``sigma`` cells, a stand-in for CLIP's
+    coarse activation, then min-max normalised as Zip normalises each class's activation. An
+    empty mask gives zeros."""
     act = ndimage.gaussian_filter(np.asarray(mask, np.float64), sigma)
+    low, span = act.min(), np.ptp(act)
+    return (act - low) / span if span > 0 else np.zeros_like(act)
+
+
+def activation_region(mask: np.ndarray, sigma: float = 1.0, ratio: float = 0.7) -> np.ndarray:
+    """(h, w) bool class region from a (h, w) ground-truth mask: Zip's rule on
+    :func:`class_activation`, activation > ratio * mean(activation)."""
+    act = class_activation(mask, sigma)
     return act > ratio * act.mean()
 
 

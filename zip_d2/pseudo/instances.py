@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 from skimage.measure import label as _label_equal_values
 
-__all__ = ["Fragments", "Instances", "split_fragments", "discover_instances", "grid_boxes_to_image"]
+__all__ = ["Fragments", "Instances", "split_fragments", "discover_instances", "grid_boxes_to_image",
+           "grid_masks_to_image"]
 
 
 @dataclass
@@ -177,3 +178,13 @@ def grid_boxes_to_image(boxes: np.ndarray, grid_hw, image_hw) -> np.ndarray:
     out[:, 0::2] = out[:, 0::2].clip(0, W)
     out[:, 1::2] = out[:, 1::2].clip(0, H)
     return out
+
+
+def grid_masks_to_image(grid_masks: np.ndarray, image_hw) -> np.ndarray:
+    """(N, h, w) bool grid masks -> (N, H, W) bool image masks, nearest neighbour
+    (cell = floor(pixel * h / H)): each cell becomes a block of pixels."""
+    H, W = image_hw
+    h, w = grid_masks.shape[1:]
+    rows = np.minimum((np.arange(H) * h) // H, h - 1)
+    cols = np.minimum((np.arange(W) * w) // W, w - 1)
+    return grid_masks[:, rows[:, None], cols[None, :]]

@@ -42,16 +42,6 @@ def _resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def _upsample_nearest(grid_masks: np.ndarray, image_hw) -> np.ndarray:
-    """(N, h, w) bool grid masks -> (N, H, W) bool, nearest neighbour
-    (cell = floor(pixel * h / H))."""
-    H, W = image_hw
-    h, w = grid_masks.shape[1:]
-    rows = np.minimum((np.arange(H) * h) // H, h - 1)
-    cols = np.minimum((np.arange(W) * w) // W, w - 1)
-    return grid_masks[:, rows[:, None], cols[None, :]]
-
-
 def _mask_activation(act_img: np.ndarray, class_of: np.ndarray, det_masks) -> np.ndarray:
     """Mean activation of each detection's class inside its mask. (N,) float.
 
@@ -452,7 +442,7 @@ class ZipLabeler(_ClipLabelerBase):
                 # On the CPU, run-length encoded NMS beats matrix products several times over.
                 det_masks = det_masks.numpy()
         else:
-            det_masks = _upsample_nearest(grid_masks, image_hw)
+            det_masks = instances.grid_masks_to_image(grid_masks, image_hw)
             sam_score = np.ones(len(det_masks), np.float32)
 
         if self.cfg.PSEUDO.SCORE.CLIP_SCORE == "image_prob":
@@ -468,7 +458,7 @@ class ZipLabeler(_ClipLabelerBase):
     ) -> np.ndarray:
         """(N, 2) XY image pixels: each instance's most activated pixel inside its mask."""
         H, W = image_hw
-        up = _upsample_nearest(grid_masks, image_hw)
+        up = instances.grid_masks_to_image(grid_masks, image_hw)
         scored = np.where(up, act_img[class_of], -1.0).reshape(len(up), -1)
         idx = scored.argmax(axis=1)
         return np.stack([idx % W, idx // W], axis=1).astype(np.float32) + 0.5
