@@ -1,91 +1,200 @@
-"""Helpers shared by the experiment scripts in this folder (data, evaluation, result files).
+"""What the experiment scripts in this folder share: data, pseudo-label sources, training,
+evaluation, and one result file per finished run (a rerun skips it).
 
 The scripts run as ``python tools/experiments/<name>.py`` from the repository root; Python puts
-this folder on the import path, so ``import common`` finds this file.
+this folder on the import path, so ``import common`` finds this file. Every script works under
+one ``--root`` (default ``work/exp15``) so runs are shared: experiment 1's detectors are the
+starting points of experiments 2 and 3.
+
+Layout of ``--root``::
+
+    data/                 400 train / 60 val synthetic scenes, 4 shapes, seed 0 (the
+                          training benchmark's set); data6/ the same with 6 shapes (exp. 4)
+    labels/<source>_s<seed>.json        pseudo-labels of data/train (simulated or discovery-made)
+    runs/<experiment>/<run>/            detectron2 output of one training
+    results/<experiment>/<run>.json     its evaluation; present = finished, never redone
 """
+import contextlib
 import json
 import os
 import time
 
 import numpy as np
+import torch
+
+from detectron2.utils.env import seed_all_rng
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads)
 from zip_d2.config import setup_cfg
-from zip_d2.data.coco_json import load_json
+from zip_d2.data.coco_json import load_json, write_json_atomic
+from zip_d2.data.simulate import SimulationParams, write_simulated_pseudo_labels
 from zip_d2.data.synthetic import SceneParams, make_synthetic_dataset
 from zip_d2.engine.setup import preflight
 from zip_d2.evaluation.coco_eval import coco_from_dict, coco_stats
+from zip_d2.modeling.droploss import DROPLOSS_HEADS
+from zip_d2.pseudo.discovery_labels import (
+    DISCOVERY_LABEL,
+    DiscoveryLabelParams,
+    write_discovery_pseudo_labels,
+)
 from zip_d2.selftrain import predict_dataset
 
+CONFIG = "configs/synthetic/mask_rcnn_R18_synthetic.yaml"
+SEEDS = (0, 1)
+NUM_TRAIN, NUM_VAL = 400, 60
 
-def make_data(root, num_train, num_val, num_categories=4, seed=0):
-    """Synthetic train/val at the CPU training scale of configs/synthetic (160x128 scenes)."""
-    if os.path.isfile(os.path.join(root, "val.json")):
-        return {"train": os.path.join(root, "train.json"), "val": os.path.join(root, "val.json")}
-    return make_synthetic_dataset(root, num_train=num_train, num_val=num_val, seed=seed,
-                                  params=SceneParams(num_categories=num_categories))
+# Pseudo-label sources, as every table and figure names them.
+SOURCES = {
+    "gt": "ground truth (upper bound)",
+    "simulated": "SIMULATED (ground truth degraded by zip_d2.data.simulate)",
+    "disc_paper": f"{DISCOVERY_LABEL}, paper rule",
+    "disc_new": f"{DISCOVERY_LABEL}, thinness rule (radius >= 2)",
+}
+THINNESS_RADIUS = 2.0  # the zip_plus preset's DISCOVERY.MIN_INSCRIBED_RADIUS
 
 
-def coco_ap(gt_json, results, iou_type="segm", cat_ids=None):
-    """{"AP", "AP50"} (in %) of COCO results against a COCO ground-truth file."""
-    stats = coco_stats(coco_from_dict(load_json(gt_json)), results, iou_type, cat_ids=cat_ids)
+def set_threads(n=2):
+    """One training at a time on the 2-core machine: torch uses ``n`` threads."""
+    torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside the block: k-means on an 80x64 grid is too small to share,
+    and two threads on a loaded machine spent minutes per label file waiting for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def make_data(root, num_categories=4):
+    """{"train", "val", "train_images", "val_images"}: the synthetic split, made once.
+
+    4 shapes: ``root/data`` (the set of tools/benchmark_training.py: 400 / 60 images, seed 0).
+    6 shapes: ``root/data6`` (same sizes and seed, star and cross added)."""
+    folder = os.path.join(root, "data" if num_categories == 4 else f"data{num_categories}")
+    paths = {"train": os.path.join(folder, "train.json"), "val": os.path.join(folder, "val.json")}
+    if not os.path.isfile(paths["val"]):
+        make_synthetic_dataset(folder, num_train=NUM_TRAIN, num_val=NUM_VAL, seed=0,
+                               params=SceneParams(num_categories=num_categories))
+    return {**paths, "train_images": os.path.join(folder, "train"),
+            "val_images": os.path.join(folder, "val")}
+
+
+def pseudo_labels(root, source, seed, gt_json, tag=""):
+    """Path of ``source``'s pseudo-labels of ``gt_json`` with ``seed`` (written once).
+
+    simulated: zip_d2.data.simulate defaults; disc_paper / disc_new: zip_d2.pseudo.
+    discovery_labels with the paper's rule / the thinness rule; gt: ``gt_json`` itself."""
+    if source == "gt":
+        return gt_json
+    path = os.path.join(root, "labels", f"{source}{tag}_s{seed}.json")
+    if os.path.isfile(path):
+        return path
+    if source == "simulated":
+        write_simulated_pseudo_labels(gt_json, path, SimulationParams(), seed=seed)
+    elif source in ("disc_paper", "disc_new"):
+        radius = THINNESS_RADIUS if source == "disc_new" else 0.0
+        with one_thread():
+            write_discovery_pseudo_labels(gt_json, path, DiscoveryLabelParams(
+                min_inscribed_radius=radius), seed=seed)
+    else:
+        raise ValueError(f"unknown pseudo-label source {source!r}; one of {sorted(SOURCES)}")
+    return path
+
+
+def coco_ap(gt_json, results, iou_type="segm"):
+    """{"AP", "AP50"} (in %, one decimal) of COCO results against a COCO ground-truth file."""
+    stats = coco_stats(coco_from_dict(load_json(gt_json)), results, iou_type)
     return {"AP": round(100 * stats["AP"], 1), "AP50": round(100 * stats["AP50"], 1)}
 
 
 def labels_as_results(labels_json):
-    """A pseudo-label file's annotations as COCO results (score = the label's score)."""
-    with open(labels_json) as f:
-        data = json.load(f)
+    """A label file's annotations as COCO results (score = the label's score, 1 if none)."""
     return [{"image_id": a["image_id"], "category_id": a["category_id"],
              "segmentation": a["segmentation"], "bbox": a["bbox"],
-             "score": a.get("score", 1.0)} for a in data["annotations"]]
+             "score": a.get("score", 1.0)} for a in load_json(labels_json)["annotations"]]
 
 
-def evaluate_checkpoint(config_file, weights, name, gt_json, image_root, opts=()):
-    """Box and mask AP/AP50 of a checkpoint on a ground-truth set (class-aware)."""
-    cfg = setup_cfg(config_file, list(opts) + ["DATASETS.TEST", f"('{name}',)"],
+def label_quality(labels_json, gt_json):
+    """Box and mask AP of a label file against the ground truth of the same images."""
+    results = labels_as_results(labels_json)
+    return {"box": coco_ap(gt_json, results, "bbox"), "mask": coco_ap(gt_json, results, "segm"),
+            "num_labels": len(results)}
+
+
+def evaluate_checkpoint(weights, name, gt_json, image_root, config=CONFIG, opts=()):
+    """Box and mask AP/AP50 (class-aware) of a checkpoint on a ground-truth set."""
+    cfg = setup_cfg(config, list(opts) + ["DATASETS.TRAIN", "()", "DATASETS.TEST", f"('{name}',)"],
                     [[name, gt_json, image_root]])
     preflight(cfg, train=False)
     results = predict_dataset(cfg, weights, name)
     return {"box": coco_ap(gt_json, results, "bbox"), "mask": coco_ap(gt_json, results, "segm")}
 
 
-def write_results(path, results):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    results = dict(results, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
-    print(json.dumps(results, indent=1))
+def droploss_opts(config=CONFIG):
+    """KEY VALUE overrides that train ``config``'s RoI heads with DropLoss (CutLER's round 0)."""
+    name = setup_cfg(config, []).MODEL.ROI_HEADS.NAME
+    return ["MODEL.ROI_HEADS.NAME", DROPLOSS_HEADS[name],
+            "MODEL.ROI_HEADS.DROPLOSS.ENABLED", "True"]
 
 
-def mean(values):
-    return float(np.mean(values)) if len(values) else 0.0
+def train(out_dir, train_name, train_json, image_root, opts=(), config=CONFIG):
+    """Train once, seeded by the config's SEED; ``(checkpoint, seconds)``.
 
-
-def train(config_file, out_dir, train_name, train_json, image_root, opts=()):
-    """Train a detector once (skipped when ``out_dir/model_final.pth`` exists); return it."""
+    Skipped (seconds 0) when ``out_dir/model_final.pth`` exists; an interrupted training
+    resumes from its last checkpoint."""
     from zip_d2.engine import Trainer
 
     final = os.path.join(out_dir, "model_final.pth")
     if os.path.isfile(final):
-        return final
-    cfg = setup_cfg(config_file, list(opts) + ["DATASETS.TRAIN", f"('{train_name}',)",
-                                               "DATASETS.TEST", "()", "OUTPUT_DIR", out_dir],
+        return final, 0.0
+    cfg = setup_cfg(config, list(opts) + ["DATASETS.TRAIN", f"('{train_name}',)",
+                                          "DATASETS.TEST", "()", "OUTPUT_DIR", out_dir],
                     [[train_name, train_json, image_root]])
     preflight(cfg, train=True)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.yaml"), "w") as f:
+        f.write(cfg.dump())
+    seed_all_rng(cfg.SEED)
+    start = time.perf_counter()
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=True)
     trainer.train()
-    return final
+    return final, time.perf_counter() - start
 
 
-def schedule_opts(iters, batch, lr=0.01):
-    """Short CPU schedule: ``iters`` iterations, LR drop at 80 %, 20 warm-up iterations.
+def schedule(iters, warmup, lr=6e-4, batch=4, seed=0):
+    """AdamW at ``lr`` (the synthetic config's optimiser), LR x0.1 at 80 %, ``warmup`` iters."""
+    return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({int(iters * 0.8)},)",
+            "SOLVER.WARMUP_ITERS", str(warmup), "SOLVER.BASE_LR", str(lr),
+            "SOLVER.IMS_PER_BATCH", str(batch), "SOLVER.CHECKPOINT_PERIOD", "100",
+            "SEED", str(seed)]
 
-    SGD, as when docs/EXPERIMENTS_RESULTS.md was measured (the synthetic config now defaults to
-    AdamW at LR 6e-4; pass ``"SOLVER.OPTIMIZER", "AdamW"`` and a matching LR after these to
-    use it)."""
-    return ["SOLVER.OPTIMIZER", "SGD", "SOLVER.MAX_ITER", str(iters),
-            "SOLVER.IMS_PER_BATCH", str(batch),
-            "SOLVER.STEPS", f"({int(iters * 0.8)},)", "SOLVER.WARMUP_ITERS", str(min(20, iters)),
-            "SOLVER.CHECKPOINT_PERIOD", "50", "SOLVER.BASE_LR", str(lr)]
+
+def result_path(root, experiment, run):
+    return os.path.join(root, "results", experiment, f"{run}.json")
+
+
+def finished(root, experiment, run):
+    """The stored result of a finished run, or None."""
+    path = result_path(root, experiment, run)
+    return load_json(path) if os.path.isfile(path) else None
+
+
+def record(root, experiment, run, result):
+    """Store a finished run's result (atomically) with the time and the machine load."""
+    result = dict(result, finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                  load_average=[round(x, 2) for x in os.getloadavg()])
+    write_json_atomic(result, result_path(root, experiment, run), indent=1)
+    print(f"[{experiment}/{run}] " + json.dumps(result), flush=True)
+    return result
+
+
+def mean_spread(values):
+    """(mean, half range) of a list of numbers; the spread of one value is 0."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float((values.max() - values.min()) / 2)
