@@ -8,7 +8,7 @@ configs/synthetic/mask_rcnn_R18_synthetic.yaml from scratch (AdamW, LR 6e-4, bat
 iterations); pseudo-label runs use DropLoss (CutLER's round 0). Scored: box and mask AP on the
 60 val images, and each label file's own AP against the 400 train images' ground truth.
 
-    OMP_NUM_THREADS=2 nohup python tools/experiments/annotation_free.py --root work/exp15 \
+    OMP_NUM_THREADS=1 nohup python tools/experiments/annotation_free.py --root work/exp15 \
         > work/exp15_e1.log 2>&1 &
 
 Each finished run is stored under ROOT/results/e1/ and skipped on a rerun.
@@ -67,10 +67,11 @@ def main():
                         choices=list(common.SOURCES))
     parser.add_argument("--iters", type=int, default=ITERS,
                         help="training iterations (change only with a fresh --root)")
+    common.add_threads_argument(parser)
     args = parser.parse_args()
     setup_logger(name="zip_d2")
     setup_logger(name="detectron2")
-    common.set_threads()
+    common.set_threads(args.threads)
     run(os.path.abspath(args.root), args.seeds, args.sources, args.iters)
 
 

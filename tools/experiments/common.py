@@ -26,7 +26,7 @@ from detectron2.utils.env import seed_all_rng
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads)
 from zip_d2.config import setup_cfg
-from zip_d2.data.coco_json import load_json, write_json_atomic
+from zip_d2.data.coco_json import load_json, write_json_atomic  # noqa: F401  (load_json: report.py)
 from zip_d2.data.simulate import SimulationParams, write_simulated_pseudo_labels
 from zip_d2.data.synthetic import SceneParams, make_synthetic_dataset
 from zip_d2.engine.setup import preflight
@@ -53,8 +53,15 @@ SOURCES = {
 THINNESS_RADIUS = 2.0  # the zip_plus preset's DISCOVERY.MIN_INSCRIBED_RADIUS
 
 
-def set_threads(n=2):
-    """One training at a time on the 2-core machine: torch uses ``n`` threads."""
+def add_threads_argument(parser):
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on the shared 2-core machine, one thread "
+                             "trained at 3.0 s/iteration while a two-thread run beside it took "
+                             "6-11 s, at load average 7; use 2 on an idle machine)")
+
+
+def set_threads(n):
+    """One training at a time: torch uses ``n`` threads."""
     torch.set_num_threads(n)
 
 

@@ -1,66 +1,96 @@
 #!/usr/bin/env python
-"""Experiment (b): finetuning on 1 % and 10 % of labelled images, from a detector trained on
-SIMULATED pseudo-labels vs from scratch.
+"""Experiment 3: finetuning on 1, 2, 5 and 10 % of the ground truth, from the self-trained
+detector vs from the round-0 detector vs from scratch, same schedule.
 
-The initial detector is experiment (a)'s round-0 detector (trained on simulated pseudo-labels of
-another synthetic image set, with DropLoss). Subsets come from tools/make_label_subset.py's rule
-(zip_d2.data.subsets, seed 1) over a fresh synthetic train set; every run uses the same short
-schedule (the floor of scaled_schedule at this scale) and is scored on the synthetic val set.
+Subsets: zip_d2.data.subsets (tools/make_label_subset.py's rule: CutLER's protocol, seeded
+random images with all their annotations, nested across budgets) of the 400 train images;
+the subset seed is the run's seed. Starting points (trained on pseudo-labels only, never on
+ground truth): experiment 1's detector of a source (round 0, default: discovery-made labels,
+thinness rule) and experiment 2's round-1 detector of the same source. Every run: ITERS
+iterations of the synthetic config (AdamW LR 6e-4, batch 4), scored on val.
 
-    nice python tools/experiments/label_efficient.py --out work/exp_label_efficient \
-        --init work/exp_self_training/run/round0/model_final.pth --iters 60
+    OMP_NUM_THREADS=1 nohup python tools/experiments/label_efficient.py --root work/exp15 \
+        > work/exp15_e3.log 2>&1 &
 """
 import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
 
 # isort: split
 import argparse
-import json
 import os
+import sys
 
-from common import evaluate_checkpoint, make_data, schedule_opts, train, write_results
+import annotation_free
+import common
+import self_training
 
 from detectron2.utils.logger import setup_logger
 
-from zip_d2.data.subsets import make_label_subset
+from zip_d2.data.coco_json import load_json, write_json_atomic
+from zip_d2.data.subsets import LABEL_PERCENTS, make_label_subset
 
-CONFIG = "configs/synthetic/mask_rcnn_R18_synthetic.yaml"
+EXPERIMENT = "e3"
+ITERS, WARMUP = 150, 20
+STARTS = ("self_trained", "round0", "scratch")
+
+
+def start_weights(root, start, source, seed):
+    if start == "scratch":
+        return ""
+    path = (self_training.self_trained_checkpoint(root, source, seed) if start == "self_trained"
+            else annotation_free.round0_checkpoint(root, source, seed))
+    if not os.path.isfile(path):
+        sys.exit(f"label_efficient: starting point {path} is missing; run experiments 1 and 2 "
+                 "(annotation_free.py, self_training.py) first")
+    return path
+
+
+def run(root, seeds, source, percents, iters=ITERS):
+    data = common.make_data(root)
+    full = load_json(data["train"])
+    for seed in seeds:
+        for percent in percents:
+            subset_json = os.path.join(root, "subsets", f"train_{percent:g}pct_s{seed}.json")
+            if not os.path.isfile(subset_json):
+                write_json_atomic(make_label_subset(full, percent, seed, source=data["train"]),
+                                  subset_json)
+            subset = load_json(subset_json)
+            for start in STARTS:
+                name = f"{percent:g}pct_{start}_s{seed}"
+                if common.finished(root, EXPERIMENT, name):
+                    continue
+                weights = start_weights(root, start, source, seed)
+                ckpt, seconds = common.train(
+                    os.path.join(root, "runs", EXPERIMENT, name), f"e3_train_{name}", subset_json,
+                    data["train_images"],
+                    common.schedule(iters, min(WARMUP, iters), seed=seed) + ["MODEL.WEIGHTS",
+                                                                             weights])
+                common.record(root, EXPERIMENT, name, {
+                    "percent": percent, "start": start, "seed": seed,
+                    "start_weights": weights or "none (from scratch)",
+                    "start_trained_on": (common.SOURCES[source] if weights else "nothing"),
+                    "num_images": len(subset["images"]),
+                    "num_annotations": len(subset["annotations"]), "iterations": iters,
+                    "train_seconds": round(seconds), "checkpoint": ckpt,
+                    "val": common.evaluate_checkpoint(ckpt, f"e3_val_{name}", data["val"],
+                                                      data["val_images"])})
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="work/exp_label_efficient")
-    parser.add_argument("--init", required=True, help="pseudo-label-trained checkpoint")
-    parser.add_argument("--num-train", type=int, default=200)
-    parser.add_argument("--num-val", type=int, default=30)
-    parser.add_argument("--percents", type=float, nargs="+", default=[1, 10])
-    parser.add_argument("--iters", type=int, default=60)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--root", default="work/exp15")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(common.SEEDS))
+    parser.add_argument("--source", default="disc_new",
+                        choices=[s for s in common.SOURCES if s != "gt"],
+                        help="pseudo-label source of the round-0 and self-trained starts")
+    parser.add_argument("--percents", type=float, nargs="+", default=list(LABEL_PERCENTS))
+    parser.add_argument("--iters", type=int, default=ITERS,
+                        help="finetuning iterations (change only with a fresh --root)")
+    common.add_threads_argument(parser)
     args = parser.parse_args()
     setup_logger(name="zip_d2")
-    out = os.path.abspath(args.out)
-    # A different seed from experiment (a): finetuning images are not the pretraining images.
-    data = make_data(os.path.join(out, "data"), args.num_train, args.num_val, seed=5)
-    train_root, val_root = os.path.join(out, "data", "train"), os.path.join(out, "data", "val")
-    with open(data["train"]) as f:
-        full = json.load(f)
-    results = {"init": os.path.abspath(args.init), "init_trained_on": "SIMULATED pseudo-labels",
-               "scale": vars(args)}
-    for percent in args.percents:
-        subset = make_label_subset(full, percent, seed=1, source=data["train"])
-        path = os.path.join(out, f"train_{percent:g}pct_seed1.json")
-        with open(path, "w") as f:
-            json.dump(subset, f)
-        for start, weights in (("pseudo_init", os.path.abspath(args.init)), ("scratch", "")):
-            tag = f"{percent:g}pct_{start}"
-            ckpt = train(CONFIG, os.path.join(out, tag), f"exp_b_train_{tag}", path, train_root,
-                         schedule_opts(args.iters, args.batch) + ["MODEL.WEIGHTS", weights])
-            results[tag] = {"num_images": len(subset["images"]),
-                            "num_annotations": len(subset["annotations"]),
-                            **evaluate_checkpoint(CONFIG, ckpt, f"exp_b_val_{tag}", data["val"],
-                                                  val_root)}
-    results["init_without_finetuning"] = evaluate_checkpoint(
-        CONFIG, os.path.abspath(args.init), "exp_b_val_init", data["val"], val_root)
-    write_results(os.path.join(out, "results.json"), results)
+    setup_logger(name="detectron2")
+    common.set_threads(args.threads)
+    run(os.path.abspath(args.root), args.seeds, args.source, args.percents, args.iters)
 
 
 if __name__ == "__main__":

@@ -1,103 +1,116 @@
 #!/usr/bin/env python
-"""Experiment (a): does one self-training round improve on round 0? (SIMULATED pseudo-labels)
+"""Experiment 2: one self-training round (CutLER rule, threshold 0.7) vs more training on the
+round-0 labels.
 
-Round 0 trains on simulated pseudo-labels (ground truth degraded by zip_d2.data.simulate) with
-DropLoss; round 1 trains from round 0 on the CutLER-merged labels. A control continues round 0
-on its own labels for the same number of iterations, so "round 1 beats round 0" is not just
-"more iterations". Everything is scored against the synthetic ground truth:
-detector box/mask AP on val, and the quality of the round-0 and round-1 *labels* on train.
+Round 0 is experiment 1's detector of a pseudo-label source (default: discovery-made labels,
+thinness rule; DropLoss). Round 1 (zip_d2.selftrain.SelfTrainingRun, as tools/self_train.py):
+the round-0 detector predicts on the 400 train images; labels = predictions with score >= 0.7
+plus the round-0 labels whose best mask IoU with them is < 0.5; then ROUND_ITERS iterations from
+the round-0 weights. Control: the same ROUND_ITERS iterations from the same weights on the
+round-0 labels, so "round 1 beats round 0" cannot be just "more training". Scored: box and mask
+AP on val; the round-1 labels' AP against the train ground truth vs round 0's; how many
+predictions passed the threshold.
 
-    nice python tools/experiments/self_training.py --out work/exp_self_training --iters 150 \
-        --round-iters 80 --low-threshold 0.3
+    OMP_NUM_THREADS=1 nohup python tools/experiments/self_training.py --root work/exp15 \
+        > work/exp15_e2.log 2>&1 &
 """
 import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
 
 # isort: split
 import argparse
 import os
-import shutil
+import sys
 
-from common import (
-    coco_ap,
-    evaluate_checkpoint,
-    labels_as_results,
-    make_data,
-    schedule_opts,
-    write_results,
-)
+import annotation_free
+import common
+import numpy as np
 
 from detectron2.utils.logger import setup_logger
 
-from zip_d2.data.simulate import SimulationParams, write_simulated_pseudo_labels
+from zip_d2.data.coco_json import load_json
 from zip_d2.selftrain import SelfTrainingRun
 
-CONFIG = "configs/self_train/mask_rcnn_R18_synthetic.yaml"
+EXPERIMENT = "e2"
+ROUND_ITERS, WARMUP = 300, 50
+THRESHOLD = 0.7  # CutLER's round-1 threshold (ZIP.SELF_TRAIN.SCORE_THRESHOLDS[0])
+
+
+def run_dir(root, source, seed):
+    return os.path.join(root, "runs", EXPERIMENT, f"{source}_s{seed}")
+
+
+def self_trained_checkpoint(root, source, seed):
+    """The round-1 detector (the starting point of experiment 3)."""
+    return os.path.join(run_dir(root, source, seed), "selftrain", "round1", "model_final.pth")
+
+
+def score_counts(predictions_json):
+    """How many predictions on the train images reach 0.5 / 0.7 / 0.9, and the highest score."""
+    scores = np.array([p["score"] for p in load_json(predictions_json)], np.float64)
+    return {"predictions": int(scores.size), ">=0.5": int((scores >= 0.5).sum()),
+            ">=0.7": int((scores >= 0.7).sum()), ">=0.9": int((scores >= 0.9).sum()),
+            "max": round(float(scores.max()), 3) if scores.size else None}
+
+
+def run(root, seeds, sources, iters=ROUND_ITERS):
+    data = common.make_data(root)
+    for seed in seeds:
+        for source in sources:
+            name = f"{source}_s{seed}"
+            if common.finished(root, EXPERIMENT, name):
+                continue
+            round0 = annotation_free.round0_checkpoint(root, source, seed)
+            e1 = common.finished(root, annotation_free.EXPERIMENT, name)
+            e1_labels = common.finished(root, annotation_free.EXPERIMENT, f"labels_{name}")
+            if e1 is None or e1_labels is None:
+                sys.exit(f"self_training: experiment 1's run {name} is not finished "
+                         f"({round0}); run tools/experiments/annotation_free.py first")
+            labels = e1["labels"]
+            opts = common.schedule(iters, min(WARMUP, iters), seed=seed) + [
+                "ZIP.SELF_TRAIN.SCORE_THRESHOLDS", f"[{THRESHOLD}]"]
+            st = SelfTrainingRun(common.CONFIG, labels, data["train_images"],
+                                 os.path.join(run_dir(root, source, seed), "selftrain"),
+                                 rounds=1, weights=round0, opts=opts)
+            summary = st.run()
+            # The control continues round 0 on its own labels, without DropLoss as round 1.
+            control = SelfTrainingRun(common.CONFIG, labels, data["train_images"],
+                                      os.path.join(run_dir(root, source, seed), "control"),
+                                      rounds=0, opts=opts + ["MODEL.WEIGHTS", round0])
+            control.run()
+            round1_labels = st.labels_path(1)
+            merge = load_json(round1_labels)["info"]["self_training"]
+            common.record(root, EXPERIMENT, name, {
+                "source": source, "source_label": common.SOURCES[source], "seed": seed,
+                "round_iterations": iters, "threshold": THRESHOLD,
+                "predictions_on_train": score_counts(
+                    os.path.join(st.round_dir(1), "predictions.json")),
+                "merge": {k: merge[k] for k in ("predictions_kept", "old_kept", "old_replaced")},
+                "round1_summary": summary["round_info"]["1"],
+                "round0_val": e1["val"],
+                "round1_val": common.evaluate_checkpoint(
+                    st.checkpoint(1), f"e2_val_round1_{name}", data["val"], data["val_images"]),
+                "control_val": common.evaluate_checkpoint(
+                    control.checkpoint(0), f"e2_val_control_{name}", data["val"],
+                    data["val_images"]),
+                "round0_labels_vs_train_gt": e1_labels["vs_train_gt"],
+                "round1_labels_vs_train_gt": common.label_quality(round1_labels, data["train"]),
+            })
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="work/exp_self_training")
-    parser.add_argument("--num-train", type=int, default=80)
-    parser.add_argument("--num-val", type=int, default=30)
-    parser.add_argument("--iters", type=int, default=150, help="round-0 iterations (from scratch)")
-    parser.add_argument("--round-iters", type=int, default=80,
-                        help="round-1 iterations (from round 0), also the control's")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--low-threshold", type=float, default=None,
-                        help="also run round 1 with this score threshold instead of 0.7")
+    parser.add_argument("--root", default="work/exp15")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(common.SEEDS))
+    parser.add_argument("--sources", nargs="+", default=["disc_new"],
+                        choices=[s for s in common.SOURCES if s != "gt"])
+    parser.add_argument("--iters", type=int, default=ROUND_ITERS,
+                        help="round-1 (and control) iterations (change only with a fresh --root)")
+    common.add_threads_argument(parser)
     args = parser.parse_args()
     setup_logger(name="zip_d2")
-    data = make_data(os.path.join(args.out, "data"), args.num_train, args.num_val)
-    train_root, val_root = (os.path.join(args.out, "data", s) for s in ("train", "val"))
-    params = SimulationParams()
-    sim = os.path.join(args.out, "simulated_pseudo_train.json")
-    write_simulated_pseudo_labels(data["train"], sim, params, seed=1)
-
-    run_dir = os.path.join(args.out, "run")
-    # Round 0: from scratch on the simulated labels, with DropLoss.
-    round0 = SelfTrainingRun(CONFIG, sim, train_root, run_dir, rounds=0, droploss=True,
-                             opts=schedule_opts(args.iters, args.batch))
-    round0.run()
-    # Round 1 (same run directory, round 0 given as weights): a shorter schedule from round 0.
-    opts = schedule_opts(args.round_iters, args.batch)
-    run = SelfTrainingRun(CONFIG, sim, train_root, run_dir, rounds=1,
-                          weights=round0.checkpoint(0), opts=opts)
-    summary = run.run()
-    # Control: round 0 continued on the round-0 labels for the same iterations as round 1.
-    control = SelfTrainingRun(CONFIG, sim, train_root, os.path.join(args.out, "control"),
-                              rounds=0, opts=opts + ["MODEL.WEIGHTS", round0.checkpoint(0)])
-    control.run()
-    arms = [("round0", run.checkpoint(0), None), ("round1", run.checkpoint(1), run.labels_path(1)),
-            ("round0_continued_control", control.checkpoint(0), None)]
-    if args.low_threshold is not None:
-        # Extra arm, outside the recipe: a threshold inside this short-trained detector's score
-        # range. Same checkpoint and images as round 1, so its predictions are reused.
-        low_dir = os.path.join(args.out, f"run_t{args.low_threshold:g}")
-        os.makedirs(os.path.join(low_dir, "round1"), exist_ok=True)
-        preds = os.path.join(low_dir, "round1", "predictions.json")
-        if not os.path.isfile(preds):
-            shutil.copyfile(os.path.join(run.round_dir(1), "predictions.json"), preds)
-        low = SelfTrainingRun(CONFIG, sim, train_root, low_dir, rounds=1,
-                              weights=round0.checkpoint(0),
-                              opts=opts + ["ZIP.SELF_TRAIN.SCORE_THRESHOLDS",
-                                           f"[{args.low_threshold}]"])
-        low_summary = low.run()
-        tag = f"round1_t{args.low_threshold:g}"
-        arms.append((tag, low.checkpoint(1), low.labels_path(1)))
-
-    results = {"simulated": True, "simulation_params": vars(params), "scale": vars(args),
-               "round1_label_stats": summary["round_info"]["1"]}
-    if args.low_threshold is not None:
-        results[f"round1_t{args.low_threshold:g}_label_stats"] = low_summary["round_info"]["1"]
-    results["round0_labels_vs_train_gt"] = coco_ap(data["train"], labels_as_results(sim), "segm")
-    for tag, weights, labels in arms:
-        results[f"{tag}_val"] = evaluate_checkpoint(CONFIG, weights, f"exp_a_val_{tag}",
-                                                    data["val"], val_root)
-        if labels:
-            # Label quality against the train ground truth (labels scored by their own scores).
-            results[f"{tag}_labels_vs_train_gt"] = coco_ap(data["train"],
-                                                           labels_as_results(labels), "segm")
-    write_results(os.path.join(args.out, "results.json"), results)
+    setup_logger(name="detectron2")
+    common.set_threads(args.threads)
+    run(os.path.abspath(args.root), args.seeds, args.sources, args.iters)
 
 
 if __name__ == "__main__":
