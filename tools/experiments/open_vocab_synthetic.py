@@ -59,6 +59,7 @@ ATTRIBUTES = {
     "cross": ["straight edges", "many corners", "concave", "right angles", "arms"],
 }
 CLIP_MODEL = "constructed-shape-attributes"
+CLIP_PRETRAINED = "none (constructed from shape attributes)"
 CLOSED = common.CONFIG
 OPEN = "configs/open_vocab/mask_rcnn_R18_ov_synthetic.yaml"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -72,7 +73,7 @@ def constructed_embeddings(names, dim=32, seed=0):
     basis = torch.linalg.qr(torch.randn(dim, len(ATTRIBUTE_NAMES), generator=gen))[0].t()
     emb = torch.stack([sum(basis[ATTRIBUTE_NAMES.index(a)] for a in ATTRIBUTES[n]) for n in names])
     return TextEmbeddings(torch.nn.functional.normalize(emb, dim=1), list(names), CLIP_MODEL,
-                          "none (constructed from shape attributes)", templates="none")
+                          CLIP_PRETRAINED, templates="none")
 
 
 def coco_names():
@@ -106,6 +107,7 @@ def ov_coco_layout(root, val_json, val_images):
 def ov_opts(train_emb, test_emb, num_classes):
     return ["MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes),
             "MODEL.ROI_BOX_HEAD.OPEN_VOCAB.CLIP_MODEL", CLIP_MODEL,
+            "MODEL.ROI_BOX_HEAD.OPEN_VOCAB.CLIP_PRETRAINED", CLIP_PRETRAINED,
             "MODEL.ROI_BOX_HEAD.OPEN_VOCAB.RANDOM_WEIGHTS", "False",
             "MODEL.ROI_BOX_HEAD.OPEN_VOCAB.EMBEDDINGS", train_emb,
             "MODEL.ROI_BOX_HEAD.OPEN_VOCAB.TEST_EMBEDDINGS", test_emb]

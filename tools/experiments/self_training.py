@@ -67,7 +67,7 @@ def run(root, seeds, sources, iters=ROUND_ITERS):
                          f"({round0}); run tools/experiments/annotation_free.py first")
             labels = e1["labels"]
             opts = common.schedule(iters, min(WARMUP, iters), seed=seed) + [
-                "ZIP.SELF_TRAIN.SCORE_THRESHOLDS", f"[{THRESHOLD}]"]
+                "ZIP.SELF_TRAIN.SCORE_THRESHOLDS", f"[{THRESHOLD}]", "DATASETS.TEST", "()"]
             st = SelfTrainingRun(common.CONFIG, labels, data["train_images"],
                                  os.path.join(run_dir(root, source, seed), "selftrain"),
                                  rounds=1, weights=round0, opts=opts)
