@@ -50,6 +50,13 @@ SOURCES = {
     "disc_paper": f"{DISCOVERY_LABEL}, paper rule",
     "disc_new": f"{DISCOVERY_LABEL}, thinness rule (radius >= 2)",
 }
+# The same, short enough for a figure's axis.
+SHORT_NAMES = {
+    "gt": "ground truth",
+    "simulated": "SIMULATED",
+    "disc_paper": "discovery-made\n(constructed features)\npaper rule",
+    "disc_new": "discovery-made\n(constructed features)\nthinness rule",
+}
 THINNESS_RADIUS = 2.0  # the zip_plus preset's DISCOVERY.MIN_INSCRIBED_RADIUS
 
 

@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
-FOOTER = ("Synthetic shapes, CPU. Discovery-made = zip_d2's discovery on CONSTRUCTED features "
-          "(not CLIP); simulated = degraded ground truth.")
+FOOTER = ("\nSynthetic shapes, CPU. Discovery-made = zip_d2's discovery on CONSTRUCTED features "
+          "(not CLIP); SIMULATED = degraded ground truth. Bars: mean; dots: seeds.")
 
 
 def load(root, experiment):
@@ -53,7 +53,7 @@ def bars(ax, groups, series, title, ylabel):
         ax.bar(pos, means, width, label=label)
         for p, v in zip(pos, per_group):
             ax.plot([p] * len(v), v, "k.", ms=4)
-    ax.set_xticks(x, groups, fontsize=8)
+    ax.set_xticks(x, groups, fontsize=7)
     ax.set_title(title, fontsize=9)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
@@ -87,11 +87,11 @@ def experiment1(root, fig_dir):
     text = table(["labels (source)", "seeds", "labels: mask AP50 (train GT)",
                   "labels: mask AP", "detector: box AP50 (val)", "box AP", "mask AP50",
                   "mask AP"], rows)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    names = [common.SOURCES[s].replace(", ", ",\n", 1) for s in order]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    names = [common.SHORT_NAMES[s] for s in order]
     bars(axes[0], names, {
         "labels vs train GT": [[r["vs_train_gt"]["mask"]["AP50"] for r in labels.get(s, [])]
-                               or ([100.0] if s == "gt" else []) for s in order],
+                               for s in order],
         "detector on val": [[r["val"]["mask"]["AP50"] for r in runs.get(s, [])] for s in order],
     }, "Mask AP50", "AP50 (%)")
     bars(axes[1], names, {
@@ -186,18 +186,37 @@ def experiment3(root, fig_dir):
             lo = [m - min(v) for m, v in zip(means, vals)]
             hi = [max(v) - m for m, v in zip(means, vals)]
             ax.errorbar(xs, means, yerr=[lo, hi], marker="o", capsize=3, label=names[s])
+        for label, value, style in start_lines(root, records[0], metric):
+            ax.axhline(value, ls=style, lw=0.8, color="gray")
+            ax.text(percents[0], value, label, fontsize=6, va="bottom", color="gray")
         ax.set_xscale("log")
         ax.set_xticks(percents, [f"{p:g}%" for p in percents])
         ax.set_xlabel("ground truth used (% of 400 train images)")
         ax.set_ylabel(f"box {metric} on val (%)")
         ax.legend(fontsize=7)
     src = records[0].get("start_trained_on", "")
-    fig.suptitle(f"Experiment 3: label-efficient finetuning (starts trained on {src}). "
+    fig.suptitle(f"Experiment 3: label-efficient finetuning, same schedule; starts trained on "
+                 f"{src}. Lines: starts before finetuning."
                  + FOOTER, fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(fig_dir, "exp3_label_efficient.png"), dpi=110)
     plt.close(fig)
     return text
+
+
+def start_lines(root, record, metric):
+    """(label, mean box ``metric`` on val, line style) of experiment 3's pseudo-label starts
+    before finetuning: experiment 1's round-0 and experiment 2's round-1 detectors."""
+    source = next((k for k, v in common.SOURCES.items() if v == record["start_trained_on"]), None)
+    out = []
+    e1 = [r["val"]["box"][metric] for r in load(root, "e1") if r.get("source") == source
+          and "val" in r]
+    e2 = [r["round1_val"]["box"][metric] for r in load(root, "e2") if r.get("source") == source]
+    if e1:
+        out.append(("round 0, no finetuning", float(np.mean(e1)), "--"))
+    if e2:
+        out.append(("self-trained, no finetuning", float(np.mean(e2)), ":"))
+    return out
 
 
 def experiment4(root, fig_dir):
