@@ -13,12 +13,9 @@ iterations); pseudo-label runs use DropLoss (CutLER's round 0). Scored: box and 
 
 Each finished run is stored under ROOT/results/e1/ and skipped on a rerun.
 """
-import argparse
 import os
 
 import common
-
-from detectron2.utils.logger import setup_logger
 
 EXPERIMENT = "e1"
 ITERS, WARMUP = 600, 50
@@ -60,19 +57,11 @@ def run(root, seeds, sources, iters=ITERS):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="work/exp15")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(common.SEEDS))
+    parser = common.experiment_parser(__doc__, ITERS)
     parser.add_argument("--sources", nargs="+", default=list(common.SOURCES),
                         choices=list(common.SOURCES))
-    parser.add_argument("--iters", type=int, default=ITERS,
-                        help="training iterations (change only with a fresh --root)")
-    common.add_threads_argument(parser)
     args = parser.parse_args()
-    setup_logger(name="zip_d2")
-    setup_logger(name="detectron2")
-    common.set_threads(args.threads)
-    run(os.path.abspath(args.root), args.seeds, args.sources, args.iters)
+    run(common.start(args), args.seeds, args.sources, args.iters)
 
 
 if __name__ == "__main__":

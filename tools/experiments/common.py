@@ -14,6 +14,7 @@ Layout of ``--root``::
     runs/<experiment>/<run>/            detectron2 output of one training
     results/<experiment>/<run>.json     its evaluation; present = finished, never redone
 """
+import argparse
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads)
 from zip_d2.config import setup_cfg
@@ -60,16 +62,27 @@ SHORT_NAMES = {
 THINNESS_RADIUS = 2.0  # the zip_plus preset's DISCOVERY.MIN_INSCRIBED_RADIUS
 
 
-def add_threads_argument(parser):
+def experiment_parser(doc, iters, iters_what="training iterations"):
+    """The flags every experiment script takes: --root, --seeds, --iters, --threads."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--root", default="work/exp15")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--iters", type=int, default=iters,
+                        help=f"{iters_what} (change only with a fresh --root)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on the shared 2-core machine, one thread "
                              "trained at 3.0 s/iteration while a two-thread run beside it took "
                              "6-11 s, at load average 7; use 2 on an idle machine)")
+    return parser
 
 
-def set_threads(n):
-    """One training at a time: torch uses ``n`` threads."""
-    torch.set_num_threads(n)
+def start(args):
+    """Logs to the console, torch on ``args.threads`` threads (one training at a time);
+    returns the absolute --root."""
+    setup_logger(name="zip_d2")
+    setup_logger(name="detectron2")
+    torch.set_num_threads(args.threads)
+    return os.path.abspath(args.root)
 
 
 @contextlib.contextmanager

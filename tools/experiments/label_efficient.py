@@ -15,15 +15,12 @@ iterations of the synthetic config (AdamW LR 6e-4, batch 4), scored on val.
 import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
 
 # isort: split
-import argparse
 import os
 import sys
 
 import annotation_free
 import common
 import self_training
-
-from detectron2.utils.logger import setup_logger
 
 from zip_d2.data.coco_json import load_json, write_json_atomic
 from zip_d2.data.subsets import LABEL_PERCENTS, make_label_subset
@@ -76,21 +73,13 @@ def run(root, seeds, source, percents, iters=ITERS):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="work/exp15")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(common.SEEDS))
+    parser = common.experiment_parser(__doc__, ITERS, "finetuning iterations")
     parser.add_argument("--source", default="disc_new",
                         choices=[s for s in common.SOURCES if s != "gt"],
                         help="pseudo-label source of the round-0 and self-trained starts")
     parser.add_argument("--percents", type=float, nargs="+", default=list(LABEL_PERCENTS))
-    parser.add_argument("--iters", type=int, default=ITERS,
-                        help="finetuning iterations (change only with a fresh --root)")
-    common.add_threads_argument(parser)
     args = parser.parse_args()
-    setup_logger(name="zip_d2")
-    setup_logger(name="detectron2")
-    common.set_threads(args.threads)
-    run(os.path.abspath(args.root), args.seeds, args.source, args.percents, args.iters)
+    run(common.start(args), args.seeds, args.source, args.percents, args.iters)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ generalised box AP50 over base / novel / all classes is read from the run's metr
 import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
 
 # isort: split
-import argparse
 import json
 import os
 import subprocess
@@ -38,7 +37,6 @@ import common
 import torch
 
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-from detectron2.utils.logger import setup_logger
 
 from zip_d2.data.coco_json import load_json, write_json_atomic
 from zip_d2.data.ov_coco import OV_COCO_BASE, OV_COCO_NOVEL, build_ov_split
@@ -185,20 +183,12 @@ def run(root, seeds, runs, train_only=False, iters=ITERS):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="work/exp15")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(common.SEEDS))
+    parser = common.experiment_parser(__doc__, ITERS)
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--train-only", action="store_true",
                         help="train, do not evaluate (a later run without it evaluates)")
-    parser.add_argument("--iters", type=int, default=ITERS,
-                        help="training iterations (change only with a fresh --root)")
-    common.add_threads_argument(parser)
     args = parser.parse_args()
-    setup_logger(name="zip_d2")
-    setup_logger(name="detectron2")
-    common.set_threads(args.threads)
-    run(os.path.abspath(args.root), args.seeds, args.runs, args.train_only, args.iters)
+    run(common.start(args), args.seeds, args.runs, args.train_only, args.iters)
 
 
 if __name__ == "__main__":

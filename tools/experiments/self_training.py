@@ -17,15 +17,12 @@ predictions passed the threshold.
 import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
 
 # isort: split
-import argparse
 import os
 import sys
 
 import annotation_free
 import common
 import numpy as np
-
-from detectron2.utils.logger import setup_logger
 
 from zip_d2.data.coco_json import load_json
 from zip_d2.selftrain import SelfTrainingRun
@@ -98,19 +95,11 @@ def run(root, seeds, sources, iters=ROUND_ITERS):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="work/exp15")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(common.SEEDS))
+    parser = common.experiment_parser(__doc__, ROUND_ITERS, "round-1 (and control) iterations")
     parser.add_argument("--sources", nargs="+", default=["disc_new"],
                         choices=[s for s in common.SOURCES if s != "gt"])
-    parser.add_argument("--iters", type=int, default=ROUND_ITERS,
-                        help="round-1 (and control) iterations (change only with a fresh --root)")
-    common.add_threads_argument(parser)
     args = parser.parse_args()
-    setup_logger(name="zip_d2")
-    setup_logger(name="detectron2")
-    common.set_threads(args.threads)
-    run(os.path.abspath(args.root), args.seeds, args.sources, args.iters)
+    run(common.start(args), args.seeds, args.sources, args.iters)
 
 
 if __name__ == "__main__":
