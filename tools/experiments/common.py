@@ -14,6 +14,9 @@ Layout of ``--root``::
     runs/<experiment>/<run>/            detectron2 output of one training
     results/<experiment>/<run>.json     its evaluation; present = finished, never redone
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import contextlib
 import json
