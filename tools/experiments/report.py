@@ -9,6 +9,7 @@ value in brackets. Pseudo-label sources are named as common.SOURCES names them.
 """
 import argparse
 import glob
+import json
 import os
 from collections import defaultdict
 
@@ -243,13 +244,29 @@ def experiment4(root, fig_dir):
     return text
 
 
+def training_seconds(metrics_file):
+    """Seconds spent in training iterations, from detectron2's metrics.json: each record's
+    per-iteration ``time`` times the iterations since the previous record. A run resumed after
+    an interruption counts each iteration once (the later record of an iteration wins);
+    evaluation, data loading before the first iteration and model building are not counted."""
+    per_iteration = {}
+    with open(metrics_file) as f:
+        for line in f:
+            record = json.loads(line)
+            if "time" in record and "iteration" in record:
+                per_iteration[record["iteration"]] = record["time"]
+    total, previous = 0.0, -1
+    for iteration in sorted(per_iteration):
+        total += per_iteration[iteration] * (iteration - previous)
+        previous = iteration
+    return total
+
+
 def compute(root):
-    """Training seconds recorded per experiment (a run resumed after an interruption records
-    only its last session)."""
-    out = {}
-    for e in ("e1", "e2", "e3", "e4"):
-        out[e] = sum(r.get("train_seconds", 0) for r in load(root, e))
-    return out
+    """Training seconds per experiment, summed over every run directory's metrics.json."""
+    return {e: round(sum(training_seconds(p) for p in glob.glob(
+        os.path.join(root, "runs", e, "**", "metrics.json"), recursive=True)))
+        for e in ("e1", "e2", "e3", "e4")}
 
 
 def main():
@@ -265,7 +282,10 @@ def main():
                       ("4. Novel classes (open-vocabulary split)", experiment4)):
         text = fn(root, args.figures)
         print(f"### {title}\n\n{text if text else '(no results yet)'}\n")
-    print("training seconds recorded per experiment:", compute(root))
+    seconds = compute(root)
+    print("training time per experiment (detectron2 iteration times, CPU, 1 thread): "
+          + ", ".join(f"{e} {v / 60:.0f} min" for e, v in seconds.items())
+          + f"; total {sum(seconds.values()) / 3600:.1f} h")
 
 
 if __name__ == "__main__":
