@@ -11,6 +11,9 @@ which says "discovery-made, constructed features".
     python tools/make_discovery_labels.py --gt work/synthetic/train.json \
         --out work/synthetic/discovery_new_train.json --min-inscribed-radius 2 --seed 0
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import sys
 from dataclasses import fields

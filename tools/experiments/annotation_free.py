@@ -13,6 +13,9 @@ iterations); pseudo-label runs use DropLoss (CutLER's round 0). Scored: box and 
 
 Each finished run is stored under ROOT/results/e1/ and skipped on a rerun.
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import os
 
 import common

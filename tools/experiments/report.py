@@ -7,6 +7,9 @@ value in brackets. Pseudo-label sources are named as common.SOURCES names them.
 
     python tools/experiments/report.py --root work/exp15 --figures docs/figures
 """
+import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+
+# isort: split
 import argparse
 import glob
 import json
