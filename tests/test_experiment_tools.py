@@ -26,7 +26,7 @@ def test_training_time_counts_a_resumed_runs_iterations_once(tmp_path):
                     {"iteration": 59, "time": 2.0},
                     {"iteration": 59, "time": 1.0}, {"iteration": 79, "time": 1.0},
                     {"iteration": 79, "bbox/AP50": 40.0}])
-    assert report.training_seconds(path) == pytest.approx(20 * 2 + 20 * 2 + 20 * 1 + 20 * 1)
+    assert common.training_seconds(path) == pytest.approx(20 * 2 + 20 * 2 + 20 * 1 + 20 * 1)
 
 
 def test_compute_sums_every_run_folder_of_an_experiment(tmp_path):

@@ -56,7 +56,7 @@ def run(root, seeds, sources, iters=ITERS):
             common.record(root, EXPERIMENT, name, {
                 "source": source, "source_label": common.SOURCES[source], "seed": seed,
                 "labels": labels, "droploss": source != "gt", "iterations": iters,
-                "train_seconds": round(seconds), "checkpoint": ckpt, "val": val})
+                "train_seconds": seconds, "checkpoint": ckpt, "val": val})
 
 
 def main():

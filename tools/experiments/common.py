@@ -173,15 +173,17 @@ def droploss_opts(config=CONFIG):
 
 
 def train(out_dir, train_name, train_json, image_root, opts=(), config=CONFIG):
-    """Train once, seeded by the config's SEED; ``(checkpoint, seconds)``.
+    """Train once, seeded by the config's SEED; ``(checkpoint, whole seconds)``.
 
-    Skipped (seconds 0) when ``out_dir/model_final.pth`` exists; an interrupted training
-    resumes from its last checkpoint."""
+    Skipped when ``out_dir/model_final.pth`` exists; an interrupted training resumes from its
+    last checkpoint. Seconds: the time of all its iterations, from metrics.json (a resumed
+    run's earlier sessions included), or None if there is none."""
     from zip_d2.engine import Trainer
 
     final = os.path.join(out_dir, "model_final.pth")
+    metrics = os.path.join(out_dir, "metrics.json")
     if os.path.isfile(final):
-        return final, 0.0
+        return final, round(training_seconds(metrics)) if os.path.isfile(metrics) else None
     cfg = setup_cfg(config, list(opts) + ["DATASETS.TRAIN", f"('{train_name}',)",
                                           "DATASETS.TEST", "()", "OUTPUT_DIR", out_dir],
                     [[train_name, train_json, image_root]])
@@ -190,11 +192,28 @@ def train(out_dir, train_name, train_json, image_root, opts=(), config=CONFIG):
     with open(os.path.join(out_dir, "config.yaml"), "w") as f:
         f.write(cfg.dump())
     seed_all_rng(cfg.SEED)
-    start = time.perf_counter()
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=True)
     trainer.train()
-    return final, time.perf_counter() - start
+    return final, round(training_seconds(metrics))
+
+
+def training_seconds(metrics_file):
+    """Seconds spent in training iterations, from detectron2's metrics.json: each record's
+    per-iteration ``time`` times the iterations since the previous record. A run resumed after
+    an interruption counts each iteration once (the later record of an iteration wins);
+    evaluation, data loading before the first iteration and model building are not counted."""
+    per_iteration = {}
+    with open(metrics_file) as f:
+        for line in f:
+            record = json.loads(line)
+            if "time" in record and "iteration" in record:
+                per_iteration[record["iteration"]] = record["time"]
+    total, previous = 0.0, -1
+    for iteration in sorted(per_iteration):
+        total += per_iteration[iteration] * (iteration - previous)
+        previous = iteration
+    return total
 
 
 def schedule(iters, warmup, lr=6e-4, batch=4, seed=0):

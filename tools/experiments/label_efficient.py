@@ -67,7 +67,7 @@ def run(root, seeds, source, percents, iters=ITERS):
                     "start_trained_on": (common.SOURCES[source] if weights else "nothing"),
                     "num_images": len(subset["images"]),
                     "num_annotations": len(subset["annotations"]), "iterations": iters,
-                    "train_seconds": round(seconds), "checkpoint": ckpt,
+                    "train_seconds": seconds, "checkpoint": ckpt,
                     "val": common.evaluate_checkpoint(ckpt, f"e3_val_{name}", data["val"],
                                                       data["val_images"])})
 

@@ -174,7 +174,7 @@ def run(root, seeds, runs, train_only=False, iters=ITERS):
             result = {"run": name, "seed": seed, "trained_on": trained_on,
                       "embeddings": "constructed from shape attributes (not CLIP)"
                       if config == OPEN else "none (closed-set head)",
-                      "iterations": iters, "train_seconds": round(seconds), "checkpoint": ckpt,
+                      "iterations": iters, "train_seconds": seconds, "checkpoint": ckpt,
                       "val_generalised_box": eval_through_train_net(config, ckpt, opts, d2,
                                                                     eval_dir)}
             if name == "ov_free":

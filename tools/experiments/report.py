@@ -12,7 +12,6 @@ import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at i
 # isort: split
 import argparse
 import glob
-import json
 import os
 from collections import defaultdict
 
@@ -247,27 +246,9 @@ def experiment4(root, fig_dir):
     return text
 
 
-def training_seconds(metrics_file):
-    """Seconds spent in training iterations, from detectron2's metrics.json: each record's
-    per-iteration ``time`` times the iterations since the previous record. A run resumed after
-    an interruption counts each iteration once (the later record of an iteration wins);
-    evaluation, data loading before the first iteration and model building are not counted."""
-    per_iteration = {}
-    with open(metrics_file) as f:
-        for line in f:
-            record = json.loads(line)
-            if "time" in record and "iteration" in record:
-                per_iteration[record["iteration"]] = record["time"]
-    total, previous = 0.0, -1
-    for iteration in sorted(per_iteration):
-        total += per_iteration[iteration] * (iteration - previous)
-        previous = iteration
-    return total
-
-
 def compute(root):
     """Training seconds per experiment, summed over every run directory's metrics.json."""
-    return {e: round(sum(training_seconds(p) for p in glob.glob(
+    return {e: round(sum(common.training_seconds(p) for p in glob.glob(
         os.path.join(root, "runs", e, "**", "metrics.json"), recursive=True)))
         for e in ("e1", "e2", "e3", "e4")}
 
