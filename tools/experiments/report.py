@@ -165,9 +165,10 @@ def experiment3(root, fig_dir):
     for r in sorted(records, key=lambda r: r["seed"]):
         groups[(r["percent"], r["start"])].append(r)
     percents = sorted({p for p, _ in groups})
-    starts = [s for s in ("self_trained", "round0", "scratch") if any(k[1] == s for k in groups)]
+    starts = [s for s in ("self_trained", "control", "round0", "scratch")
+              if any(k[1] == s for k in groups)]
     names = {"self_trained": "self-trained (round 1)", "round0": "round 0",
-             "scratch": "scratch"}
+             "scratch": "scratch", "control": "control (added after)"}
     rows = []
     for p in percents:
         for s in starts:

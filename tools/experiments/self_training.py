@@ -41,6 +41,11 @@ def self_trained_checkpoint(root, source, seed):
     return os.path.join(run_dir(root, source, seed), "selftrain", "round1", "model_final.pth")
 
 
+def control_checkpoint(root, source, seed):
+    """The control detector: round 0 trained the same extra iterations on its own labels."""
+    return os.path.join(run_dir(root, source, seed), "control", "round0", "model_final.pth")
+
+
 def score_counts(predictions_json):
     """How many predictions on the train images reach 0.5 / 0.7 / 0.9, and the highest score."""
     scores = np.array([p["score"] for p in load_json(predictions_json)], np.float64)
