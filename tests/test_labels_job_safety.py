@@ -227,16 +227,21 @@ def test_a_forked_child_outliving_the_job_does_not_hold_its_lock(tmp_path):
     shard_dir = str(tmp_path / "labels.json.shards")
     os.makedirs(shard_dir)
     lock = shards.ShardLock(shard_dir, 0).acquire()
+    ready_r, ready_w = os.pipe()
     child = os.fork()
-    if child == 0:  # the worker: outlives the job's lock by a few seconds, then exits
+    if child == 0:  # the worker: says it runs (fork handlers done), outlives the job's lock
+        os.write(ready_w, b"1")
         time.sleep(5)
         os._exit(0)
+    os.close(ready_w)
     try:
+        assert os.read(ready_r, 1) == b"1"
         with pytest.raises(shards.ShardError):
             shards.ShardLock(shard_dir, 0).check_free()
         lock.release()  # the job is gone; its worker is not
         shards.ShardLock(shard_dir, 0).acquire().release()
     finally:
+        os.close(ready_r)
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
 
