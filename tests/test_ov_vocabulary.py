@@ -99,17 +99,23 @@ def test_class_specific_masks_are_rejected(tmp_path):
         build_model(cfg)
 
 
-def test_dataset_class_names_are_the_default_vocabularies(tmp_path, monkeypatch):
-    # Train and test datasets with different classes: the test set's names are scored in eval.
-    MetadataCatalog.get("ov_vocab_test_train").set(thing_classes=TRAIN_NAMES)
-    MetadataCatalog.get("ov_vocab_test_val").set(thing_classes=["star", "cross"])
-    computed = []
+@pytest.fixture
+def computed(monkeypatch):
+    """The class-name lists the heads compute text embeddings for (random embeddings)."""
+    names_seen = []
 
     def fake_embeddings(cfg, names):
-        computed.append(list(names))
+        names_seen.append(list(names))
         return TextEmbeddings(torch.randn(len(names), 32), list(names), "zip-tiny-vit", "random")
 
     monkeypatch.setattr("zip_d2.modeling.vocabulary.embeddings_for_names", fake_embeddings)
+    return names_seen
+
+
+def test_dataset_class_names_are_the_default_vocabularies(tmp_path, computed):
+    # Train and test datasets with different classes: the test set's names are scored in eval.
+    MetadataCatalog.get("ov_vocab_test_train").set(thing_classes=TRAIN_NAMES)
+    MetadataCatalog.get("ov_vocab_test_val").set(thing_classes=["star", "cross"])
     cfg = _cfg(tmp_path, EMBEDDINGS="")
     cfg.DATASETS.TRAIN = ("ov_vocab_test_train",)
     cfg.DATASETS.TEST = ("ov_vocab_test_val",)
@@ -120,18 +126,11 @@ def test_dataset_class_names_are_the_default_vocabularies(tmp_path, monkeypatch)
 
 
 def test_a_model_built_for_inference_scores_the_test_set_without_a_training_vocabulary(
-        tmp_path, monkeypatch):
+        tmp_path, computed):
     # train_net.py --eval-only builds with DATASETS.TRAIN empty: the test set's names are the
     # vocabulary, computed once, and NUM_CLASSES (a training setting) does not have to match.
     test_names = ["star", "cross", "ring"]
     MetadataCatalog.get("ov_vocab_inference_val").set(thing_classes=test_names)
-    computed = []
-
-    def fake_embeddings(cfg, names):
-        computed.append(list(names))
-        return TextEmbeddings(torch.randn(len(names), 32), list(names), "zip-tiny-vit", "random")
-
-    monkeypatch.setattr("zip_d2.modeling.vocabulary.embeddings_for_names", fake_embeddings)
     cfg = _cfg(tmp_path, EMBEDDINGS="")
     cfg.DATASETS.TEST = ("ov_vocab_inference_val",)
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 48
