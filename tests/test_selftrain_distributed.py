@@ -11,6 +11,7 @@ augmentation streams), so its weights are not compared.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,3 +126,26 @@ def test_an_error_on_the_main_process_stops_both_processes_with_one_line(inputs,
     errors = [line for line in res.stderr.splitlines() if line.startswith("self_train: error:")]
     assert len(errors) == 1 and "file not found" in errors[0], res.stderr[-3000:]
     assert "Traceback" not in res.stderr
+
+
+def test_two_processes_refuse_other_inputs_and_overwrite_starts_over(runs, inputs, tmp_path):
+    # A finished run directory, rerun with 2 processes on other labels: refused in the launching
+    # process (one line, nothing touched); with --overwrite rank 0 starts over and records them.
+    out = tmp_path / "run"
+    shutil.copytree(runs["one"], out)
+    other = json.loads(open(inputs["labels"]).read())
+    other["annotations"] = other["annotations"][:-1]
+    other_labels = tmp_path / "other.json"
+    other_labels.write_text(json.dumps(other))
+    args = _args(dict(inputs, labels=str(other_labels)), out, 2)
+    before = (out / "round1" / "labels.json").read_bytes()
+    res = run_tool("self_train.py", *args, env=ENV, timeout=180)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr[-3000:]
+    assert "other inputs" in res.stderr and "--overwrite" in res.stderr
+    assert (out / "round1" / "labels.json").read_bytes() == before
+    res = run_tool("self_train.py", "--overwrite", *args, env=ENV)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "self_train.json").read_text())
+    assert summary["inputs"]["labels"]["path"] == str(other_labels)
+    labels = json.loads((out / "round1" / "labels.json").read_text())
+    assert labels["info"]["self_training"]["parent_annotations"] == len(other["annotations"])
