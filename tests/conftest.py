@@ -1,4 +1,5 @@
 """Shared fixtures: small synthetic datasets made once per test session."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -18,6 +19,14 @@ def synthetic_dataset(tmp_path_factory):
                                    params=SceneParams(width=96, height=80, min_radius=8,
                                                       max_radius=16))
     return {"root": root, **paths}
+
+
+def load_tool(name):
+    """``tools/<name>.py`` imported as a module (to call its main() in this process)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_tool(script, *args, timeout=600, env=None):

@@ -1,10 +1,10 @@
 """Evaluating pseudo-labels against ground truth, and looking at them."""
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+from conftest import load_tool
 from PIL import Image
 from pycocotools import mask as mask_util
 
@@ -12,13 +12,6 @@ from zip_d2.evaluation.pseudo_labels import EvalError, evaluate_pseudo_labels
 from zip_d2.labels.visualize import write_overlays
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _rle(mask):
@@ -84,8 +77,8 @@ def test_eval_tool_prints_box_and_mask_rows(tmp_path, capsys):
     gt = _ground_truth()
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "pred.json").write_text(json.dumps(_as_pseudo_labels(gt)))
-    rc = _tool("eval_pseudo_labels").main(["--pred", str(tmp_path / "pred.json"),
-                                           "--gt", str(tmp_path / "gt.json")])
+    rc = load_tool("eval_pseudo_labels").main(["--pred", str(tmp_path / "pred.json"),
+                                                "--gt", str(tmp_path / "gt.json")])
     out = capsys.readouterr().out
     assert rc == 0
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()

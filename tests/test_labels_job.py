@@ -4,7 +4,6 @@ Covers: bad files recorded as skips while the job goes on, job-level errors stop
 work, resume after SIGKILL giving exactly the uninterrupted result, two processes splitting the
 work, and the `make smoke` command line.
 """
-import importlib.util
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import load_tool
 from PIL import Image
 
 from zip_d2.config import get_cfg
@@ -352,13 +352,6 @@ def test_two_processes_split_the_work_and_merge_to_the_single_process_result(tmp
     assert labels_only(load(out)) == labels_only(reference)
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_missing_weights_and_bad_vocabulary_stop_the_cli_with_one_line(tmp_path, capsys):
     images = make_scene_folder(str(tmp_path / "images"), 1)
     out = str(tmp_path / "labels.json")
@@ -373,9 +366,9 @@ def test_missing_weights_and_bad_vocabulary_stop_the_cli_with_one_line(tmp_path,
     assert proc.returncode == 2 and len(errors) == 1 and "weights" in errors[0], proc.stderr
     assert not os.path.exists(out + ".shards")
 
-    rc = _tool("generate_pseudo_labels").main(
+    rc = load_tool("generate_pseudo_labels").main(
         ["--images", images, "--config", TINY, "--out", out, "--vocabulary",
-         str(tmp_path / "nope.txt")])
+              str(tmp_path / "nope.txt")])
     assert rc == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         f"error: Vocabulary file {tmp_path / 'nope.txt'} does not exist; a vocabulary is")
@@ -393,9 +386,9 @@ def test_make_smoke_commands_label_validate_and_draw_the_demo_images(tmp_path):
     data = load(out)
     assert len(data["images"]) == len(os.listdir(demo)) == 5
     assert data["info"]["random_weights"] is True
-    assert _tool("validate_pseudo_labels").main([out]) == 0
-    assert _tool("visualize_pseudo_labels").main([out, "--out-dir", str(tmp_path / "vis"),
-                                                  "--num", "5"]) == 0
+    assert load_tool("validate_pseudo_labels").main([out]) == 0
+    assert load_tool("visualize_pseudo_labels").main([out, "--out-dir", str(tmp_path / "vis"),
+                                                       "--num", "5"]) == 0
     assert len([f for f in os.listdir(tmp_path / "vis") if f.endswith(".jpg")]) == 5
 
 
@@ -409,9 +402,9 @@ def test_merge_tool_rebuilds_the_output_and_validate_tool_catches_swapped_sizes(
             build_labeler=lambda cfg: _StandInLabelerForJobMechanics(set()))
     original = load(out)
     os.remove(out)
-    assert _tool("merge_pseudo_labels").main(["--out", out]) == 0
+    assert load_tool("merge_pseudo_labels").main(["--out", out]) == 0
     assert labels_only(load(out)) == labels_only(original)
-    assert _tool("validate_pseudo_labels").main([out]) == 0
+    assert load_tool("validate_pseudo_labels").main([out]) == 0
 
     broken = load(out)
     broken["images"][0]["width"], broken["images"][0]["height"] = 30, 40
@@ -419,7 +412,7 @@ def test_merge_tool_rebuilds_the_output_and_validate_tool_catches_swapped_sizes(
     with open(out, "w") as f:
         json.dump(broken, f)
     capsys.readouterr()
-    assert _tool("validate_pseudo_labels").main([out]) == 1
+    assert load_tool("validate_pseudo_labels").main([out]) == 1
     report = capsys.readouterr().out
     assert "is 40x30 (WxH) but the JSON says 30x40" in report
     assert "categories: duplicate name 'object'" in report
@@ -428,7 +421,7 @@ def test_merge_tool_rebuilds_the_output_and_validate_tool_catches_swapped_sizes(
     shard = out + ".shards/rank00000-of-00001.jsonl"
     lines = open(shard).readlines()
     open(shard, "w").writelines(lines[:2])
-    assert _tool("merge_pseudo_labels").main(["--out", out]) == 2
+    assert load_tool("merge_pseudo_labels").main(["--out", out]) == 2
     assert "only 2 of 3 images are finished" in capsys.readouterr().err
 
 
@@ -508,9 +501,9 @@ def test_labelers_with_label_batch_get_whole_batches_and_failures_fall_back_per_
 def test_coco_vocabulary_gives_coco_category_ids(tmp_path):
     images = make_scene_folder(str(tmp_path / "images"), 2)
     out = str(tmp_path / "labels.json")
-    rc = _tool("generate_pseudo_labels").main(
+    rc = load_tool("generate_pseudo_labels").main(
         ["--images", images, "--config", TINY, "--out", out, "--vocabulary", "coco",
-         "--workers", "0", "--no-progress"])
+              "--workers", "0", "--no-progress"])
     assert rc == 0
     data = load(out)
     ids = {c["name"]: c["id"] for c in data["categories"]}

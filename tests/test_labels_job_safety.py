@@ -17,7 +17,8 @@ import time
 
 import numpy as np
 import pytest
-from test_labels_job import ENV, REPO, _tool, labels_only, load, save, scene, tiny_cfg
+from conftest import load_tool
+from test_labels_job import ENV, REPO, labels_only, load, save, scene, tiny_cfg
 
 from zip_d2.labels import shards
 from zip_d2.labels.job import JobError, JobOptions, run_job
@@ -153,9 +154,9 @@ def test_out_holding_a_file_the_job_did_not_write_needs_overwrite(tmp_path):
     _one_line(e, "was not written by this job")
     assert load(str(out))["annotations"] == []
     # The merge tool follows the same rule.
-    assert _tool("merge_pseudo_labels").main(["--out", str(out)]) == 2
+    assert load_tool("merge_pseudo_labels").main(["--out", str(out)]) == 2
     assert load(str(out))["annotations"] == []
-    assert _tool("merge_pseudo_labels").main(["--out", str(out), "--overwrite"]) == 0
+    assert load_tool("merge_pseudo_labels").main(["--out", str(out), "--overwrite"]) == 0
     assert labels_only(load(str(out))) == expected
 
 
@@ -261,8 +262,8 @@ def test_bad_flags_and_configs_stop_in_one_line_with_nothing_written(tmp_path, c
     if case == "yaml syntax error":
         config = str(tmp_path / "bad.yaml")
         open(config, "w").write("PSEUDO:\n  METHOD: [zip\n")
-    rc = _tool("generate_pseudo_labels").main(["--images", root, "--config", config, "--out",
-                                               str(out), "--no-progress", *extra])
+    rc = load_tool("generate_pseudo_labels").main(["--images", root, "--config", config, "--out",
+                                                    str(out), "--no-progress", *extra])
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), captured.err
@@ -373,8 +374,8 @@ def test_a_full_disk_leaves_no_temporary_files_and_loses_no_finished_image(tmp_p
 def test_a_vocabulary_that_is_no_name_file_or_list_stops_the_job_in_one_line(tmp_path, capsys):
     root = _folder(str(tmp_path / "images"), [0])
     out = str(tmp_path / "labels.json")
-    rc = _tool("generate_pseudo_labels").main(["--images", root, "--config", TINY, "--out", out,
-                                               "--vocabulary", "my_classes.names"])
+    rc = load_tool("generate_pseudo_labels").main(["--images", root, "--config", TINY, "--out", out,
+                                                    "--vocabulary", "my_classes.names"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1 and "my_classes.names" in err[0], err
     assert "'coco'" in err[0] and "a," in err[0]
@@ -388,10 +389,10 @@ def test_validate_tool_says_when_image_files_were_not_checked(tmp_path, capsys):
             "annotations": [], "categories": [{"id": 1, "name": "object"}]}
     path = tmp_path / "plain.json"
     path.write_text(json.dumps(data))
-    assert _tool("validate_pseudo_labels").main([str(path)]) == 0
+    assert load_tool("validate_pseudo_labels").main([str(path)]) == 0
     report = capsys.readouterr().out
     assert "image files were not checked" in report and "--image-root" in report
     # Given the folder, the missing file is found.
-    assert _tool("validate_pseudo_labels").main([str(path), "--image-root",
-                                                  str(tmp_path)]) == 1
+    assert load_tool("validate_pseudo_labels").main([str(path), "--image-root",
+                                                       str(tmp_path)]) == 1
     assert "file not found" in capsys.readouterr().out

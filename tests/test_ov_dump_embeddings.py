@@ -1,27 +1,19 @@
 """tools/dump_clip_text_embeddings.py writes the matrix with the metadata heads check."""
-import importlib.util
-import os
-
 import pytest
 import torch
+from conftest import load_tool
 
 from zip_d2.text import TextEmbeddings
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _tool():
-    path = os.path.join(REPO, "tools", "dump_clip_text_embeddings.py")
-    spec = importlib.util.spec_from_file_location("dump_clip_text_embeddings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def dump(argv):
+    return load_tool("dump_clip_text_embeddings").main(argv)
 
 
 def test_dump_writes_normalised_matrix_with_model_prompts_and_names(tmp_path):
     out = tmp_path / "emb.pth"
-    rc = _tool().main(["--vocabulary", "circle,square,star", "--clip-model", "zip-tiny-vit",
-                       "--random-weights", "--templates", "single", "--out", str(out)])
+    rc = dump(["--vocabulary", "circle,square,star", "--clip-model", "zip-tiny-vit",
+               "--random-weights", "--templates", "single", "--out", str(out)])
     assert rc == 0
     emb = TextEmbeddings.load(str(out))
     assert emb.class_names == ["circle", "square", "star"]
@@ -35,8 +27,8 @@ def test_dump_writes_normalised_matrix_with_model_prompts_and_names(tmp_path):
 
 
 def test_dump_reports_a_bad_vocabulary_as_an_error(tmp_path, capsys):
-    rc = _tool().main(["--vocabulary", "a,a", "--clip-model", "zip-tiny-vit", "--random-weights",
-                       "--out", str(tmp_path / "x.pth")])
+    rc = dump(["--vocabulary", "a,a", "--clip-model", "zip-tiny-vit", "--random-weights",
+               "--out", str(tmp_path / "x.pth")])
     assert rc == 2
     assert "repeats" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()

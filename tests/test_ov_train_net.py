@@ -1,12 +1,11 @@
 """Both open-vocabulary detectors train and evaluate through tools/train_net.py on synthetic
 data, and tools/demo.py runs the trained model with a vocabulary from the command line."""
 import glob
-import importlib.util
 import json
 import os
 
 import pytest
-from conftest import REPO, run_tool
+from conftest import load_tool, run_tool
 
 CONFIGS = {
     "mask_rcnn": "configs/open_vocab/mask_rcnn_R18_ov_synthetic.yaml",
@@ -23,10 +22,7 @@ FAST = ["INPUT.MIN_SIZE_TRAIN", "(80,)", "INPUT.MIN_SIZE_TEST", "80", "SOLVER.IM
 
 def demo_main(argv):
     """tools/demo.py's main(), run in this process (saves an interpreter start per call)."""
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO, "tools", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main([str(a) for a in argv])
+    return load_tool("demo").main([str(a) for a in argv])
 
 
 def registrations(ds):

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import run_tool
+from conftest import load_tool, run_tool
 from pycocotools import mask as mask_util
 
 from zip_d2.data.simulate import write_simulated_pseudo_labels
@@ -203,7 +203,6 @@ def test_missing_round0_checkpoint_is_an_error_before_any_work(synthetic_dataset
 
 def test_a_run_directory_is_resumed_only_with_the_inputs_it_was_made_with(synthetic_dataset,
                                                                           tmp_path, capsys):
-    import importlib.util
     import shutil
 
     config = "configs/self_train/mask_rcnn_R18_synthetic.yaml"
@@ -235,9 +234,7 @@ def test_a_run_directory_is_resumed_only_with_the_inputs_it_was_made_with(synthe
 
     # The tool: one line, exit 2, even for an unreadable labels file; the record is untouched.
     (tmp_path / "broken.json").write_text("not json")
-    spec = importlib.util.spec_from_file_location("self_train", "tools/self_train.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("self_train")
     capsys.readouterr()
     rc = tool.main(["--config-file", config, "--labels", str(tmp_path / "broken.json"),
                     "--image-root", image_root, "--output-dir", str(out), "--rounds", "0",

@@ -1,14 +1,13 @@
 """tools/train_net.py --num-gpus 2 on a CPU-only machine: two data-parallel CPU processes
 (gloo), evaluation sharded across them and gathered, and only rank 0 writing files."""
 import glob
-import importlib.util
 import json
 import os
 import socket
 
 import pytest
 import torch
-from conftest import REPO, run_tool
+from conftest import load_tool, run_tool
 
 CONFIG = "configs/synthetic/mask_rcnn_R18_synthetic.yaml"
 ITERS = 30
@@ -88,10 +87,7 @@ def test_evaluation_shards_the_images_and_reports_ap_once(two_processes, synthet
 
 
 def test_a_launch_the_machine_cannot_run_is_a_one_line_error(synthetic_dataset, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO, "tools",
-                                                                            "train_net.py"))
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    train_net = load_tool("train_net")
     argv = ["--config-file", CONFIG, *registrations(synthetic_dataset), *FAST,
             "OUTPUT_DIR", str(tmp_path / "out")]
     assert train_net.cli(["--num-gpus", "2"] + argv + ["MODEL.DEVICE", "cuda"]) == 2

@@ -6,7 +6,6 @@ at a local port that refuses connections (or at a listener that never answers), 
 weight cache is an empty temporary folder.
 """
 import http.server
-import importlib.util
 import os
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import threading
 import time
 
 import pytest
+from conftest import load_tool
 
 from zip_d2 import models
 from zip_d2.config import get_cfg
@@ -66,13 +66,6 @@ def offline_env(tmp_path, port):
     for var in ("ZIP_D2_OFFLINE", "HF_HUB_OFFLINE"):
         env.pop(var, None)
     return env
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def paper_cfg(cache):
@@ -174,7 +167,7 @@ def test_unreachable_hub_stops_the_job_in_seconds_with_one_line_naming_every_wei
     for var in PROXY_VARS:
         monkeypatch.setenv(var, f"http://127.0.0.1:{refusing_port}")
     monkeypatch.setenv("no_proxy", "")
-    generate = _tool("generate_pseudo_labels")  # imports are not the job's time
+    generate = load_tool("generate_pseudo_labels")  # imports are not the job's time
     start = time.perf_counter()
     rc = generate.main(["--images", images, "--config", PAPER, "--out", str(out),
                         "PSEUDO.CACHE_DIR", str(empty_caches / "cache")])

@@ -1,11 +1,11 @@
 """Training tools check every weight source in the launching process, before any worker or
 round starts: MODEL.WEIGHTS (file, URL, detectron2:// model-zoo name) and the CLIP weights of
 open-vocabulary heads that embed class names. One line, exit status 2, nothing launched."""
-import importlib.util
 import os
 
 import pytest
 import torch
+from conftest import load_tool
 
 from zip_d2 import models
 from zip_d2.config import SetupError, get_cfg
@@ -41,19 +41,12 @@ def no_network(tmp_path, monkeypatch):
     sock.close()
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _no_launch(*args, **kwargs):
     raise AssertionError("no worker may start when weights are missing")
 
 
 def _train_net_error(argv, monkeypatch, capsys):
-    tool = _tool("train_net")
+    tool = load_tool("train_net")
     monkeypatch.setattr(tool, "launch", _no_launch)
     rc = tool.cli([str(a) for a in argv])
     captured = capsys.readouterr()
@@ -141,7 +134,7 @@ def test_self_train_stops_before_round_0_when_its_weights_are_missing(
     labels = str(no_network / "sim.json")
     write_simulated_pseudo_labels(synthetic_dataset["train"], labels, seed=0)
     out = no_network / "run"
-    rc = _tool("self_train").main([
+    rc = load_tool("self_train").main([
         "--config-file", "configs/self_train/mask_rcnn_R18_synthetic.yaml", "--labels", labels,
         "--image-root", os.path.join(synthetic_dataset["root"], "train"), "--output-dir",
         str(out), "--rounds", "1", "MODEL.WEIGHTS", "detectron2://ImageNetPretrained/MSRA/R-50.pkl"])
@@ -168,7 +161,7 @@ def test_self_train_from_a_given_checkpoint_does_not_need_round_0_weights(
 
 def test_a_missing_dataset_is_reported_as_such_not_as_a_vocabulary_problem(
         synthetic_dataset, tmp_path, monkeypatch, capsys):
-    tool = _tool("train_net")
+    tool = load_tool("train_net")
     monkeypatch.setattr(tool, "launch", _no_launch)
     missing = tmp_path / "gone.json"
     rc = tool.cli(["--config-file", SYNTHETIC_OV, "--register-dataset", "pf4_train", str(missing),
