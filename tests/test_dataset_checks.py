@@ -7,9 +7,11 @@ import cv2
 import numpy as np
 import pytest
 from conftest import run_tool
+from pycocotools import mask as mask_util
 
 from zip_d2.config import SetupError, setup_cfg
 from zip_d2.data.register import register_coco_json
+from zip_d2.data.rle import segmentation_to_rle
 from zip_d2.data.validate import DatasetError, validate_coco
 from zip_d2.engine.setup import preflight
 
@@ -94,6 +96,24 @@ def test_boxes_outside_their_image_stop_training_before_any_work(dataset_copy, b
         check(f"box_outside_{int(bbox[0])}", path, root, data)
     expect_one_line(e, f"annotation {ann['id']}", "outside its",
                     f"{img['width']}x{img['height']} image")
+
+
+def test_coco_crowd_annotations_in_uncompressed_rle_pass_and_bad_run_lengths_do_not(dataset_copy):
+    # COCO's own JSONs store crowd regions as uncompressed RLE (counts: a list of run lengths).
+    path, root, data = dataset_copy
+    img = data["images"][0]
+    ann = next(a for a in data["annotations"] if a["image_id"] == img["id"])
+    mask = mask_util.decode(segmentation_to_rle(ann["segmentation"], img["height"], img["width"]))
+    flat = mask.flatten(order="F")
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [2]])))
+    ann["segmentation"] = {"size": [img["height"], img["width"]],
+                           "counts": np.diff(np.concatenate([[0], changes])).tolist()}
+    ann["iscrowd"] = 1
+    check("crowd_uncompressed_rle", path, root, data)
+    ann["segmentation"]["counts"][-1] += 7
+    with pytest.raises(DatasetError) as e:
+        check("crowd_bad_run_lengths", path, root, data)
+    expect_one_line(e, f"annotation {ann['id']}", "run lengths sum to")
 
 
 def test_empty_dataset(dataset_copy):

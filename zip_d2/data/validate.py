@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from .coco_json import DatasetError, load_json
+from .rle import segmentation_to_rle
 
 _EXIF_ORIENTATION = 274
 # EXIF orientations 5-8 rotate by 90 or 270 degrees: the decoded image has width and height
@@ -146,11 +147,12 @@ def _check_geometry(ann, img, tol=1.0):
         if list(seg.get("size", [])) != [height, width]:
             return f"RLE size {seg.get('size')} differs from the image's [height, width] " \
                    f"[{height}, {width}]"
-        counts = seg.get("counts")
-        if not isinstance(counts, str):
-            return "RLE counts must be a compressed string"
-        rle = {"size": seg["size"], "counts": counts.encode("ascii")}
-        area = float(mask_util.area(rle))
+        if not isinstance(seg.get("counts"), (str, list)):
+            return "RLE counts must be a compressed string or a list of run lengths"
+        # COCO's own crowd annotations are uncompressed RLE (counts a list of run lengths).
+        if isinstance(seg["counts"], list) and sum(seg["counts"]) != height * width:
+            return f"RLE run lengths sum to {sum(seg['counts'])}, not {height}x{width}"
+        area = float(mask_util.area(segmentation_to_rle(seg, height, width)))
         if "area" in ann and abs(area - ann["area"]) > max(tol, 1e-3 * area):
             return f"RLE decodes to area {area:.0f} but 'area' is {ann['area']}"
         return None
