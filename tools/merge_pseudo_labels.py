@@ -29,8 +29,6 @@ def main(argv=None):
     p.add_argument("--no-validate", action="store_true")
     args = p.parse_args(argv)
 
-    from zip_d2.data.coco_json import write_json_atomic
-    from zip_d2.data.fingerprint import file_fingerprint
     from zip_d2.data.validate import validate_coco
     from zip_d2.labels import shards
 
@@ -40,8 +38,7 @@ def main(argv=None):
         listing = merged["info"]["job"].get("input", {}).get("coco_json")
         shards.check_output_replaceable(args.out, shard_dir, {"the job's --coco-json": listing},
                                         args.overwrite)
-        write_json_atomic(merged, args.out, before_replace=lambda tmp: shards.record_output(
-            shard_dir, file_fingerprint(tmp)))
+        shards.write_output(merged, args.out, shard_dir)
     except (shards.ShardError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import pathlib
 import sys
 import tempfile
 import time
@@ -36,7 +37,6 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from zip_d2.data.coco_json import write_json_atomic
 from zip_d2.data.fingerprint import file_fingerprint, fingerprint
 from zip_d2.data.validate import validate_coco
 
@@ -149,7 +149,7 @@ class _DecodeDataset(Dataset):
         path = os.path.join(self.root, entry.file_name)
         try:
             # One read: the bytes that are fingerprinted are the bytes that are decoded.
-            data = _read(path)
+            data = pathlib.Path(path).read_bytes()
             item["fingerprint"] = fingerprint(data)
             decoded = decode_image(path, data=data, **self.limits)
         except Exception as e:  # any per-file failure is a recorded skip, never a crash
@@ -173,14 +173,11 @@ class _FingerprintDataset(Dataset):
 
     def __getitem__(self, i):
         try:
-            return fingerprint(_read(os.path.join(self.root, self.entries[i].file_name)))
+            return file_fingerprint(os.path.join(self.root, self.entries[i].file_name))
         except OSError:
             return None
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _collate(items):
@@ -420,8 +417,7 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
                                                 check_segmentations=True)
             # Checked again: a file may have appeared at --out while the job ran.
             check_output_replaceable(cfg, opts)
-            write_json_atomic(merged, opts.out, before_replace=lambda tmp: shards.record_output(
-                shard_dir, file_fingerprint(tmp)))
+            shards.write_output(merged, opts.out, shard_dir)
             result.merged = opts.out
             result.label_stats = label_statistics(merged)
         except Exception as e:  # re-raised below, once the other ranks are released

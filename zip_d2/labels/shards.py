@@ -223,6 +223,13 @@ def record_output(shard_dir: str, output_fingerprint: dict) -> None:
     write_json_atomic(manifest, os.path.join(shard_dir, MANIFEST), indent=1, sort_keys=True)
 
 
+def write_output(merged: dict, out: str, shard_dir: str) -> None:
+    """Write the merged labels to ``out`` atomically, recorded as this job's own output (the
+    record lands before the file appears, so a crash between them cannot orphan the file)."""
+    write_json_atomic(merged, out, before_replace=lambda tmp: record_output(
+        shard_dir, file_fingerprint(tmp)))
+
+
 def is_recorded_output(shard_dir: str, path: str) -> bool:
     """Whether the file at ``path`` is an output this job wrote (byte for byte)."""
     if not os.path.isfile(os.path.join(shard_dir, MANIFEST)):
@@ -304,7 +311,7 @@ class ShardLock:
     def check_free(self) -> None:
         """Raise ShardError if another job holds the lock now; creates nothing."""
         if os.path.exists(self.path):
-            fd = self._try(os.O_RDONLY)
+            fd = self._try(os.O_RDWR)  # write access: NFS emulates flock with write locks
             os.close(fd)  # closing drops the lock just taken
 
     def _try(self, flags) -> int:
