@@ -129,6 +129,27 @@ def test_demo_custom_vocabulary_of_one_word_is_a_one_class_list():
 
     assert [c["name"] for c in load_vocabulary(vocabulary_spec("custom", "zebra"))] == ["zebra"]
     assert vocabulary_spec(None, "zebra,horse") == "zebra,horse"
+    # A mistyped file name is a missing file, never a class named after it.
+    with pytest.raises(ValueError, match="does not exist"):
+        load_vocabulary(vocabulary_spec("custom", "work/clases.txt"))
+
+
+def test_demo_embeds_its_vocabulary_once(trained, monkeypatch):
+    from detectron2.modeling import build_model
+
+    from zip_d2.engine.demo import demo_cfg
+    from zip_d2.modeling import vocabulary
+
+    computed = []
+    real = vocabulary.embeddings_for_names
+    monkeypatch.setattr(vocabulary, "embeddings_for_names",
+                        lambda cfg, names: computed.append(list(names)) or real(cfg, names))
+    out, _ = trained["mask_rcnn"]
+    cfg, names = demo_cfg(CONFIGS["mask_rcnn"], weights=os.path.join(out, "model_final.pth"),
+                          vocabulary="zebra,horse", device="cpu")
+    predictor = build_model(cfg).roi_heads.box_predictor
+    assert names == ["zebra", "horse"] and predictor.test_class_names == names
+    assert computed == [names]
 
 
 @pytest.mark.parametrize("vocab, message", [

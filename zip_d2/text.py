@@ -57,6 +57,12 @@ _VOCABULARY_FORMS = ("a vocabulary is 'coco', 'lvis', an existing file with one 
                      "line, or a comma-separated list 'a,b,c' ('a,' for a single class)")
 
 
+def looks_like_path(spec: str) -> bool:
+    """Whether a vocabulary spec that is no existing file was meant as one (a folder or an
+    extension in it), so a typo is reported as a missing file, not taken as a class name."""
+    return os.sep in spec or "/" in spec or bool(os.path.splitext(spec)[1])
+
+
 def load_vocabulary(spec: str) -> List[dict]:
     """COCO-style categories ``[{"id": int, "name": str}, ...]`` for a vocabulary spec.
 
@@ -87,7 +93,7 @@ def load_vocabulary(spec: str) -> List[dict]:
     elif "," in spec:
         names = [n.strip() for n in spec.split(",") if n.strip()]
         where = f"list {spec!r}"
-    elif os.sep in spec or "/" in spec or os.path.splitext(spec)[1]:
+    elif looks_like_path(spec):
         raise ValueError(f"Vocabulary file {spec} does not exist; {_VOCABULARY_FORMS}.")
     else:
         raise ValueError(f"Vocabulary {spec!r} is not a known name, an existing file or a "

@@ -23,7 +23,7 @@ from detectron2.data.catalog import Metadata
 from ..config import SetupError, setup_cfg
 from ..labels.images import IMAGE_EXTENSIONS, list_image_paths
 from ..models import MissingWeightsError
-from ..text import TextEmbeddings, load_vocabulary
+from ..text import TextEmbeddings, load_vocabulary, looks_like_path
 from .setup import check_weights
 
 __all__ = ["VIDEO_EXTENSIONS", "vocabulary_spec", "demo_cfg", "DemoInputs", "collect_inputs",
@@ -44,8 +44,10 @@ def vocabulary_spec(vocabulary: Optional[str], custom_vocabulary: Optional[str])
                              f"not with --vocabulary {vocabulary}")
         if not custom_vocabulary.strip():
             raise SetupError("--custom_vocabulary is empty; give class names as a,b,c or a file")
-        if not os.path.isfile(custom_vocabulary) and "," not in custom_vocabulary:
-            # Always a list (Detic's meaning): one word is a one-class list, written "a,".
+        if not (os.path.isfile(custom_vocabulary) or "," in custom_vocabulary
+                or looks_like_path(custom_vocabulary)):
+            # Always a list (Detic's meaning): one word is a one-class list, written "a,"; a
+            # missing file stays as given, for load_vocabulary to report.
             return custom_vocabulary.strip() + ","
         return custom_vocabulary
     if vocabulary == "custom":
@@ -71,8 +73,9 @@ def demo_cfg(config_file: str, opts=(), weights: Optional[str] = None,
     device: "cpu", "cuda", or "" (cuda when available).
 
     Only the test vocabulary matters at inference (no weight depends on the number of classes:
-    class-agnostic boxes and masks, text-embedding classifier), so the training vocabulary is
-    set to the same one and no dataset needs to be registered. Every weight source is checked
+    class-agnostic boxes and masks, text-embedding classifier), so only the test vocabulary is
+    set, the model is built for inference (no DATASETS.TRAIN) and no dataset needs to be
+    registered. Every weight source is checked
     before anything is built. Raises SetupError (one line).
     """
     opts = list(opts)
@@ -92,13 +95,14 @@ def demo_cfg(config_file: str, opts=(), weights: Optional[str] = None,
         if embeddings:
             emb = TextEmbeddings.load(embeddings)
             emb.check_compatible(ov.CLIP_MODEL)
-            ov.EMBEDDINGS = ov.TEST_EMBEDDINGS = embeddings
-            ov.VOCABULARY = ov.TEST_VOCABULARY = ""
+            ov.TEST_EMBEDDINGS, ov.TEST_VOCABULARY = embeddings, ""
             names = emb.class_names
         else:
             names = [c["name"] for c in load_vocabulary(vocabulary)]
-            ov.EMBEDDINGS = ov.TEST_EMBEDDINGS = ""
-            ov.VOCABULARY = ov.TEST_VOCABULARY = vocabulary
+            ov.TEST_EMBEDDINGS, ov.TEST_VOCABULARY = "", vocabulary
+        # Built for inference only (no DATASETS.TRAIN): the heads embed the test vocabulary
+        # once and use it for both (zip_d2.modeling.vocabulary).
+        ov.EMBEDDINGS, ov.VOCABULARY = "", ""
     except ValueError as e:
         raise SetupError(str(e)) from None
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(names)
