@@ -123,7 +123,8 @@ def test_tool_writes_labelled_json_and_rejects_bad_input_in_one_line(synthetic_d
 
 
 def test_impossible_settings_are_refused_before_any_work(synthetic_dataset, tmp_path):
-    for bad in ({"stride": 0}, {"min_inscribed_radius": -1.0}, {"num_clusters": 1}):
+    for bad in ({"stride": 0}, {"min_inscribed_radius": -1.0}, {"num_clusters": 1},
+                {"kmeans_iters": 0}, {"feature_dim": 0}, {"nms_iou": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             DiscoveryLabelParams(**bad)
     res = run_tool("make_discovery_labels.py", "--gt", synthetic_dataset["val"], "--out",

@@ -82,12 +82,16 @@ class DiscoveryLabelParams:
     nms_iou: float = 0.5
 
     def __post_init__(self):
-        if self.stride < 1:
-            raise ValueError(f"stride must be >= 1, got {self.stride}")
-        if self.num_clusters < 2:
-            raise ValueError(f"num_clusters must be >= 2, got {self.num_clusters}")
-        if self.min_inscribed_radius < 0:
-            raise ValueError(f"min_inscribed_radius must be >= 0, got {self.min_inscribed_radius}")
+        lower = {"stride": 1, "num_clusters": 2, "kmeans_iters": 1, "feature_dim": 1,
+                 "top_clusters": 1, "min_instance_cells": 1, "separation": 0, "noise": 0,
+                 "noise_sigma": 0, "activation_sigma": 0, "activation_ratio": 0,
+                 "max_box_to_area": 0, "min_inscribed_radius": 0}
+        for name, low in lower.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        for name in ("min_inside_ratio", "nms_iou"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     @property
     def rule(self) -> str:
