@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode
 
 from zip_d2.models import (
+    SAM_CHECKPOINT_URLS,
     ClipBundle,
     WeightSource,
     clip_weight_source,
@@ -560,12 +561,12 @@ def required_weights(cfg) -> List[WeightSource]:
 
 # The values a PSEUDO key may take, where it has a fixed set.
 _CHOICES = {
-    "METHOD": ("zip", "zip-no-sam", "sam-clip"),
+    "METHOD": tuple(METHODS),
     "PRECISION": tuple(_PRECISIONS),
     "CLIP.TEMPLATES": ("ensemble", "single"),
     "CLIP.FEATURE_NORM_DIM": (1, 2),
     "BOUNDARY.INIT": ("uniform", "semantic"),
-    "SAM.MODEL_TYPE": ("vit_h", "vit_l", "vit_b", "tiny"),
+    "SAM.MODEL_TYPE": (*SAM_CHECKPOINT_URLS, "tiny"),
     "SCORE.CLIP_SCORE": ("image_prob", "mask_activation"),
 }
 # (key, lowest allowed, highest allowed) for numeric PSEUDO keys; None = unbounded.
