@@ -5,6 +5,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torchvision
 from pycocotools import mask as mask_utils
 
 __all__ = ["SamRefiner", "combine_scores", "mask_iou_matrix", "mask_nms", "masks_to_boxes",
@@ -185,17 +186,12 @@ def _torch_iou(masks: torch.Tensor) -> torch.Tensor:
 
 
 def _torch_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool tensor -> (N, 4) float32 XYXY on its device (x1, y1 exclusive; zeros for
-    an empty mask)."""
-    H, W = masks.shape[-2:]
-    masks = masks.bool()
-    rows, cols = masks.any(dim=2), masks.any(dim=1)
-    ys = torch.arange(H, device=masks.device)
-    xs = torch.arange(W, device=masks.device)
-    box = torch.stack([torch.where(cols, xs, W).amin(dim=1), torch.where(rows, ys, H).amin(dim=1),
-                       torch.where(cols, xs + 1, 0).amax(dim=1),
-                       torch.where(rows, ys + 1, 0).amax(dim=1)], dim=1)
-    return torch.where(rows.any(dim=1)[:, None], box, torch.zeros_like(box)).float()
+    """(N, H, W) tensor -> (N, 4) float32 XYXY on its device (x1, y1 exclusive; zeros for an
+    empty mask): torchvision's boxes, whose x1, y1 are the last pixel's index."""
+    boxes = torchvision.ops.masks_to_boxes(masks)
+    boxes[:, 2:] += 1
+    boxes[~masks.flatten(1).any(dim=1)] = 0
+    return boxes
 
 
 def _greedy(n: int, max_keep: int, removes) -> np.ndarray:
@@ -307,19 +303,6 @@ def mask_iou_matrix(masks) -> np.ndarray:
 def masks_to_boxes(masks) -> np.ndarray:
     """(N, H, W) bool numpy array or torch tensor -> (N, 4) float32 XYXY pixels (x1, y1
     exclusive); empty masks get zeros."""
-    if isinstance(masks, torch.Tensor):
-        return _torch_boxes(masks).cpu().numpy()
-    n = len(masks)
-    out = np.zeros((n, 4), np.float32)
-    if n == 0:
-        return out
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
-    nonempty = rows.any(axis=1)
-    H, W = masks.shape[1:]
-    y0 = rows.argmax(axis=1)
-    y1 = H - rows[:, ::-1].argmax(axis=1)
-    x0 = cols.argmax(axis=1)
-    x1 = W - cols[:, ::-1].argmax(axis=1)
-    out[:] = np.stack([x0, y0, x1, y1], axis=1)
-    out[~nonempty] = 0
-    return out
+    if not isinstance(masks, torch.Tensor):
+        masks = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool))
+    return _torch_boxes(masks).cpu().numpy()
