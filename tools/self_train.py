@@ -66,20 +66,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def self_training_run(args):
-    return SelfTrainingRun(args.config_file, args.labels, args.image_root, args.output_dir,
-                           args.rounds, weights=args.weights, droploss=args.droploss,
-                           opts=args.opts, register=args.register_dataset,
-                           overwrite=args.overwrite)
-
-
-def worker(args):
-    """Runs in every process; exits with status 2 after a reported error."""
+def worker(run):
+    """Runs in every process, with the run the launching process built and checked; exits
+    with status 2 after a reported error."""
     for name in ("detectron2", "fvcore", "zip_d2"):  # as train_net's default_setup does
         setup_logger(name=name, distributed_rank=comm.get_rank())
     set_cpu_threads()
     try:
-        run = self_training_run(args)
         summary = run.run()
     except REPORTED as e:
         # Every process meets the same error (decisions are shared), so all stop here.
@@ -94,7 +87,11 @@ def worker(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        run = self_training_run(args)
+        # Built once here (its inputs fingerprinted once) and handed to every process.
+        run = SelfTrainingRun(args.config_file, args.labels, args.image_root, args.output_dir,
+                              args.rounds, weights=args.weights, droploss=args.droploss,
+                              opts=args.opts, register=args.register_dataset,
+                              overwrite=args.overwrite)
         check_launch(run.base_cfg, args.num_gpus, args.num_machines, args.machine_rank,
                      args.dist_url)
         run.check_weights()  # every missing weight in one line, before round 0 starts
@@ -103,7 +100,7 @@ def main(argv=None):
         return 2
     try:
         launch(worker, args.num_gpus, num_machines=args.num_machines,
-               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(run,))
     except SystemExit as e:  # one process: worker() ran here
         return e.code
     except ProcessExitedException as e:  # several: a worker exited with an error status
