@@ -290,7 +290,8 @@ class SelfTrainingRun:
         Call it in the launching process, before any round starts."""
         cfg = self.round_cfg(0)
         register_from_cfg(cfg)
-        train_round0 = not self.weights and not os.path.isfile(self.checkpoint(0))
+        # Round 0 is trained here unless given, or finished (and kept: --overwrite deletes it).
+        train_round0 = not self.weights and (self.overwrite or not self._finished(0))
         check_weights(cfg, resume=True, model_weights=train_round0)
 
     def run(self):
