@@ -188,8 +188,8 @@ def postprocess(ctx):
 def kmeans(ctx):
     import numpy as np
     import torch
-    from scipy import ndimage
 
+    from zip_d2.data.constructed_features import boundary_aware_features, packed_discs
     from zip_d2.pseudo.clusters import kmeans as run_kmeans
 
     device = ctx["device"]
@@ -197,21 +197,13 @@ def kmeans(ctx):
     repeats = 5 if not ctx["dry"] else 2
     gen = torch.Generator().manual_seed(0)
     random_x = torch.randn(h * w, d, generator=gen)
-    # A scene of touching objects: one prototype per object, a shared "boundary" prototype,
-    # spatially smooth noise of the same size as the prototypes' spread (fuzzy clusters, so
-    # rounding can move points between them).
+    # A scene of touching objects (the project's constructed boundary-aware features), with
+    # noise as large as the prototypes' spread: fuzzy clusters, so rounding can move points.
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:h, :w]
-    obj = np.zeros((h, w), np.int64)
-    for i in range(1, 13):
-        cy, cx = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
-        ry, rx = rng.uniform(0.08, 0.25) * h, rng.uniform(0.06, 0.2) * w
-        obj[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = i
-    edge = ndimage.morphological_gradient(obj, size=3) > 0
-    protos = rng.normal(size=(14, d)).astype(np.float32)
-    noise = ndimage.gaussian_filter(rng.normal(size=(h, w, d)).astype(np.float32), (1, 1, 0)) * 2
-    scene = protos[obj] + noise
-    scene[edge] = protos[13] + noise[edge]
+    objects = packed_discs(rng, (h, w), num_discs=12, radius=(0.08 * h, 0.2 * h),
+                           min_cells=4)
+    scene = boundary_aware_features(objects, rng, dim=d, separation=1.0, noise=2.0,
+                                    noise_sigma=1.0)
     scene_x = torch.from_numpy(scene.reshape(-1, d))
     out = {"n": h * w, "d": d, "k": k, "max_iters": iters, "device": device, "runs": {}}
     labels = {}
