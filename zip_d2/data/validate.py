@@ -316,6 +316,14 @@ def _check_geometry(ann, img, tol=1.0):
     return None
 
 
+def first_problem(problems, name):
+    """One line for a list of problems: the first, and how many more there are (or None)."""
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return f"{name}: {problems[0]}{more}"
+
+
 def check_coco(json_path, image_root=None, check_image_sizes=False, check_segmentations=False):
     """Raise a one-line DatasetError if the dataset at ``json_path`` has problems.
 
@@ -324,8 +332,8 @@ def check_coco(json_path, image_root=None, check_image_sizes=False, check_segmen
     if image_root is not None and not os.path.isdir(image_root):
         raise DatasetError(f"{json_path}: image root not found: {image_root}")
     data = load_json(json_path)
-    problems = validate_coco(data, image_root, check_image_sizes, check_segmentations)
-    if problems:
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise DatasetError(f"{json_path}: {problems[0]}{more}")
+    problem = first_problem(
+        validate_coco(data, image_root, check_image_sizes, check_segmentations), json_path)
+    if problem:
+        raise DatasetError(problem)
     return data
