@@ -67,8 +67,8 @@ def validate_coco(data, image_root=None, check_image_sizes=False, check_segmenta
     integer width/height; each annotation's image and category exist, its ``bbox`` is four
     finite numbers with w, h >= 0, ``score`` (if any) a finite number in [0, 1], ``area`` (if any)
     finite and >= 0, ``iscrowd`` (if any) 0 or 1, and its segmentation well-formed (polygons:
-    lists of at least 3 finite (x, y) number pairs; RLE: ``size`` and ``counts`` a string or a
-    list of non-negative integer run lengths).
+    lists of finite numbers; RLE: the image's ``size``, ``counts`` a string or a list of
+    non-negative integer run lengths adding up to the image).
 
     Args:
         data (dict or str): the parsed JSON, or a path to it.
@@ -77,7 +77,9 @@ def validate_coco(data, image_root=None, check_image_sizes=False, check_segmenta
         check_image_sizes (bool): open every image header (needs ``image_root``) and compare
             its EXIF-oriented size with the JSON's width/height.
         check_segmentations (bool): decode every RLE/polygon and check it against ``area``
-            (RLE only) and the image size; also checks boxes lie inside their images.
+            (RLE only) and the image size (compressed RLE strings: valid, and their runs add up
+            to the image; polygons: at least 3 points); also checks boxes lie inside their
+            images.
         max_problems (int): stop collecting after this many problems.
 
     Returns:
@@ -239,9 +241,8 @@ def _check_segmentation_form(seg, img):
         if seg and all(_is_number(v) for v in seg):
             return ("polygon segmentation is a flat list of numbers; it must be a list of "
                     "polygons: [[x1, y1, x2, y2, ...], ...]")
-        if not seg or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
-                              for p in seg):
-            return "polygon segmentation needs lists of at least 3 (x, y) points"
+        if not all(isinstance(p, list) for p in seg):
+            return "polygon segmentation must be a list of polygons (lists of x, y numbers)"
         for p in seg:
             if not all(_is_number(v) for v in p):
                 bad = next(v for v in p if not _is_number(v))
@@ -306,6 +307,9 @@ def _check_geometry(ann, img, tol=1.0):
         if "area" in ann and abs(area - ann["area"]) > max(tol, 1e-3 * area):
             return f"RLE decodes to area {area:.0f} but 'area' is {ann['area']}"
         return None
+    # detectron2 drops such polygons (and an instance left without any) with one warning line.
+    if not seg or not all(len(p) >= 6 and len(p) % 2 == 0 for p in seg):
+        return "polygon segmentation needs lists of at least 3 (x, y) points"
     pts = np.concatenate([np.asarray(p, dtype=np.float64) for p in seg]).reshape(-1, 2)
     if (
         (pts < -tol).any()
