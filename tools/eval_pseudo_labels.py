@@ -5,7 +5,8 @@
         --gt $DETECTRON2_DATASETS/coco/annotations/instances_val2017.json [--class-agnostic]
 
 Images are matched by file_name and categories by name; only images the pseudo-labels cover
-are evaluated (skipped images are counted and reported).
+are evaluated (skipped images are counted and reported). Both files are validated first; a
+problem is one line and exit status 2.
 """
 import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
 
@@ -29,11 +30,12 @@ def main(argv=None):
 
     try:
         pred, gt = load_json(args.pred), load_json(args.gt)
-        metrics = evaluate_pseudo_labels(pred, gt, class_agnostic=args.class_agnostic)
+        metrics = evaluate_pseudo_labels(pred, gt, class_agnostic=args.class_agnostic,
+                                         pred_name=args.pred, gt_name=args.gt)
     except (DatasetError, EvalError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    info = pred.get("info", {})
+    info = pred.get("info") if isinstance(pred.get("info"), dict) else {}
     print(f"pseudo-labels: {args.pred} (method {info.get('method', '?')}"
           f"{', RANDOM WEIGHTS' if info.get('random_weights') else ''})")
     print(f"ground truth: {args.gt}; {metrics['images']} images, {metrics['detections']} "

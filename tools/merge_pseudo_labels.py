@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Merge a pseudo-label job's shards into one COCO JSON, then validate it.
+"""Merge a pseudo-label job's shards into one COCO JSON, validate it, then write it.
 
 The job does this itself at the end; use this tool when ranks ran on machines without a shared
-filesystem (copy every OUT.json.shards/rank*.jsonl into one folder first), or to inspect a job
-that is still running (--allow-partial). OUT is replaced only if these shards wrote it (or with
---overwrite), and is recorded as theirs, so the job may replace it later.
+filesystem (copy every OUT.json.shards/rank*.jsonl into rank 0's folder first), or to inspect a
+job that is still running (--allow-partial). Every shard must carry the settings of the job.json
+beside it (labeler, vocabulary and its order, input, decoding): a rank file of another job is
+refused, naming it. OUT is replaced only if these shards wrote it (or with --overwrite), and is
+recorded as theirs, so the job may replace it later.
 
     python tools/merge_pseudo_labels.py --out work/demo.json [--shards work/demo.json.shards]
 
@@ -31,13 +33,20 @@ def main(argv=None):
 
     from zip_d2.data.validate import validate_coco
     from zip_d2.labels import shards
+    from zip_d2.labels.coco_output import recorded_image_root
 
     shard_dir = args.shards or shards.shard_dir_for(args.out)
     try:
         merged = shards.merge_shards(shard_dir, allow_partial=args.allow_partial)
-        listing = merged["info"]["job"].get("input", {}).get("coco_json")
+        job_input = merged["info"]["job"].get("input")
+        listing = job_input.get("coco_json") if isinstance(job_input, dict) else None
         shards.check_output_replaceable(args.out, shard_dir, {"the job's --coco-json": listing},
                                         args.overwrite)
+        problems = []
+        if not args.no_validate:  # before anything is written: the merged file is a new input
+            root = args.image_root or recorded_image_root(merged)
+            problems = validate_coco(merged, image_root=root, check_image_sizes=True,
+                                     check_segmentations=True)
         shards.write_output(merged, args.out, shard_dir)
     except (shards.ShardError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -47,9 +56,6 @@ def main(argv=None):
           f"skipped, {counts['annotations']} annotations")
     if args.no_validate:
         return 0
-    root = args.image_root or merged["info"]["job"]["input"]["image_root"]
-    problems = validate_coco(merged, image_root=root, check_image_sizes=True,
-                             check_segmentations=True)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
     print("validation: OK" if not problems else f"validation: {len(problems)} problem(s)")

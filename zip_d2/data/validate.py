@@ -1,8 +1,11 @@
 """Checks that a COCO-format instances JSON is what training and evaluation assume.
 
-Used in two places: before training on a registered dataset (so a bad file is one clear line,
-not a traceback from deep inside a data-loader worker), and after every pseudo-label merge.
+The one gate before every later stage: training's pre-flight, the pseudo-label merge, self-training
+rounds and evaluation run it first. It reports, one line each, whatever a later stage would drop
+without a word (a NaN box), mis-score (two images with one ``file_name``, a string score) or crash
+on (a flat polygon list, garbage RLE counts), so the user hears it before any work is done.
 """
+import math
 import os
 from collections import Counter
 
@@ -22,6 +25,9 @@ _REQUIRED = {
     "annotations": ("id", "image_id", "category_id", "bbox"),
     "categories": ("id", "name"),
 }
+# Fields that are ids: integers, as pycocotools and detectron2 index and sort them.
+_ID_FIELDS = {"images": ("id",), "annotations": ("id", "image_id", "category_id"),
+              "categories": ("id",)}
 
 
 def oriented_image_size(path):
@@ -37,9 +43,32 @@ def oriented_image_size(path):
     return width, height
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    """A finite JSON number (Python's json reads NaN and Infinity; bools are not numbers)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _short(value, limit=40):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def validate_coco(data, image_root=None, check_image_sizes=False, check_segmentations=False,
                   max_problems=20):
     """List what is wrong with a COCO instances dataset.
+
+    Always checked: the three lists and their required fields; integer ids, unique; category
+    names non-empty strings, unique; each image a non-empty, unique ``file_name`` and positive
+    integer width/height; each annotation's image and category exist, its ``bbox`` is four
+    finite numbers with w, h >= 0, ``score`` (if any) a finite number in [0, 1], ``area`` (if any)
+    finite and >= 0, ``iscrowd`` (if any) 0 or 1, and its segmentation well-formed (polygons:
+    lists of finite numbers; RLE: the image's ``size``, ``counts`` a string or a list of
+    non-negative integer run lengths adding up to the image).
 
     Args:
         data (dict or str): the parsed JSON, or a path to it.
@@ -48,7 +77,9 @@ def validate_coco(data, image_root=None, check_image_sizes=False, check_segmenta
         check_image_sizes (bool): open every image header (needs ``image_root``) and compare
             its EXIF-oriented size with the JSON's width/height.
         check_segmentations (bool): decode every RLE/polygon and check it against ``area``
-            (RLE only) and the image size; also checks boxes lie inside their images.
+            (RLE only) and the image size (compressed RLE strings: valid, and their runs add up
+            to the image; polygons: at least 3 points); also checks boxes lie inside their
+            images.
         max_problems (int): stop collecting after this many problems.
 
     Returns:
@@ -71,12 +102,27 @@ def validate_coco(data, image_root=None, check_image_sizes=False, check_segmenta
             missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
             if missing:
                 return [f"{key}[{i}] is missing required field(s) {', '.join(missing)}"]
+    # Everything below indexes by id: ids that are not integers stop the check here.
+    for key, fields in _ID_FIELDS.items():
+        for i, entry in enumerate(data[key]):
+            bad = [f for f in fields if not _is_int(entry[f])]
+            if bad and report(f"{key}[{i}]: {bad[0]} must be an integer, got "
+                              f"{_short(entry[bad[0]])}"):
+                return problems
+    if problems:
+        return problems
 
     for key in _REQUIRED:
         dup = [k for k, n in Counter(e["id"] for e in data[key]).items() if n > 1]
         if dup and report(f"{key}: duplicate id {dup[0]} ({len(dup)} duplicated ids)"):
             return problems
-    dup_names = [n for n, k in Counter(c["name"] for c in data["categories"]).items() if k > 1]
+    for c in data["categories"]:
+        if not (isinstance(c["name"], str) and c["name"].strip()):
+            if report(f"category {c['id']}: name must be a non-empty string, got "
+                      f"{_short(c['name'])}"):
+                return problems
+    names = Counter(c["name"] for c in data["categories"] if isinstance(c["name"], str))
+    dup_names = [n for n, k in names.items() if k > 1]
     if dup_names and report(f"categories: duplicate name {dup_names[0]!r} "
                             f"({len(dup_names)} duplicated names)"):
         return problems
@@ -84,52 +130,159 @@ def validate_coco(data, image_root=None, check_image_sizes=False, check_segmenta
         report("no images: the dataset is empty")
         return problems
 
-    images = {img["id"]: img for img in data["images"]}
+    if _check_images(data["images"], image_root, check_image_sizes, report):
+        return problems
+    images = {img["id"]: img for img in data["images"] if _has_size(img)}
+    image_ids = {img["id"] for img in data["images"]}
     category_ids = {c["id"] for c in data["categories"]}
-    for img in data["images"]:
-        if not (isinstance(img["width"], int) and isinstance(img["height"], int)
-                and img["width"] > 0 and img["height"] > 0):
-            if report(f"image {img['id']}: width/height must be positive integers"):
-                return problems
+    for ann in data["annotations"]:
+        msg = _check_annotation(ann, image_ids, category_ids)
+        img = images.get(ann["image_id"])
+        if msg is None and img is not None:
+            msg = _check_segmentation_form(ann.get("segmentation"), img)
+            if msg is None and check_segmentations:
+                msg = _check_geometry(ann, img)
+        if msg and report(f"annotation {ann['id']}: {msg}"):
+            return problems
+    return problems
+
+
+def _has_size(img):
+    return (_is_int(img["width"]) and _is_int(img["height"])
+            and img["width"] > 0 and img["height"] > 0)
+
+
+def _check_images(images, image_root, check_image_sizes, report):
+    """Report each image's problems; True once ``report`` says enough."""
+    by_name = Counter(img["file_name"] for img in images if isinstance(img["file_name"], str))
+    dup = [name for name, n in by_name.items() if n > 1]
+    if dup:
+        ids = [img["id"] for img in images if img["file_name"] == dup[0]]
+        # Evaluation and self-training match images by file_name: one would stand for the other.
+        if report(f"images: file_name {dup[0]!r} is used by images {ids[0]} and {ids[1]} "
+                  f"({len(dup)} duplicated file_names); each image must appear once"):
+            return True
+    for img in images:
+        name = img["file_name"]
+        if not (isinstance(name, str) and name):
+            if report(f"image {img['id']}: file_name must be a non-empty string, got "
+                      f"{_short(name)}"):
+                return True
+            continue
+        if not _has_size(img):
+            if report(f"image {img['id']}: width/height must be positive integers, got "
+                      f"{_short(img['width'])}x{_short(img['height'])}"):
+                return True
+            continue
         if image_root is None:
             continue
-        path = os.path.join(image_root, img["file_name"])
+        path = os.path.join(image_root, name)
         if not os.path.isfile(path):
             if report(f"image {img['id']}: file not found: {path}"):
-                return problems
+                return True
             continue
         if check_image_sizes:
             try:
                 size = oriented_image_size(path)
             except Exception as e:
                 if report(f"image {img['id']}: cannot read {path} ({type(e).__name__}: {e})"):
-                    return problems
+                    return True
                 continue
             if size != (img["width"], img["height"]):
                 if report(f"image {img['id']}: {path} is {size[0]}x{size[1]} (WxH) but the JSON "
                           f"says {img['width']}x{img['height']}"):
-                    return problems
+                    return True
+    return False
 
-    for ann in data["annotations"]:
-        img = images.get(ann["image_id"])
-        if img is None:
-            if report(f"annotation {ann['id']}: image_id {ann['image_id']} is not in 'images'"):
-                return problems
-            continue
-        if ann["category_id"] not in category_ids:
-            if report(f"annotation {ann['id']}: category_id {ann['category_id']} is not in "
-                      "'categories'"):
-                return problems
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and bbox[2] >= 0 and bbox[3] >= 0):
-            if report(f"annotation {ann['id']}: bbox must be [x, y, w, h] with w, h >= 0"):
-                return problems
-            continue
-        if check_segmentations:
-            msg = _check_geometry(ann, img)
-            if msg and report(f"annotation {ann['id']}: {msg}"):
-                return problems
-    return problems
+
+def _check_annotation(ann, image_ids, category_ids):
+    """One problem with an annotation's references and scalar fields, or None."""
+    if ann["image_id"] not in image_ids:
+        return f"image_id {ann['image_id']} is not in 'images'"
+    if ann["category_id"] not in category_ids:
+        return f"category_id {ann['category_id']} is not in 'categories'"
+    bbox = ann["bbox"]
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)
+            and bbox[2] >= 0 and bbox[3] >= 0):
+        # Training drops a NaN box without a word; a string one crashes a loader worker.
+        return f"bbox must be [x, y, w, h], four finite numbers with w, h >= 0; got {_short(bbox)}"
+    if "score" in ann and not (_is_number(ann["score"]) and 0 <= ann["score"] <= 1):
+        # The score weights the training loss and orders detections in COCOeval.
+        return f"score must be a finite number in [0, 1], got {_short(ann['score'])}"
+    if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+        # COCOeval sorts objects into small/medium/large (and ignores some) by this area.
+        return f"area must be a finite number >= 0, got {_short(ann['area'])}"
+    if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+        return f"iscrowd must be 0 or 1, got {_short(ann['iscrowd'])}"
+    return None
+
+
+def _check_segmentation_form(seg, img):
+    """One problem with the shape of a segmentation (no decoding), or None."""
+    if seg is None:
+        return None
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and size == [img["height"], img["width"]]):
+            return (f"RLE size {_short(size)} differs from the image's [height, width] "
+                    f"[{img['height']}, {img['width']}]")
+        if isinstance(counts, str):
+            return None
+        if not isinstance(counts, list):
+            return "RLE counts must be a compressed string or a list of run lengths"
+        if not all(_is_int(c) and c >= 0 for c in counts):
+            bad = next(c for c in counts if not (_is_int(c) and c >= 0))
+            return f"RLE run lengths must be non-negative integers, got {_short(bad)}"
+        # COCO's own crowd annotations are uncompressed RLE (counts a list of run lengths).
+        if sum(counts) != img["height"] * img["width"]:
+            return f"RLE run lengths sum to {sum(counts)}, not {img['height']}x{img['width']}"
+        return None
+    if isinstance(seg, list):
+        if seg and all(_is_number(v) for v in seg):
+            return ("polygon segmentation is a flat list of numbers; it must be a list of "
+                    "polygons: [[x1, y1, x2, y2, ...], ...]")
+        if not all(isinstance(p, list) for p in seg):
+            return "polygon segmentation must be a list of polygons (lists of x, y numbers)"
+        for p in seg:
+            if not all(_is_number(v) for v in p):
+                bad = next(v for v in p if not _is_number(v))
+                return f"polygon coordinates must be finite numbers, got {_short(bad)}"
+        return None
+    return "segmentation must be an RLE dict or a list of polygons"
+
+
+def rle_string_run_lengths(counts):
+    """The run lengths a compressed COCO RLE string stands for, or None if it is not one.
+
+    The inverse of pycocotools' ``rleToString`` (maskApi.c): 6-bit groups from ``'0'``, 5 data
+    bits each, bit 0x20 continuing a number, bit 0x10 of a number's last group its sign; from
+    the fourth number on, each is stored as the difference to the one two before it.
+    pycocotools decodes any string without checking it (runs that do not add up to the image
+    read or write past the mask buffer), so the validator checks them here.
+    """
+    try:
+        codes = np.frombuffer(counts.encode("ascii"), np.uint8).astype(np.int64) - 48
+    except UnicodeEncodeError:
+        return None
+    if codes.size == 0:
+        return np.zeros(0, np.int64)
+    if codes.min() < 0 or codes.max() > 63 or codes[-1] & 0x20:
+        return None
+    last = (codes & 0x20) == 0
+    number = np.concatenate([[0], np.cumsum(last)[:-1]])  # which number each group belongs to
+    first = np.concatenate([[0], np.flatnonzero(last)[:-1] + 1])
+    shift = 5 * (np.arange(codes.size) - first[number])
+    if shift.max() > 55:  # a number longer than any image could need
+        return None
+    values = np.zeros(int(last.sum()), np.int64)
+    np.add.at(values, number, (codes & 0x1F) << shift)
+    ends = np.flatnonzero(last)
+    negative = (codes[ends] & 0x10) != 0
+    values[negative] -= np.int64(1) << (shift[ends][negative] + 5)
+    runs = values.copy()  # numbers 3, 5, 7... and 4, 6, 8... are differences
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    return runs
 
 
 def _check_geometry(ann, img, tol=1.0):
@@ -144,30 +297,35 @@ def _check_geometry(ann, img, tol=1.0):
     if seg is None:
         return None
     if isinstance(seg, dict):
-        if list(seg.get("size", [])) != [height, width]:
-            return f"RLE size {seg.get('size')} differs from the image's [height, width] " \
-                   f"[{height}, {width}]"
-        if not isinstance(seg.get("counts"), (str, list)):
-            return "RLE counts must be a compressed string or a list of run lengths"
-        # COCO's own crowd annotations are uncompressed RLE (counts a list of run lengths).
-        if isinstance(seg["counts"], list) and sum(seg["counts"]) != height * width:
-            return f"RLE run lengths sum to {sum(seg['counts'])}, not {height}x{width}"
+        if isinstance(seg["counts"], str):
+            runs = rle_string_run_lengths(seg["counts"])
+            if runs is None or (runs < 0).any():
+                return "RLE counts is not a valid compressed COCO RLE string"
+            if int(runs.sum()) != height * width:
+                return f"RLE run lengths sum to {int(runs.sum())}, not {height}x{width}"
         area = float(mask_util.area(segmentation_to_rle(seg, height, width)))
         if "area" in ann and abs(area - ann["area"]) > max(tol, 1e-3 * area):
             return f"RLE decodes to area {area:.0f} but 'area' is {ann['area']}"
         return None
-    if isinstance(seg, list):
-        if not seg or any(len(p) < 6 or len(p) % 2 for p in seg):
-            return "polygon segmentation needs lists of at least 3 (x, y) points"
-        pts = np.concatenate([np.asarray(p, dtype=np.float64) for p in seg]).reshape(-1, 2)
-        if (
-            (pts < -tol).any()
-            or (pts[:, 0] > width + tol).any()
-            or (pts[:, 1] > height + tol).any()
-        ):
-            return "polygon lies outside its image"
+    # detectron2 drops such polygons (and an instance left without any) with one warning line.
+    if not seg or not all(len(p) >= 6 and len(p) % 2 == 0 for p in seg):
+        return "polygon segmentation needs lists of at least 3 (x, y) points"
+    pts = np.concatenate([np.asarray(p, dtype=np.float64) for p in seg]).reshape(-1, 2)
+    if (
+        (pts < -tol).any()
+        or (pts[:, 0] > width + tol).any()
+        or (pts[:, 1] > height + tol).any()
+    ):
+        return "polygon lies outside its image"
+    return None
+
+
+def first_problem(problems, name):
+    """One line for a list of problems: the first, and how many more there are (or None)."""
+    if not problems:
         return None
-    return "segmentation must be an RLE dict or a list of polygons"
+    more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+    return f"{name}: {problems[0]}{more}"
 
 
 def check_coco(json_path, image_root=None, check_image_sizes=False, check_segmentations=False):
@@ -178,8 +336,8 @@ def check_coco(json_path, image_root=None, check_image_sizes=False, check_segmen
     if image_root is not None and not os.path.isdir(image_root):
         raise DatasetError(f"{json_path}: image root not found: {image_root}")
     data = load_json(json_path)
-    problems = validate_coco(data, image_root, check_image_sizes, check_segmentations)
-    if problems:
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise DatasetError(f"{json_path}: {problems[0]}{more}")
+    problem = first_problem(
+        validate_coco(data, image_root, check_image_sizes, check_segmentations), json_path)
+    if problem:
+        raise DatasetError(problem)
     return data

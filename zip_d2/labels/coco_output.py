@@ -128,6 +128,9 @@ def build_info(settings: dict, job: dict, counts: dict) -> dict:
 
 def recorded_image_root(data) -> str | None:
     """The image root a pseudo-label JSON's ``info`` block records (None for other JSON)."""
-    if not isinstance(data, dict):
-        return None
-    return (data.get("info") or {}).get("job", {}).get("input", {}).get("image_root")
+    node = data
+    for key in ("info", "job", "input", "image_root"):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node if isinstance(node, str) else None

@@ -485,7 +485,8 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
     if opts.workers == 0:
         Image.MAX_IMAGE_PIXELS = max(opts.max_pixels, DEFAULT_MAX_PIXELS)
     failures_in_a_row = 0
-    with shards.ShardWriter(shards.shard_path(shard_dir, rank, world_size)) as shard_writer:
+    with shards.ShardWriter(shards.shard_path(shard_dir, rank, world_size),
+                            settings) as shard_writer:
         writer = RecordWriter(shard_writer, category_ids, result, bar, run)
         writer.start()
         try:

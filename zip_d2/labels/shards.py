@@ -10,8 +10,13 @@ Layout, next to the output ``OUT.json``::
         rank00001-of-00002.jsonl
         lock-rank00000             held (flock) by the job writing rank 0's shard
 
-A line is ``{"file_name", ["id"], "fingerprint", "run", "width", "height", "annotations": [...]}``
-for a labeled image or ``{"file_name", ["id"], ["fingerprint"], "run", "skipped": reason}``.
+A shard file opens with a header line ``{"shard": {"format", "settings"}}``: the settings of the
+job that wrote it (job.json's; labeler, vocabulary in its category order, input folder or list,
+decoding). A shard is merged only into the job whose settings it carries (``check_shard``), so a
+rank file copied from a job with, say, another vocabulary order is refused, not merged under the
+wrong category names. Every other line is ``{"file_name", ["id"], "fingerprint", "run", "width",
+"height", "annotations": [...]}`` for a labeled image or ``{"file_name", ["id"],
+["fingerprint"], "run", "skipped": reason}``.
 ``fingerprint`` ties the labels to the bytes they were made from (``zip_d2.data.fingerprint``:
 size and SHA-256 of the file; absent when the file could not be read); ``run`` counts the job's
 starts, so the newest record of an image wins. Each line is written whole and flushed, so a
@@ -40,9 +45,9 @@ from .coco_output import build_info
 MANIFEST = "job.json"
 # Layout version of the settings block in job.json and of the records (2: the labeler's
 # description is built from its config sections; 3: settings name the input, records carry the
-# image's fingerprint and the run that wrote them). Shards written under another layout cannot
-# be compared, so not resumed.
-SETTINGS_FORMAT = 3
+# image's fingerprint and the run that wrote them; 4: each shard file opens with its job's
+# settings). Shards written under another layout cannot be compared, so not resumed or merged.
+SETTINGS_FORMAT = 4
 # Outputs remembered as this job's own (the current one and the one before it, so that a job
 # killed between recording a new output and renaming it into place still knows the old one).
 _OUTPUTS_KEPT = 2
@@ -67,8 +72,90 @@ def _dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
+def _normalised(settings: dict) -> dict:
+    return json.loads(_dumps(settings))  # tuples become lists etc., as a reload would
+
+
+def _header(settings: dict) -> dict:
+    return {"shard": {"format": SETTINGS_FORMAT, "settings": _normalised(settings)}}
+
+
+def _first_line(path: str) -> Optional[bytes]:
+    """The first complete line of a file, or None if it has none (empty, or torn by a kill)."""
+    with open(path, "rb") as f:
+        line = f.readline()
+    return line if line.endswith(b"\n") else None
+
+
+def shard_settings(path: str) -> Optional[dict]:
+    """The settings a shard file's header carries; None for a file with no complete line yet.
+
+    Raises ShardError for a file without a header (an older zip_d2's shard, or not a shard).
+    """
+    line = _first_line(path)
+    if line is None:
+        return None
+    try:
+        header = json.loads(line)
+    except json.JSONDecodeError:
+        header = None
+    shard = header.get("shard") if isinstance(header, dict) else None
+    if not (isinstance(shard, dict) and isinstance(shard.get("settings"), dict)):
+        raise ShardError(f"{path} has no job header: it was written by an older zip_d2 (before "
+                         f"settings format {SETTINGS_FORMAT}) or is not a shard; merge it with "
+                         "that version, or rerun its job with --overwrite")
+    return shard["settings"]
+
+
+_MERGE_FIX = ("merge only shards of one job: move that file away, or relabel its images with "
+              "the same settings")
+
+
+def check_shard(path: str, settings: dict, against: str = MANIFEST, fix: str = _MERGE_FIX) -> None:
+    """Raise ShardError unless the shard at ``path`` was written by a job with ``settings``.
+
+    One line naming the shard, ``against`` (where ``settings`` came from), the first setting
+    that differs and ``fix``. Reads only the shard's first line, so a streaming merge can call
+    it once per file.
+    """
+    theirs = shard_settings(path)
+    if theirs is None:
+        return
+    key = _diff(_normalised(settings), theirs)
+    if key is None:
+        return
+    raise ShardError(f"{path} was written by another job than {against} ({key}: "
+                     f"{_short(_lookup(theirs, key))} in the shard, "
+                     f"{_short(_lookup(_normalised(settings), key))} in {against}); {fix}")
+
+
+def _short(value, limit=60) -> str:
+    text = _dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_record(record, where: str) -> None:
+    """Raise ShardError unless ``record`` has what the merge and a resume read from it."""
+    if not isinstance(record, dict) or not isinstance(record.get("file_name"), str) \
+            or not record["file_name"]:
+        raise ShardError(f"{where}: shard line has no file_name; delete the file to relabel its "
+                         "images")
+    for key in ("id", "run"):
+        if key in record and not (isinstance(record[key], int)
+                                  and not isinstance(record[key], bool)):
+            raise ShardError(f"{where}: {key} must be an integer, got {_short(record[key])}; "
+                             "delete the file to relabel its images")
+    if "skipped" in record:
+        return
+    if not (isinstance(record.get("width"), int) and isinstance(record.get("height"), int)
+            and isinstance(record.get("annotations"), list)
+            and all(isinstance(a, dict) for a in record["annotations"])):
+        raise ShardError(f"{where}: a labeled image's line needs width, height and a list of "
+                         "annotations; delete the file to relabel its images")
+
+
 def read_shard(path: str) -> List[dict]:
-    """The records of one shard file, ignoring a torn (unterminated) final line."""
+    """The image records of one shard file (not its header), ignoring a torn final line."""
     with open(path, "rb") as f:
         data = f.read()
     end = data.rfind(b"\n")
@@ -77,10 +164,14 @@ def read_shard(path: str) -> List[dict]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as e:
             raise ShardError(f"{path}:{lineno}: corrupt shard line ({e}); delete the file to "
                              "relabel its images") from None
+        if lineno == 1 and isinstance(record, dict) and "shard" in record:
+            continue
+        _check_record(record, f"{path}:{lineno}")
+        records.append(record)
     return records
 
 
@@ -88,10 +179,18 @@ def shard_files(shard_dir: str) -> List[str]:
     return sorted(glob.glob(os.path.join(shard_dir, "rank*-of-*.jsonl")))
 
 
-def read_all_shards(shard_dir: str) -> List[dict]:
-    """Every record of every shard file, in file then line order."""
+def read_all_shards(shard_dir: str, settings: Optional[dict] = None) -> List[dict]:
+    """Every record of every shard file, in file then line order.
+
+    Each file must have been written by a job with ``settings`` (default: job.json's, when the
+    folder has one; a rank on a machine without rank 0's folder has none), else ShardError.
+    """
+    if settings is None and os.path.isfile(os.path.join(shard_dir, MANIFEST)):
+        settings = read_manifest(shard_dir)["settings"]
     records = []
     for path in shard_files(shard_dir):
+        if settings is not None:
+            check_shard(path, settings, os.path.join(shard_dir, MANIFEST))
         records.extend(read_shard(path))
     return records
 
@@ -118,13 +217,23 @@ def latest_records(records: List[dict]) -> Tuple[Dict[str, dict], int]:
 
 
 class ShardWriter:
-    """Appends finished-image records to one rank's shard file, each line flushed at once."""
+    """Appends finished-image records to one rank's shard file, each line flushed at once.
 
-    def __init__(self, path: str):
+    A new file starts with the header naming ``settings`` (the job's); an existing one must
+    carry the same settings (ShardError otherwise), so no file ever mixes two jobs' records.
+    """
+
+    def __init__(self, path: str, settings: dict):
         self.path = path
         if os.path.exists(path):
             self._cut_torn_tail(path)
+            check_shard(path, settings, "this job's settings",
+                        "rerun with that job's settings, or delete the file to relabel its "
+                        "images with these")
         self._file = open(path, "a", encoding="utf-8")
+        if self._file.tell() == 0:
+            self._file.write(_dumps(_header(settings)) + "\n")
+            self._file.flush()
         self._last_sync = time.monotonic()
 
     @staticmethod
@@ -166,12 +275,21 @@ def _diff(old, new, prefix="") -> Optional[str]:
             if found:
                 return found
         return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            found = _diff(a, b, f"{prefix}{i}.")
+            if found:
+                return found
+        return None
     return None if old == new else prefix.rstrip(".") or "(value)"
 
 
 def _lookup(tree, dotted):
     for part in dotted.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
+        if isinstance(tree, list) and part.isdigit() and int(part) < len(tree):
+            tree = tree[int(part)]
+        else:
+            tree = tree.get(part) if isinstance(tree, dict) else None
     return tree
 
 
@@ -183,7 +301,7 @@ def write_manifest(shard_dir: str, settings: dict, job: dict) -> int:
     this run carry it. Raises ShardError naming the first differing setting.
     """
     path = os.path.join(shard_dir, MANIFEST)
-    settings = json.loads(_dumps(settings))  # normalise tuples etc. as a reload would
+    settings = _normalised(settings)
     manifest = {"run": 0, "outputs": []}
     if os.path.exists(path):
         manifest = read_manifest(shard_dir)
@@ -208,11 +326,22 @@ def write_manifest(shard_dir: str, settings: dict, job: dict) -> int:
 
 
 def read_manifest(shard_dir: str) -> dict:
+    """job.json as a dict with ``settings`` and ``job`` dicts, or a one-line ShardError."""
     path = os.path.join(shard_dir, MANIFEST)
     if not os.path.isfile(path):
         raise ShardError(f"{shard_dir}: not a shard directory (no {MANIFEST})")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        manifest, why = None, f"not valid JSON: {e}"
+    else:
+        why = "not a job manifest: it needs 'settings' and 'job' objects"
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("settings"), dict)
+            and isinstance(manifest.get("job"), dict)):
+        raise ShardError(f"{path} is empty or corrupt ({why}), so these shards cannot be tied "
+                         "to their job; pass --overwrite to start over, or choose another --out")
+    return manifest
 
 
 def record_output(shard_dir: str, output_fingerprint: dict) -> None:
@@ -234,7 +363,12 @@ def is_recorded_output(shard_dir: str, path: str) -> bool:
     """Whether the file at ``path`` is an output this job wrote (byte for byte)."""
     if not os.path.isfile(os.path.join(shard_dir, MANIFEST)):
         return False
-    outputs = read_manifest(shard_dir).get("outputs", [])
+    try:
+        outputs = read_manifest(shard_dir).get("outputs", [])
+    except ShardError:  # a corrupt manifest vouches for nothing
+        return False
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        return False
     # The size first: someone else's (possibly huge) file is then recognised without reading it.
     if os.path.getsize(path) not in {o.get("size") for o in outputs}:
         return False
@@ -347,7 +481,14 @@ def merge_shards(shard_dir: str, allow_partial: bool = False,
     """
     manifest = read_manifest(shard_dir)
     settings, job = manifest["settings"], manifest["job"]
-    chosen, duplicates = latest_records(read_all_shards(shard_dir))
+    if settings.get("format") != SETTINGS_FORMAT:
+        raise ShardError(f"{shard_dir} was written by another zip_d2 version (settings format "
+                         f"{settings.get('format', 1)}, this one reads {SETTINGS_FORMAT}); merge "
+                         "it with that version, or rerun the job with --overwrite")
+    if not isinstance(settings.get("categories"), list):
+        raise ShardError(f"{os.path.join(shard_dir, MANIFEST)} lists no categories; rerun the "
+                         "job with --overwrite")
+    chosen, duplicates = latest_records(read_all_shards(shard_dir, settings))
     not_listed = 0
     if listed is not None:
         not_listed = sum(1 for name in chosen if name not in listed)
