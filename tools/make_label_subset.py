@@ -17,6 +17,7 @@ import os
 import sys
 
 from zip_d2.data.coco_json import DatasetError, load_json, write_json_atomic
+from zip_d2.data.paths import refuse_overwriting_inputs
 from zip_d2.data.subsets import LABEL_PERCENTS, make_label_subset
 from zip_d2.data.validate import validate_coco
 
@@ -34,6 +35,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1, help="subset seed (same seed: nested subsets)")
     args = p.parse_args(argv)
     try:
+        refuse_overwriting_inputs(
+            [("--out-dir", subset_path(args.out_dir, args.coco_json, percent, args.seed))
+             for percent in args.percents], {"--coco-json": args.coco_json})
         coco = load_json(args.coco_json)
         os.makedirs(args.out_dir, exist_ok=True)
         for percent in args.percents:
