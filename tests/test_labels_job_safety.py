@@ -127,7 +127,7 @@ def test_out_equal_to_an_input_is_refused_even_with_overwrite(tmp_path):
     for overwrite in (False, True):
         with pytest.raises(JobError) as e:
             _job(str(listing), root, coco_json=str(listing), overwrite=overwrite)
-        _one_line(e, "is an input of the job")
+        _one_line(e, "is an input of this command")
     assert listing.read_bytes() == before
     assert not os.path.exists(str(listing) + ".shards")
 

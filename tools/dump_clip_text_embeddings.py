@@ -16,6 +16,7 @@ import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at i
 import argparse
 import sys
 
+from zip_d2.data.paths import refuse_overwriting_inputs
 from zip_d2.models import MissingWeightsError
 from zip_d2.text import TEMPLATES, build_text_embeddings, load_vocabulary
 
@@ -47,6 +48,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        refuse_overwriting_inputs({"--out": args.out}, {"--vocabulary": args.vocabulary,
+                                                        "--pretrained": args.pretrained})
         names = [c["name"] for c in load_vocabulary(args.vocabulary)]
         emb = build_text_embeddings(
             names, args.clip_model, args.pretrained, templates=args.templates,

@@ -25,10 +25,13 @@ def main(argv=None):
     p.add_argument("--json-out", help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
 
+    from zip_d2.data.paths import refuse_overwriting_inputs
     from zip_d2.data.validate import DatasetError, load_json
     from zip_d2.evaluation.pseudo_labels import EvalError, evaluate_pseudo_labels, format_table
 
     try:
+        refuse_overwriting_inputs({"--json-out": args.json_out}, {"--pred": args.pred,
+                                                                  "--gt": args.gt})
         pred, gt = load_json(args.pred), load_json(args.gt)
         metrics = evaluate_pseudo_labels(pred, gt, class_agnostic=args.class_agnostic,
                                          pred_name=args.pred, gt_name=args.gt)

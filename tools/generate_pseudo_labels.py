@@ -13,7 +13,7 @@ after a crash or kill continues where it stopped (images whose file changed sinc
 again; another input folder or other settings are refused). At the end the shards are merged
 into OUT.json and validated. OUT.json is replaced only if this job wrote it (else --overwrite).
 Exit status: 0 done, 1 merged but validation found problems, 2 the job could not start (nothing
-was labeled) or could not merge (see the message).
+was labeled) or could not merge (see the message), 130 interrupted (Ctrl-C; rerun to continue).
 """
 import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
 
@@ -93,6 +93,15 @@ def flag_settings(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        return run(args, argv)
+    except KeyboardInterrupt:  # Ctrl-C: every finished image is already in a shard
+        print(f"interrupted; finished images are kept in {args.out}.shards, rerun the same "
+              "command to continue", file=sys.stderr)
+        return 130
+
+
+def run(args, argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from zip_d2.config import SetupError, setup_cfg
     from zip_d2.labels.images import InputError

@@ -18,6 +18,7 @@ import os
 import sys
 
 from zip_d2.data.coco_json import DatasetError, load_json, write_json_atomic
+from zip_d2.data.paths import refuse_overwriting_inputs
 from zip_d2.data.subsets import LABEL_PERCENTS, make_label_subset, subset_file_name, subset_size
 from zip_d2.data.validate import first_problem, validate_coco
 
@@ -30,6 +31,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1, help="subset seed (same seed: nested subsets)")
     args = p.parse_args(argv)
     try:
+        refuse_overwriting_inputs(
+            [("--out-dir", os.path.join(args.out_dir,
+                                        subset_file_name(args.coco_json, percent, args.seed)))
+             for percent in args.percents], {"--coco-json": args.coco_json})
         coco = load_json(args.coco_json)
         # A subset of a valid dataset is valid: one check of the source covers every subset.
         problem = first_problem(validate_coco(coco), args.coco_json)

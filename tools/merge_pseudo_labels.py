@@ -16,6 +16,7 @@ import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at i
 
 # isort: split
 import argparse
+import os
 import sys
 
 
@@ -31,6 +32,7 @@ def main(argv=None):
     p.add_argument("--no-validate", action="store_true")
     args = p.parse_args(argv)
 
+    from zip_d2.data.paths import OverwriteError, refuse_overwriting_inputs
     from zip_d2.data.validate import validate_coco
     from zip_d2.labels import shards
     from zip_d2.labels.coco_output import recorded_image_root
@@ -40,6 +42,10 @@ def main(argv=None):
         merged = shards.merge_shards(shard_dir, allow_partial=args.allow_partial)
         job_input = merged["info"]["job"].get("input")
         listing = job_input.get("coco_json") if isinstance(job_input, dict) else None
+        manifest = os.path.join(shard_dir, shards.MANIFEST)
+        refuse_overwriting_inputs({"--out": args.out}, [
+            ("the job's --coco-json", listing), ("the shard manifest", manifest),
+            *(("shard", path) for path in shards.shard_files(shard_dir))])
         shards.check_output_replaceable(args.out, shard_dir, {"the job's --coco-json": listing},
                                         args.overwrite)
         problems = []
@@ -48,7 +54,7 @@ def main(argv=None):
             problems = validate_coco(merged, image_root=root, check_image_sizes=True,
                                      check_segmentations=True)
         shards.write_output(merged, args.out, shard_dir)
-    except (shards.ShardError, OSError) as e:
+    except (shards.ShardError, OverwriteError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     counts = merged["info"]["counts"]

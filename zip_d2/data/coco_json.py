@@ -23,6 +23,21 @@ def load_json(path):
         raise DatasetError(f"{path}: not valid JSON ({e})") from None
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (another thread
+    creating a file meanwhile would otherwise get a wrong mode)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(data, path, indent=None, sort_keys=False, before_replace=None):
     """Write ``data`` as JSON so that ``path`` is never seen half-written.
 
@@ -31,12 +46,15 @@ def write_json_atomic(data, path, indent=None, sort_keys=False, before_replace=N
     encode, an interrupt) the temporary file is removed and ``path`` keeps its old content.
     ``before_replace(tmp_path)``, if given, runs once the temporary file is complete and before
     the rename (e.g. to record what is about to be written); if it raises, nothing is replaced.
+    The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask), not
+    the temporary file's private 0600.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             json.dump(data, f, indent=indent, sort_keys=sort_keys,
                       separators=None if indent is not None else (",", ":"))
             f.flush()

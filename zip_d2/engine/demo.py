@@ -21,6 +21,7 @@ import torch
 from detectron2.data.catalog import Metadata
 
 from ..config import SetupError, setup_cfg
+from ..data.paths import OverwriteError, refuse_overwriting_inputs
 from ..labels.images import IMAGE_EXTENSIONS, list_image_paths
 from ..models import MissingWeightsError
 from ..text import TextEmbeddings, load_vocabulary, looks_like_path
@@ -175,10 +176,11 @@ def output_paths(output: Optional[str], inputs: DemoInputs) -> Callable[[str], O
             raise SetupError(f"--output {output} is one {kind} file: give one {kind} input, or a "
                              "folder for several inputs")
         targets = {everything[0]: output}
-    real_inputs = {os.path.realpath(p) for p in everything}
-    for target in targets.values():
-        if os.path.realpath(target) in real_inputs:
-            raise SetupError(f"--output would overwrite the input {target}")
+    try:
+        refuse_overwriting_inputs([("--output", t) for t in targets.values()],
+                                  [("--input", p) for p in everything])
+    except OverwriteError as e:
+        raise SetupError(str(e)) from None
     return targets.get
 
 

@@ -59,6 +59,7 @@ def preflight(cfg, train=True, resume=False):
                          f"got {cfg.SOLVER.OPTIMIZER!r}")
     register_from_cfg(cfg)
     names = (list(cfg.DATASETS.TRAIN) if train else []) + list(cfg.DATASETS.TEST)
+    refuse_writing_over_datasets(cfg, names)
     required = cfg.DATASETS.TRAIN if train else ()
     # Weights first: seconds, where checking every image of a large dataset takes minutes.
     try:
@@ -72,6 +73,30 @@ def preflight(cfg, train=True, resume=False):
     except MissingWeightsError as e:
         raise SetupError(str(e)) from None
     check_datasets(cfg, names, require_annotations=required)
+
+
+# What a training or evaluation run writes in OUTPUT_DIR (detectron2's default_setup, logger,
+# checkpointer, JSON writer, and the COCO evaluators under inference/<dataset>).
+_RUN_FILES = ("config.yaml", "log.txt", "metrics.json", "last_checkpoint", "model_final.pth")
+_EVAL_FILES = ("coco_instances_results.json", "instances_predictions.pth")
+
+
+def refuse_writing_over_datasets(cfg, names):
+    """SetupError if a file the run writes in OUTPUT_DIR is the annotation file of one of the
+    datasets ``names`` (registered), with or without --resume."""
+    from detectron2.data import MetadataCatalog
+
+    from ..data.paths import OverwriteError, refuse_overwriting_inputs
+
+    out = cfg.OUTPUT_DIR
+    outputs = [os.path.join(out, f) for f in _RUN_FILES] + [
+        os.path.join(out, "inference", name, f) for name in cfg.DATASETS.TEST for f in _EVAL_FILES]
+    inputs = [(f"the annotations of {name}", MetadataCatalog.get(name).get("json_file", None))
+              for name in names]
+    try:
+        refuse_overwriting_inputs([("OUTPUT_DIR", path) for path in outputs], inputs)
+    except OverwriteError as e:
+        raise SetupError(str(e)) from None
 
 
 def inference_cfg(cfg):

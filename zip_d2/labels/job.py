@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import pathlib
 import sys
 import tempfile
 import time
@@ -37,7 +36,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from zip_d2.data.fingerprint import file_fingerprint, fingerprint
+from zip_d2.data.fingerprint import fingerprint
+from zip_d2.data.paths import OverwriteError, refuse_overwriting_inputs
 from zip_d2.data.validate import validate_coco
 
 from . import shards
@@ -46,10 +46,12 @@ from .images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIDE,
     ImageEntry,
+    ImageSkip,
     InputError,
     decode_image,
     list_coco_images,
     list_image_folder,
+    read_image_bytes,
 )
 from .statistics import LabelStats, label_statistics, statistics_lines
 from .writer import RecordWriter
@@ -149,7 +151,7 @@ class _DecodeDataset(Dataset):
         path = os.path.join(self.root, entry.file_name)
         try:
             # One read: the bytes that are fingerprinted are the bytes that are decoded.
-            data = pathlib.Path(path).read_bytes()
+            data = read_image_bytes(path)
             item["fingerprint"] = fingerprint(data)
             decoded = decode_image(path, data=data, **self.limits)
         except Exception as e:  # any per-file failure is a recorded skip, never a crash
@@ -173,8 +175,8 @@ class _FingerprintDataset(Dataset):
 
     def __getitem__(self, i):
         try:
-            return file_fingerprint(os.path.join(self.root, self.entries[i].file_name))
-        except OSError:
+            return fingerprint(read_image_bytes(os.path.join(self.root, self.entries[i].file_name)))
+        except (OSError, ImageSkip):  # a FIFO is never read: that would wait forever
             return None
 
 
@@ -233,6 +235,17 @@ def _settings(labeler, opts: JobOptions, input_desc: dict) -> dict:
     }
 
 
+def own_outputs(opts: JobOptions) -> List[str]:
+    """The job's own outputs, never listed as its images: the shard folder, and ``--out``
+    unless a file is there that this job did not write (then it is an input like any other,
+    and :func:`check_output_replaceable` refuses to write over it)."""
+    shard_dir = shards.shard_dir_for(opts.out)
+    if os.path.exists(opts.out) and not (os.path.isfile(opts.out)
+                                         and shards.is_recorded_output(shard_dir, opts.out)):
+        return [shard_dir]
+    return [shard_dir, opts.out]
+
+
 def list_inputs(opts: JobOptions):
     """(image root, entries, description of the input) — or InputError."""
     if opts.coco_json:
@@ -244,7 +257,7 @@ def list_inputs(opts: JobOptions):
                                "image_root": os.path.abspath(root)}
     if not opts.images:
         raise InputError("give --images DIR or --coco-json FILE")
-    entries, ignored = list_image_folder(opts.images)
+    entries, ignored = list_image_folder(opts.images, exclude=own_outputs(opts))
     return opts.images, entries, {"image_root": os.path.abspath(opts.images),
                                   "non_image_files_ignored": ignored}
 
@@ -286,9 +299,17 @@ def input_files(cfg, opts: JobOptions) -> Dict[str, str]:
     return {what: path for what, path in named.items() if path and os.path.isfile(path)}
 
 
-def check_output_replaceable(cfg, opts: JobOptions) -> None:
-    """Raise JobError unless the job may write ``opts.out`` (see
-    :func:`shards.check_output_replaceable`)."""
+def check_output_replaceable(cfg, opts: JobOptions, root: str = "",
+                              entries: List[ImageEntry] = ()) -> None:
+    """Raise JobError unless the job may write ``opts.out``: never over one of its inputs (the
+    images ``entries`` under ``root`` included), with or without ``overwrite``; see
+    :func:`shards.check_output_replaceable` for the rest."""
+    images = (("image", os.path.join(root, e.file_name)) for e in entries)
+    try:
+        refuse_overwriting_inputs({"--out": opts.out},
+                                  [*input_files(cfg, opts).items(), *images])
+    except OverwriteError as e:
+        raise JobError(str(e)) from None
     try:
         shards.check_output_replaceable(opts.out, shards.shard_dir_for(opts.out),
                                         input_files(cfg, opts), opts.overwrite)
@@ -319,7 +340,7 @@ def prepare(cfg, opts: JobOptions, build_labeler: Callable, rank: int = 0):
     except ValueError as e:
         raise JobError(str(e)) from None
     check_output_writable(opts.out)
-    check_output_replaceable(cfg, opts)
+    check_output_replaceable(cfg, opts, root, entries)
     try:  # the lock itself is taken later; this only spares a second job the model build
         shards.ShardLock(shards.shard_dir_for(opts.out), rank).check_free()
     except shards.ShardError as e:
@@ -416,7 +437,7 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
                 result.problems = validate_coco(merged, image_root=root, check_image_sizes=True,
                                                 check_segmentations=True)
             # Checked again: a file may have appeared at --out while the job ran.
-            check_output_replaceable(cfg, opts)
+            check_output_replaceable(cfg, opts, root, entries)
             shards.write_output(merged, opts.out, shard_dir)
             result.merged = opts.out
             result.label_stats = label_statistics(merged)

@@ -37,6 +37,7 @@ import torch
 
 from zip_d2.data.coco_json import DatasetError, load_json, write_json_atomic
 from zip_d2.data.constructed_features import boundary_aware_features, class_activation
+from zip_d2.data.paths import refuse_overwriting_inputs
 from zip_d2.data.rle import segmentation_to_mask
 from zip_d2.data.synthetic import mask_to_annotation
 from zip_d2.data.validate import validate_coco
@@ -212,6 +213,7 @@ def write_discovery_pseudo_labels(gt_json: str, out_json: str,
                                   params: DiscoveryLabelParams = DiscoveryLabelParams(),
                                   seed: int = 0) -> dict:
     """Read ``gt_json``, make discovery-made labels, validate, write ``out_json`` atomically."""
+    refuse_overwriting_inputs({"--out": out_json}, {"--gt": gt_json})
     data = discovery_pseudo_labels(load_json(gt_json), params, seed,
                                    source=os.path.abspath(gt_json))
     problems = validate_coco(data, check_segmentations=True)

@@ -46,6 +46,7 @@ from detectron2.utils.env import seed_all_rng
 from ..config import setup_cfg
 from ..data.coco_json import DatasetError, load_json, write_json_atomic
 from ..data.fingerprint import file_fingerprint
+from ..data.paths import refuse_overwriting_inputs
 from ..data.register import check_datasets, register_from_cfg
 from ..data.validate import validate_coco
 from ..engine import Trainer
@@ -186,6 +187,7 @@ class SelfTrainingRun:
         self.tag = hashlib.sha1(self.output_dir.encode()).hexdigest()[:8]
         self.base_cfg = setup_cfg(config_file, self.opts, self.register)
         self.summary_path = os.path.join(self.output_dir, "self_train.json")
+        self._refuse_writing_over_inputs()
         self.overwrite = overwrite
         self.inputs = self._inputs()
         if overwrite:
@@ -226,6 +228,18 @@ class SelfTrainingRun:
             if was != now:
                 raise ValueError(f"{self.output_dir} holds a self-training run with other inputs "
                                  f"({_difference(key, was, now)}){refuse}")
+
+    def _refuse_writing_over_inputs(self):
+        """OverwriteError if a file a round writes (or the summary) is one of the run's inputs."""
+        outputs = [self.summary_path]
+        for k in range(0 if self.weights is None else 1, self.rounds + 1):
+            outputs += [os.path.join(self.round_dir(k), name)
+                        for name in ("labels.json", "predictions.json", "model_final.pth")]
+        refuse_overwriting_inputs(
+            [("--output-dir", path) for path in outputs],
+            [("--labels", self.labels_json), ("--weights", self.weights),
+             ("--config-file", self.config_file),
+             *(("--register-dataset", r[1]) for r in self.register if len(r) > 1)])
 
     def _old_rounds(self):
         """The round folders an earlier run left in output_dir (what starting over deletes)."""
