@@ -111,6 +111,8 @@ def check_datasets(cfg, names=None, require_annotations=(), require_masks=()):
                               check_segmentations=True)
         except DatasetError as e:
             raise DatasetError(f"dataset {name!r}: {e}") from None
+        if cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES and image_root:
+            _check_complete_images(name, json_file, image_root, data["images"])
         if name in require_annotations and not data["annotations"]:
             raise DatasetError(f"dataset {name!r}: {json_file} has no annotations to train on")
         anns = [a for a in data["annotations"] if not a.get("iscrowd")]
@@ -124,6 +126,39 @@ def check_datasets(cfg, names=None, require_annotations=(), require_masks=()):
                    "; give every annotation a mask, or none (boxes only)"))
         logger.info("dataset %r: %d images, %d annotations, %d categories: OK", name,
                     len(data["images"]), len(data["annotations"]), len(data["categories"]))
+
+
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def truncated_image(path):
+    """Why the image file at ``path`` is cut short, or None: a PNG that does not end with its
+    IEND chunk, a JPEG without its end-of-image marker (other formats: None). Reads a few
+    bytes at each end of the file, so it costs what a header check costs; the header check
+    alone passes such a file, and the loader then fails on it in the middle of training."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        tail = f.read()
+    if head.startswith(_PNG_START) and not tail.endswith(_PNG_END):
+        return "the PNG ends without its IEND chunk"
+    if head.startswith(_JPEG_START) and not tail.rstrip(b"\x00\r\n ").endswith(_JPEG_END):
+        return "the JPEG ends without its end-of-image marker"
+    return None
+
+
+def _check_complete_images(name, json_file, image_root, images):
+    for img in images:
+        path = os.path.join(image_root, img["file_name"])
+        try:
+            why = truncated_image(path)
+        except OSError as e:
+            why = f"cannot be read: {e.strerror}"
+        if why:
+            raise DatasetError(f"dataset {name!r}: {json_file}: image {path} is truncated or "
+                               f"damaged ({why}); re-export it, or remove it from the JSON")
 
 
 def _builtin_hint(json_file):

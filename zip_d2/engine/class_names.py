@@ -32,7 +32,7 @@ from ..config import SetupError
 __all__ = ["CHECKPOINT_KEY", "RecordedClassNames", "checkpoint_class_names",
            "training_class_names", "head_class_names", "match_names", "class_index",
            "remap_instances", "to_dataset_classes",
-           "check_class_match", "weights_file", "load_checkpoint"]
+           "check_class_match", "weights_file", "load_checkpoint", "resume_mismatch"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +56,11 @@ class RecordedClassNames:
 
     def load_state_dict(self, names):
         if list(names) != self.names:
-            raise SetupError(_resume_mismatch(self.output_dir, list(names), self.names))
+            raise SetupError(resume_mismatch(self.output_dir, list(names), self.names))
 
 
-def _resume_mismatch(output_dir, recorded, now):
+def resume_mismatch(output_dir, recorded, now):
+    """The one-line refusal of a resume whose checkpoint recorded other classes."""
     return (f"--resume: the checkpoint in {output_dir} was trained on classes {recorded}, the "
             f"training set now has {now}; use a new OUTPUT_DIR (or drop --resume to start over)")
 
@@ -220,7 +221,8 @@ def to_dataset_classes(model: nn.Module, index: Sequence[int]) -> nn.Module:
 
 def check_class_match(cfg, train: bool, resume: bool = False, test_names=None) -> None:
     """Refuse, before any work, a test set (DATASETS.TEST) the model cannot be scored on by
-    name, and a closed-set model whose class count disagrees with its classes.
+    name, and a closed-set model whose class count disagrees with its classes (a resumed
+    checkpoint's classes: ``zip_d2.engine.setup.check_resume``).
 
     The model's classes: the open-vocabulary test vocabulary ``test_names`` when given; else
     the training set's when ``train``; else those recorded in the checkpoint it loads
@@ -239,11 +241,6 @@ def check_class_match(cfg, train: bool, resume: bool = False, test_names=None) -
             raise SetupError(
                 f"{source} has {len(names)} classes but MODEL.ROI_HEADS.NUM_CLASSES is {num}; "
                 f"set MODEL.ROI_HEADS.NUM_CLASSES {len(names)}")
-        weights = weights_file(cfg, resume)
-        if resume and weights != cfg.MODEL.WEIGHTS:
-            recorded = checkpoint_class_names(weights)
-            if recorded is not None and recorded != names:
-                raise SetupError(_resume_mismatch(cfg.OUTPUT_DIR, recorded, names))
     else:
         weights = weights_file(cfg, resume)
         names, source = checkpoint_class_names(weights), weights or "MODEL.WEIGHTS"

@@ -9,7 +9,14 @@ from ..config import OPTIMIZERS, SetupError
 from ..data.register import check_datasets, register_from_cfg
 from ..modeling.vocabulary import planned_test_class_names, required_clip_weights
 from ..models import MissingWeightsError, checkpoint_weight_source, require_weights
-from .class_names import check_class_match, load_checkpoint, weights_file
+from .class_names import (
+    CHECKPOINT_KEY,
+    check_class_match,
+    load_checkpoint,
+    resume_mismatch,
+    training_class_names,
+    weights_file,
+)
 
 
 def add_register_argument(parser):
@@ -108,16 +115,21 @@ def check_schedule(cfg):
 
 def check_resume(cfg):
     """SetupError unless the checkpoint ``--resume`` continues from (OUTPUT_DIR's last one)
-    fits the model this config builds: the same parameter names and shapes. Detectron2 would
-    otherwise skip the tensors that changed (a NUM_CLASSES change re-initialises the classifier
-    at exit 0) or fail inside the optimizer."""
+    fits the model this config builds: the same training classes (where it records them) and
+    the same parameter names and shapes. Detectron2 would otherwise skip the tensors that
+    changed (a NUM_CLASSES change re-initialises the classifier at exit 0) or fail inside the
+    optimizer."""
     path = weights_file(cfg, resume=True)
     if path == cfg.MODEL.WEIGHTS:
         return  # nothing to resume: training starts from MODEL.WEIGHTS
     if not os.path.isfile(path):
         raise SetupError(f"--resume: {os.path.join(cfg.OUTPUT_DIR, 'last_checkpoint')} names "
                          f"{path}, which does not exist; drop --resume or use a new OUTPUT_DIR")
-    saved = load_checkpoint(path).get("model") or {}
+    checkpoint = load_checkpoint(path)
+    recorded, names = checkpoint.get(CHECKPOINT_KEY), training_class_names(cfg)
+    if recorded is not None and names is not None and list(recorded) != names:
+        raise SetupError(resume_mismatch(cfg.OUTPUT_DIR, list(recorded), names))
+    saved = checkpoint.get("model") or {}
     from detectron2.modeling import build_model
 
     built = cfg.clone()
