@@ -94,7 +94,7 @@ def main(argv=None):
                               overwrite=args.overwrite)
         check_launch(run.base_cfg, args.num_gpus, args.num_machines, args.machine_rank,
                      args.dist_url)
-        run.check_weights()  # every missing weight in one line, before round 0 starts
+        run.preflight()  # weights, labels, classes: one line before anything is written
     except REPORTED as e:
         print(f"self_train: error: {e}", file=sys.stderr)
         return 2

@@ -36,8 +36,8 @@ def main(args):
     set_cpu_threads()
     register_from_cfg(cfg)  # spawned workers start with empty catalogs; checks ran in cli()
     if args.eval_only:
-        model, iteration = Trainer.build_inference_model(cfg, resume=args.resume)
-        results = Trainer.test(cfg, model)
+        model, iteration, class_names = Trainer.build_inference_model(cfg, resume=args.resume)
+        results = Trainer.test(inference_cfg(cfg), model, class_names=class_names)
         Trainer.write_eval_results(cfg, results, iteration)
         return results
     trainer = Trainer(cfg)

@@ -7,8 +7,16 @@ from yacs.config import CfgNode
 
 from ..config import OPTIMIZERS, SetupError
 from ..data.register import check_datasets, register_from_cfg
-from ..modeling.vocabulary import required_clip_weights
+from ..modeling.vocabulary import planned_test_class_names, required_clip_weights
 from ..models import MissingWeightsError, checkpoint_weight_source, require_weights
+from .class_names import (
+    CHECKPOINT_KEY,
+    check_class_match,
+    load_checkpoint,
+    resume_mismatch,
+    training_class_names,
+    weights_file,
+)
 
 
 def add_register_argument(parser):
@@ -57,6 +65,8 @@ def preflight(cfg, train=True, resume=False):
     if train and cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
         raise SetupError(f"SOLVER.OPTIMIZER must be {' or '.join(OPTIMIZERS)}, "
                          f"got {cfg.SOLVER.OPTIMIZER!r}")
+    if train:
+        check_schedule(cfg)
     register_from_cfg(cfg)
     names = (list(cfg.DATASETS.TRAIN) if train else []) + list(cfg.DATASETS.TEST)
     refuse_writing_over_datasets(cfg, names)
@@ -72,7 +82,75 @@ def preflight(cfg, train=True, resume=False):
         require_weights(sources)
     except MissingWeightsError as e:
         raise SetupError(str(e)) from None
-    check_datasets(cfg, names, require_annotations=required)
+    check_datasets(cfg, names, require_annotations=required,
+                   require_masks=required if cfg.MODEL.MASK_ON else ())
+    # The model's classes against each test set's, by name: a test set with a class the model
+    # never learned would be scored at exit 0 (by index, against another class).
+    try:
+        test_names = planned_test_class_names(cfg)
+    except ValueError as e:
+        raise SetupError(str(e)) from None
+    check_class_match(cfg, train=train, resume=resume, test_names=test_names)
+    if train and resume:
+        check_resume(cfg)
+
+
+def check_schedule(cfg):
+    """SetupError for a learning-rate schedule detectron2's scheduler cannot build (it raises
+    once the workers start): SOLVER.STEPS not increasing, or a step at SOLVER.MAX_ITER.
+    Steps beyond MAX_ITER are detectron2's to drop (with its warning)."""
+    steps, max_iter = list(cfg.SOLVER.STEPS), cfg.SOLVER.MAX_ITER
+    if max_iter < 1:
+        raise SetupError(f"SOLVER.MAX_ITER must be at least 1, got {max_iter}")
+    if cfg.SOLVER.LR_SCHEDULER_NAME != "WarmupMultiStepLR":
+        return
+    kept = [s for s in steps if s <= max_iter]
+    if any(b <= a for a, b in zip(kept, kept[1:])) or any(s < 1 for s in kept):
+        raise SetupError(f"SOLVER.STEPS {tuple(steps)} must be positive and increasing")
+    if max_iter in kept:
+        raise SetupError(
+            f"SOLVER.STEPS {tuple(steps)} has a step at SOLVER.MAX_ITER {max_iter} (a step must "
+            f"come before the last iteration); set SOLVER.STEPS below it, e.g. "
+            f"SOLVER.STEPS \"({max(1, int(max_iter * 0.8))},)\", or SOLVER.STEPS \"()\" for none")
+
+
+def check_resume(cfg):
+    """SetupError unless the checkpoint ``--resume`` continues from (OUTPUT_DIR's last one)
+    fits the model this config builds: the same training classes (where it records them) and
+    the same parameter names and shapes. Detectron2 would otherwise skip the tensors that
+    changed (a NUM_CLASSES change re-initialises the classifier at exit 0) or fail inside the
+    optimizer."""
+    path = weights_file(cfg, resume=True)
+    if path == cfg.MODEL.WEIGHTS:
+        return  # nothing to resume: training starts from MODEL.WEIGHTS
+    if not os.path.isfile(path):
+        raise SetupError(f"--resume: {os.path.join(cfg.OUTPUT_DIR, 'last_checkpoint')} names "
+                         f"{path}, which does not exist; drop --resume or use a new OUTPUT_DIR")
+    checkpoint = load_checkpoint(path)
+    recorded, names = checkpoint.get(CHECKPOINT_KEY), training_class_names(cfg)
+    if recorded is not None and names is not None and list(recorded) != names:
+        raise SetupError(resume_mismatch(cfg.OUTPUT_DIR, list(recorded), names))
+    saved = checkpoint.get("model") or {}
+    from detectron2.modeling import build_model
+
+    built = cfg.clone()
+    built.defrost()
+    built.MODEL.DEVICE = "cpu"
+    with torch.random.fork_rng(devices=[]):
+        now = {k: tuple(v.shape) for k, v in build_model(built).state_dict().items()}
+    was = {k: tuple(getattr(v, "shape", ())) for k, v in saved.items()}
+    changed = sorted(k for k in now.keys() & was.keys() if now[k] != was[k])
+    missing, extra = sorted(now.keys() - was.keys()), sorted(was.keys() - now.keys())
+    if not (changed or missing or extra):
+        return
+    if changed:
+        first = f"{changed[0]} is {was[changed[0]]} there, {now[changed[0]]} now"
+    else:
+        first = f"{(missing or extra)[0]} is {'missing there' if missing else 'not in the model'}"
+    raise SetupError(
+        f"--resume: {path} was trained with another architecture or NUM_CLASSES ({first}; "
+        f"{len(changed) + len(missing) + len(extra)} tensors differ); resume with the config it "
+        "was trained with, or use a new OUTPUT_DIR (or drop --resume to start over)")
 
 
 # What a training or evaluation run writes in OUTPUT_DIR (detectron2's default_setup, logger,

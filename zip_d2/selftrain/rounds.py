@@ -43,15 +43,21 @@ from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
-from ..config import setup_cfg
+from ..config import SetupError, setup_cfg
 from ..data.coco_json import DatasetError, load_json, write_json_atomic
 from ..data.fingerprint import file_fingerprint
 from ..data.paths import refuse_overwriting_inputs
 from ..data.register import check_datasets, register_from_cfg
 from ..data.validate import validate_coco
 from ..engine import Trainer
+from ..engine.class_names import (
+    checkpoint_class_names,
+    class_index,
+    head_class_names,
+    to_dataset_classes,
+)
 from ..engine.distributed import run_on_main
-from ..engine.setup import check_weights, preflight
+from ..engine.setup import preflight
 from ..modeling.droploss import DROPLOSS_HEADS
 from .merge import merge_round_labels
 from .report import round_log_file, without_nan
@@ -87,6 +93,11 @@ def round_threshold(thresholds, k):
 def predict_dataset(cfg, weights, dataset_name):
     """COCO results (dataset category ids, RLE masks) of the model at ``weights`` on a dataset.
 
+    The model's classes (recorded in ``weights``; an open-vocabulary model's test vocabulary)
+    are matched to the dataset's by name: a prediction of class "cat" gets the dataset's id of
+    "cat", whatever index either gives it; classes the dataset lacks are not predicted.
+    SetupError if the dataset has a class the model does not know.
+
     With several processes, each predicts its shard of the images (detectron2's test loader
     shards by rank) and the main process gathers them.
 
@@ -99,6 +110,11 @@ def predict_dataset(cfg, weights, dataset_name):
     model = Trainer.build_model(cfg)
     DetectionCheckpointer(model).load(weights)
     model.eval()
+    names = head_class_names(model)
+    index = class_index(names or checkpoint_class_names(weights), dataset_name,
+                        "the test vocabulary" if names else weights,
+                        num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    model = to_dataset_classes(model, index)
     meta = MetadataCatalog.get(dataset_name)
     to_dataset_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
     results = []
@@ -173,6 +189,9 @@ class SelfTrainingRun:
                  droploss=False, opts=(), register=(), overwrite=False):
         if rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
+        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+            raise ValueError(f"--output-dir {output_dir} is a file, not a folder; give a folder "
+                             "(it is created if missing)")
         if weights and not os.path.isfile(weights):
             raise ValueError(f"round-0 checkpoint not found: {weights}")
         if not os.path.isfile(labels_json):
@@ -189,6 +208,8 @@ class SelfTrainingRun:
         self.summary_path = os.path.join(self.output_dir, "self_train.json")
         self._refuse_writing_over_inputs()
         self.overwrite = overwrite
+        # Set by preflight(): round 0's training set and config were checked (not again).
+        self.round0_checked = False
         self.inputs = self._inputs()
         if overwrite:
             self._check_inputs_survive_start_over()
@@ -213,6 +234,8 @@ class SelfTrainingRun:
         """Raise ValueError (one line) if ``output_dir`` holds a run with other inputs."""
         refuse = ("; pass --overwrite to start over (deletes its rounds), or choose another "
                   "--output-dir")
+        if not self._work_done():
+            return  # a refused or stopped run made nothing to resume: it binds nothing
         if not os.path.isfile(self.summary_path):
             rounds = [os.path.basename(folder) for folder in self._old_rounds()]
             if rounds:
@@ -240,6 +263,16 @@ class SelfTrainingRun:
             [("--labels", self.labels_json), ("--weights", self.weights),
              ("--config-file", self.config_file),
              *(("--register-dataset", r[1]) for r in self.register if len(r) > 1)])
+
+    def _work_done(self):
+        """Whether an earlier run here made anything a rerun would resume: a checkpoint,
+        predictions or labels in a round folder (not only logs and configs)."""
+        for folder in self._old_rounds():
+            for name in _listdir(folder):
+                if name.endswith(".pth") or name in ("last_checkpoint", "predictions.json",
+                                                     "labels.json"):
+                    return True
+        return False
 
     def _old_rounds(self):
         """The round folders an earlier run left in output_dir (what starting over deletes)."""
@@ -297,16 +330,32 @@ class SelfTrainingRun:
         register = self.register + [[self.dataset_name(k), self.labels_path(k), self.image_root]]
         return setup_cfg(self.config_file, opts, register)
 
-    def check_weights(self):
-        """SetupError, in one line, unless every weight source the run does not make itself is
-        on this machine or can be downloaded now: round 0's MODEL.WEIGHTS when round 0 is
-        trained here, and the CLIP weights of open-vocabulary heads that embed class names.
-        Call it in the launching process, before any round starts."""
-        cfg = self.round_cfg(0)
-        register_from_cfg(cfg)
-        # Round 0 is trained here unless given, or finished (and kept: --overwrite deletes it).
-        train_round0 = not self.weights and (self.overwrite or not self._finished(0))
-        check_weights(cfg, resume=True, model_weights=train_round0)
+    def preflight(self):
+        """Every check that can run before round 0, in the launching process, so that a refused
+        run writes nothing: the weights the run does not make itself (round 0's MODEL.WEIGHTS
+        when round 0 is trained here, CLIP weights of open-vocabulary heads), the labels
+        validated as a training set of this config (classes against MODEL.ROI_HEADS.NUM_CLASSES
+        and the test sets, masks, schedule, a resumed round 0's architecture), and with
+        ``weights`` the classes that checkpoint records against the labels' (matched by name).
+
+        Raises:
+            SetupError, DatasetError: one line naming the file and the fix.
+        """
+        if self.weights:
+            # Round 1 trains on the labels from these weights, which predict on the labels' images.
+            cfg = self.round_cfg(0, weights=self.weights)
+            preflight(cfg, train=True, resume=False)
+            recorded = checkpoint_class_names(self.weights)
+            num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+            if recorded is not None and len(recorded) != num:
+                raise SetupError(f"--weights {self.weights} was trained on {len(recorded)} classes "
+                                 f"{recorded} but MODEL.ROI_HEADS.NUM_CLASSES is {num}; set "
+                                 f"MODEL.ROI_HEADS.NUM_CLASSES {len(recorded)}")
+            class_index(recorded, self.dataset_name(0), self.weights, num_classes=num)
+        else:
+            # --overwrite deletes round 0: nothing of it is resumed.
+            preflight(self.round_cfg(0), train=True, resume=not self.overwrite)
+        self.round0_checked = True
 
     def run(self):
         """Run (or resume) round 0 and ``rounds`` self-training rounds; return the summary.
@@ -395,11 +444,12 @@ class SelfTrainingRun:
                 "old_replaced": stats["old_replaced"],
                 "predictions_added": stats["predictions_kept"]}
 
-    def _prepare(self, cfg, train, resume=False, predict_on=None):
-        """Register the config's datasets in this process; check them (and the dataset
-        ``predict_on``, if given) once, on the main process."""
+    def _prepare(self, cfg, train, resume=False, predict_on=None, checked=False):
+        """Register the config's datasets in this process; check them (unless ``checked``
+        already) and the dataset ``predict_on``, if given, once, on the main process."""
         register_from_cfg(cfg)
-        run_on_main(preflight, cfg, train=train, resume=resume)
+        if not checked:
+            run_on_main(preflight, cfg, train=train, resume=resume)
         if predict_on:
             run_on_main(check_datasets, cfg, [predict_on])
 
@@ -423,7 +473,7 @@ class SelfTrainingRun:
             logger.info("round %d: %s exists, training not redone", k, final)
             return {"checkpoint": final, "trained_here": True}
         cfg = self.round_cfg(k)
-        self._prepare(cfg, train=True, resume=True)
+        self._prepare(cfg, train=True, resume=True, checked=k == 0 and self.round0_checked)
         run_on_main(self._write_config, cfg)
         # Per-process seeds, as detectron2's default_setup does (seed + rank).
         seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + k + comm.get_rank())
