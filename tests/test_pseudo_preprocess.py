@@ -190,3 +190,50 @@ def test_decoding_applies_exif_orientation_as_detectron2_does_unlike_the_officia
     # The authors' Image.open(path).convert("RGB") ignores the tag: stored orientation.
     official = np.asarray(Image.open(path).convert("RGB"))
     assert official.shape == (24, 40, 3)
+
+
+class _RecordingPreprocess:
+    """The labeler's preprocessing, noting in a file which process ran it."""
+
+    def __init__(self, inner, log):
+        self.inner, self.log, self.worker_safe = inner, log, inner.worker_safe
+
+    def __call__(self, image):
+        with open(self.log, "a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")
+        return self.inner(image)
+
+
+def test_job_prepares_model_inputs_in_loader_workers_with_the_labels_of_direct_calls(tmp_path):
+    import json
+
+    from zip_d2.labels.job import JobOptions, run_job
+
+    cfg = tiny_pseudo_cfg(METHOD="zip-no-sam")
+    lab = build_labeler(cfg)
+    root = tmp_path / "images"
+    root.mkdir()
+    direct = {}
+    for name in ("coffee", "astronaut", "chelsea"):
+        image = np.ascontiguousarray(_photo(name)[::4, ::4])
+        Image.fromarray(image).save(root / f"{name}.png")
+        direct[f"{name}.png"] = lab(image)
+    log = tmp_path / "pids.txt"
+    lab.preprocess = _RecordingPreprocess(lab.preprocess, str(log))
+    out = str(tmp_path / "labels.json")
+    run_job(cfg, JobOptions(out=out, images=str(root), workers=1, batch_size=2, progress=False),
+            build_labeler=lambda cfg: lab)
+    pids = set(log.read_text().split())
+    assert len(log.read_text().split()) == 3 and str(os.getpid()) not in pids
+    with open(out, encoding="utf-8") as f:
+        data = json.load(f)
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    files = {im["id"]: im["file_name"] for im in data["images"]}
+    got = {name: [] for name in direct}
+    for a in data["annotations"]:
+        got[files[a["image_id"]]].append((names[a["category_id"]], a["score"]))
+    assert any(got.values())
+    for name, dets in direct.items():
+        want = sorted((d["category"], d["score"]) for d in dets)
+        assert [c for c, _ in sorted(got[name])] == [c for c, _ in want], name
+        assert [s for _, s in sorted(got[name])] == pytest.approx([s for _, s in want], abs=1e-6)

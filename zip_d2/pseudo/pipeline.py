@@ -324,8 +324,9 @@ class ZipLabeler(_ClipLabelerBase):
     def _stack(self, pixels: Sequence[torch.Tensor], bundle: ClipBundle) -> torch.Tensor:
         """(B, 3, h, w) float32 on the device: same-size (h, w, 3) uint8 inputs, normalised for
         ``bundle``."""
-        return clues.normalize_batch(torch.stack(list(pixels)), bundle.mean, bundle.std,
-                                     self.device)
+        # Each image goes to the device as uint8 and the batch is stacked there (no host copy).
+        return clues.normalize_batch(torch.stack([p.to(self.device) for p in pixels]),
+                                     bundle.mean, bundle.std, self.device)
 
     def _inputs(self, images: Sequence[np.ndarray],
                 inputs: Optional[Sequence[Optional[ZipInputs]]]) -> List[ZipInputs]:
