@@ -6,7 +6,7 @@ then on the CPU the fragment discovery, and after SAM the threshold / cross-clas
 boxes / formatting of the detections; a writer thread then turns them into COCO records (RLE).
 This times those CPU stages at the paper preset's sizes on a constructed COCO-sized scene:
 
-- a 640x480 image: clustering grid 128x171 (short side 2048, stride 16), K=20 clusters from
+- a 640x480 image: clustering grid 128x170 (short side 2048, stride 16), K=20 clusters from
   constructed features (tools/benchmark_discovery.py's touching-ellipse scene), 5 classes with
   activations on the 32x32 ViT grid, the paper's discovery thresholds;
 - 64 SAM-like masks at 640x480: 16 objects, each found 4 times (as when several classes or

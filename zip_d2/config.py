@@ -149,6 +149,12 @@ def _add_pseudo_config(cfg):
     # Weight download cache for SAM and CLIP ("" = ~/.cache/zip_d2 for SAM, open_clip's
     # ~/.cache/clip for CLIP).
     cfg.PSEUDO.CACHE_DIR = ""
+    # How every model input (surgery, classification, boundary; sam-clip's crops) is resized
+    # from the image: "pil" = PIL bicubic (a = -0.5, antialiased when downscaling), what the
+    # authors' torchvision Resize on PIL images runs, bit for bit, done in the job's loader
+    # workers; "opencv" = cv2 INTER_CUBIC (a = -0.75, no antialiasing), zip_d2 before issue 20:
+    # up to 110 grey levels from PIL at 224x224 (README, "Model inputs").
+    cfg.PSEUDO.RESIZE = "pil"
 
     cfg.PSEUDO.CLIP = CN()
     # open_clip model for semantic clues (classification and CLIP Surgery activation).
@@ -185,6 +191,10 @@ def _add_pseudo_config(cfg):
     cfg.PSEUDO.BOUNDARY.PRETRAINED = "openai"
     # Image short side fed to the trunk (aspect kept); features come out at stride 16.
     cfg.PSEUDO.BOUNDARY.SHORT_SIDE = 2048
+    # Long side of the boundary input: "truncate" = int(SHORT_SIDE * long / short), the authors'
+    # torchvision Resize(SHORT_SIDE) (480x640 -> 2048x2730, grid 128x170); "round16" = both
+    # sides rounded to multiples of 16 (2048x2736, grid 128x171), zip_d2 before issue 20.
+    cfg.PSEUDO.BOUNDARY.SIZE_RULE = "truncate"
     # Number of k-means clusters K.
     cfg.PSEUDO.BOUNDARY.NUM_CLUSTERS = 20
     # Maximum k-means iterations (stops earlier when centroids stop moving).

@@ -137,9 +137,13 @@ class JobResult:
 class _DecodeDataset(Dataset):
     """Decodes one entry in a loader worker; bad files come back as a skip reason."""
 
-    def __init__(self, root: str, entries: List[ImageEntry], max_side, max_pixels, min_side):
+    def __init__(self, root: str, entries: List[ImageEntry], max_side, max_pixels, min_side,
+                 prepare: Optional[Callable] = None):
         self.root, self.entries = root, entries
         self.limits = dict(max_side=max_side, max_pixels=max_pixels, min_side=min_side)
+        # The labeler's model-input resizing (``labeler.preprocess``), run here when it is safe
+        # in a forked worker, so it stays off the labelling loop's thread.
+        self.prepare = prepare
 
     def __len__(self):
         return len(self.entries)
@@ -160,6 +164,8 @@ class _DecodeDataset(Dataset):
             # A tensor travels to the main process through shared memory, not a pickle.
             item.update(pixels=torch.from_numpy(decoded.pixels), width=decoded.width,
                         height=decoded.height)
+            if self.prepare is not None:
+                item["inputs"] = self.prepare(decoded.pixels)
         item["decode_s"] = time.perf_counter() - start
         return item
 
@@ -192,10 +198,13 @@ def _worker_init(max_pixels, _worker_id):
     Image.MAX_IMAGE_PIXELS = max(max_pixels, DEFAULT_MAX_PIXELS)
 
 
-def _label_batch(labeler, images: List[np.ndarray]):
-    """The labeler's detections for each image; an exception stands in for a failed image."""
+def _label_batch(labeler, images: List[np.ndarray], inputs: Optional[list] = None):
+    """The labeler's detections for each image; an exception stands in for a failed image.
+    inputs: the images' model inputs made in the loader workers (``labeler.preprocess``)."""
     if hasattr(labeler, "label_batch"):
         try:
+            if inputs is not None:
+                return list(labeler.label_batch(images, inputs=inputs))
             return list(labeler.label_batch(images))
         except Exception:  # fall back to one at a time to find the image that fails
             logger.warning("batched labeling failed; retrying the batch one image at a time",
@@ -497,7 +506,10 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
         bar = tqdm(total=result.images_total, initial=result.images_done_before,
                    desc=f"pseudo-labels rank 0/{world_size}", unit="img", dynamic_ncols=True,
                    smoothing=0.05, file=sys.stderr)
-    dataset = _DecodeDataset(root, pending, opts.max_side, opts.max_pixels, opts.min_side)
+    preprocess = getattr(labeler, "preprocess", None)
+    prepare = preprocess if getattr(preprocess, "worker_safe", False) else None
+    dataset = _DecodeDataset(root, pending, opts.max_side, opts.max_pixels, opts.min_side,
+                             prepare)
     loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False,
                         num_workers=opts.workers, collate_fn=_collate,
                         prefetch_factor=opts.prefetch if opts.workers > 0 else None,
@@ -523,7 +535,8 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
                     continue
                 images = [it["pixels"].numpy() for it in good]
                 t0 = time.perf_counter()
-                outputs = _label_batch(labeler, images)
+                outputs = _label_batch(labeler, images,
+                                       [it["inputs"] for it in good] if prepare else None)
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
                 result.label_s += time.perf_counter() - t0

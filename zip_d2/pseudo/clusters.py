@@ -10,17 +10,34 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["short_side_size", "layer3_features", "uniform_init", "semantic_init", "kmeans"]
+__all__ = ["SIZE_RULES", "short_side_size", "layer3_features", "uniform_init", "semantic_init",
+           "kmeans"]
 
 
-def short_side_size(
-    image_hw: Tuple[int, int], short_side: int, multiple: int = 16
-) -> Tuple[int, int]:
-    """(h, w) with the short side = ``short_side``, aspect kept, both rounded to ``multiple``."""
-    H, W = image_hw
-    s = short_side / min(H, W)
-    return (max(multiple, int(round(H * s / multiple)) * multiple),
-            max(multiple, int(round(W * s / multiple)) * multiple))
+# How the boundary input's size follows from the image's; PSEUDO.BOUNDARY.SIZE_RULE picks one.
+SIZE_RULES = ("truncate", "round16")
+
+
+def short_side_size(image_hw: Tuple[int, int], short_side: int,
+                    rule: str = "truncate") -> Tuple[int, int]:
+    """(h, w) of the boundary input: the short side is ``short_side``, the aspect kept.
+
+    "truncate": the long side is ``int(short_side * long / short)``, torchvision's
+        ``Resize(short_side)`` as the authors' code uses it (480x640 -> 2048x2730; layer3 then
+        floors to a 128x170 grid).
+    "round16": both sides rounded to multiples of 16 (480x640 -> 2048x2736, grid 128x171),
+        zip_d2's rule before issue 20: every grid cell covers exactly 16x16 input pixels.
+    """
+    H, W = (int(v) for v in image_hw)
+    if rule == "truncate":
+        # torchvision's own arithmetic (int of the float product), so the sizes agree exactly.
+        if H <= W:
+            return short_side, int(short_side * W / H)
+        return int(short_side * H / W), short_side
+    if rule == "round16":
+        s = short_side / min(H, W)
+        return max(16, int(round(H * s / 16)) * 16), max(16, int(round(W * s / 16)) * 16)
+    raise ValueError(f"size rule must be one of {', '.join(SIZE_RULES)}; got {rule!r}.")
 
 
 def layer3_features(visual, images: torch.Tensor) -> torch.Tensor:

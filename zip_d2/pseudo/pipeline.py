@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -31,8 +32,8 @@ from . import clues, clusters, instances, masks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ZipLabeler", "SamClipLabeler", "build_labeler", "check_config", "required_weights",
-           "METHODS"]
+__all__ = ["ZipLabeler", "SamClipLabeler", "ZipInputs", "ZipPreprocess", "build_labeler",
+           "check_config", "required_weights", "METHODS"]
 
 _PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -75,6 +76,65 @@ def _kept_masks_to_host(det_masks, keep: np.ndarray) -> List[np.ndarray]:
         return list(host.transpose(0, 2, 1))
     det_masks = np.asarray(det_masks, dtype=bool)
     return [det_masks[i] for i in keep]
+
+
+@dataclass
+class ZipInputs:
+    """One image resized for each of Zip's models: (h, w, 3) uint8 RGB tensors, not yet
+    normalised (the labeler does that on its device).
+
+    clip: (INPUT_SIZE, INPUT_SIZE) surgery input; classify: (CLASSIFY_SIZE, CLASSIFY_SIZE)
+    classification input, or None when the class token of ``clip`` is used; boundary: the
+    boundary trunk's input (short side BOUNDARY.SHORT_SIDE).
+    """
+
+    clip: torch.Tensor
+    classify: Optional[torch.Tensor]
+    boundary: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ZipPreprocess:
+    """How an image becomes :class:`ZipInputs` (the sizes and the resize of PSEUDO.CLIP,
+    PSEUDO.BOUNDARY and PSEUDO.RESIZE). Small and picklable: the job calls it in its loader
+    workers when :attr:`worker_safe`, so the resizing stays off the labelling loop's thread.
+    """
+
+    input_size: int
+    classify_size: int
+    short_side: int
+    size_rule: str = "truncate"
+    resize: str = "pil"
+
+    @classmethod
+    def from_config(cls, p) -> "ZipPreprocess":
+        """From ``cfg.PSEUDO``."""
+        return cls(int(p.CLIP.INPUT_SIZE), int(p.CLIP.CLASSIFY_SIZE), int(p.BOUNDARY.SHORT_SIDE),
+                   p.BOUNDARY.SIZE_RULE, p.RESIZE)
+
+    @property
+    def worker_safe(self) -> bool:
+        """Whether it may run in forked loader workers: only PIL and numpy there (cv2's thread
+        pool, inherited through fork, can deadlock a worker)."""
+        return self.resize == "pil"
+
+    def boundary_size(self, image_hw) -> tuple:
+        """(h, w) of the boundary input for an image of size ``image_hw``."""
+        return clusters.short_side_size(image_hw, self.short_side, self.size_rule)
+
+    def __call__(self, image: np.ndarray) -> ZipInputs:
+        """(H, W, 3) uint8 RGB -> :class:`ZipInputs`; each input is resized from the image
+        itself, as the authors' transforms are."""
+        def resized(size_hw):
+            return clues.uint8_tensor(clues.resize_image(image, size_hw, self.resize))
+
+        size = self.input_size
+        small = self.classify_size
+        return ZipInputs(
+            clip=resized((size, size)),
+            classify=resized((small, small)) if small and small != size else None,
+            boundary=resized(self.boundary_size(image.shape[:2])),
+        )
 
 
 class _ClipLabelerBase:
@@ -245,6 +305,9 @@ class ZipLabeler(_ClipLabelerBase):
             raise ValueError(
                 f"PSEUDO.BOUNDARY.MODEL must be an open_clip ResNet, got {p.BOUNDARY.MODEL}."
             )
+        # Every model input is resized from the image as the authors' transforms do (PIL
+        # bicubic, torchvision's short-side rule) unless PSEUDO.RESIZE / SIZE_RULE say otherwise.
+        self.preprocess = ZipPreprocess.from_config(p)
         self.refiner = None
         if use_sam:
             sam = create_sam(p.SAM.MODEL_TYPE, p.SAM.CHECKPOINT, p.CACHE_DIR, self.device,
@@ -258,32 +321,47 @@ class ZipLabeler(_ClipLabelerBase):
             )
 
     # -- stages (each runs on a batch of images; the heavy models see the batch at once) ---------
-    def _stack(self, images: Sequence[np.ndarray], size_hw, bundle: ClipBundle) -> torch.Tensor:
-        """(B, 3, h, w) float32: the images resized to one size and normalised for ``bundle``."""
-        return torch.cat([clues.image_to_tensor(im, size_hw, bundle.mean, bundle.std, self.device)
-                          for im in images])
+    def _stack(self, pixels: Sequence[torch.Tensor], bundle: ClipBundle) -> torch.Tensor:
+        """(B, 3, h, w) float32 on the device: same-size (h, w, 3) uint8 inputs, normalised for
+        ``bundle``."""
+        # Each image goes to the device as uint8 and the batch is stacked there (no host copy).
+        return clues.normalize_batch(torch.stack([p.to(self.device) for p in pixels]),
+                                     bundle.mean, bundle.std, self.device)
+
+    def _inputs(self, images: Sequence[np.ndarray],
+                inputs: Optional[Sequence[Optional[ZipInputs]]]) -> List[ZipInputs]:
+        """Each image's :class:`ZipInputs`: the given ones (prepared in the job's loader
+        workers), the others prepared here."""
+        if inputs is None:
+            inputs = [None] * len(images)
+        if len(inputs) != len(images):
+            raise ValueError(f"inputs has {len(inputs)} entries for {len(images)} images.")
+        return [self.preprocess(im) if x is None else x for im, x in zip(images, inputs)]
 
     @torch.no_grad()
     def semantic_clues(self, images: Sequence[np.ndarray], candidates: Sequence[np.ndarray],
-                       classes_given: Sequence[bool]) -> List[tuple]:
+                       classes_given: Sequence[bool],
+                       inputs: Optional[Sequence[ZipInputs]] = None) -> List[tuple]:
         """Per image: kept vocabulary indices (K,), their CLIP probabilities (K,) (softmax over
         the whole vocabulary), and activations (K, g, g) float32 in [0, 1] on the ViT patch grid.
 
         Every image is resized to the same square input, so the ViT runs once per batch (and
         once more at CLASSIFY_SIZE); class selection and activation maps are per image because
-        each image has its own candidates.
+        each image has its own candidates. inputs: the images' :class:`ZipInputs` when already
+        prepared.
         """
         c = self.cfg.PSEUDO.CLIP
         size = int(c.INPUT_SIZE)
         visual = self.clip.model.visual
+        inputs = self._inputs(images, inputs)
         with self._autocast():
             tokens = clues.surgery_tokens(
-                visual, self._stack(images, (size, size), self.clip), c.SURGERY_DEPTH
+                visual, self._stack([x.clip for x in inputs], self.clip), c.SURGERY_DEPTH
             )
         tokens = tokens.float()
         global_emb = tokens[:, 0]
         if c.CLASSIFY_SIZE and c.CLASSIFY_SIZE != size:
-            small = self._stack(images, (c.CLASSIFY_SIZE, c.CLASSIFY_SIZE), self.clip)
+            small = self._stack([x.classify for x in inputs], self.clip)
             with self._autocast():
                 global_emb = clues.surgery_tokens(visual, small, c.SURGERY_DEPTH)[:, 0].float()
         ps = visual.patch_size
@@ -310,20 +388,22 @@ class ZipLabeler(_ClipLabelerBase):
 
     @torch.no_grad()
     def boundary_clusters(self, images: Sequence[np.ndarray],
-                          activations: Optional[Sequence[torch.Tensor]] = None) -> List[np.ndarray]:
+                          activations: Optional[Sequence[torch.Tensor]] = None,
+                          inputs: Optional[Sequence[ZipInputs]] = None) -> List[np.ndarray]:
         """Per image, the (h, w) int64 k-means cluster map of its layer3 features (stride 16).
 
         The trunk keeps each image's aspect, so it runs once per group of images sharing a
         resized (h, w) (most of COCO is 640x480); k-means runs per image.
         activations: per image (K, g, g) class activations, used by the semantic initialisation.
+        inputs: the images' :class:`ZipInputs` when already prepared.
         """
-        b = self.cfg.PSEUDO.BOUNDARY
+        inputs = self._inputs(images, inputs)
         groups = {}
-        for i, image in enumerate(images):
-            groups.setdefault(clusters.short_side_size(image.shape[:2], b.SHORT_SIDE), []).append(i)
+        for i, x in enumerate(inputs):
+            groups.setdefault(tuple(x.boundary.shape[:2]), []).append(i)
         out = [None] * len(images)
-        for hw, members in groups.items():
-            x = self._stack([images[i] for i in members], hw, self.boundary)
+        for _, members in groups.items():
+            x = self._stack([inputs[i].boundary for i in members], self.boundary)
             with self._autocast():
                 feats = clusters.layer3_features(self.boundary.model.visual, x)
             for j, i in enumerate(members):
@@ -388,12 +468,15 @@ class ZipLabeler(_ClipLabelerBase):
         return self.label_batch([image], None if classes is None else [classes])[0]
 
     def label_batch(
-        self, images: List[np.ndarray], classes: Optional[list] = None
+        self, images: List[np.ndarray], classes: Optional[list] = None,
+        inputs: Optional[List[Optional[ZipInputs]]] = None,
     ) -> List[List[dict]]:
         """Detections for each image of a batch, the same as calling the labeler on each.
 
         images: (H, W, 3) uint8 RGB arrays, sizes may differ.
         classes: None, or one entry per image: None (classify) or that image's class names.
+        inputs: None, or one entry per image: None or its :class:`ZipInputs`, already made by
+            ``self.preprocess`` (the job makes them in its loader workers).
         The CLIP ViT, the boundary trunk (per resized size) and SAM's image encoder run on the
         batch; discovery, prompt decoding and NMS run per image.
         """
@@ -404,17 +487,20 @@ class ZipLabeler(_ClipLabelerBase):
         for image in images:
             self._check_image(image)
         candidates = [self._candidates(c) for c in classes]
+        prepared = self._inputs(images, inputs)
         out: List[List[dict]] = [[] for _ in images]
         todo = [i for i, c in enumerate(candidates) if len(c)]
         if not todo:
             return out
         per_image = self.semantic_clues([images[i] for i in todo], [candidates[i] for i in todo],
-                                        [classes[i] is not None for i in todo])
+                                        [classes[i] is not None for i in todo],
+                                        [prepared[i] for i in todo])
         clued = {i: f for i, f in zip(todo, per_image) if len(f[0])}
         todo = list(clued)
         if not todo:
             return out
-        maps = self.boundary_clusters([images[i] for i in todo], [clued[i][2] for i in todo])
+        maps = self.boundary_clusters([images[i] for i in todo], [clued[i][2] for i in todo],
+                                      [prepared[i] for i in todo])
         proposals = {}
         for i, cluster_map in zip(todo, maps):
             prop = self._proposals(images[i].shape[:2], clued[i][2], cluster_map)
@@ -504,14 +590,14 @@ class SamClipLabeler(_ClipLabelerBase):
             return []
         seg = np.stack([r["segmentation"] for r in proposals]).astype(bool)
         sam_score = np.array([r["predicted_iou"] for r in proposals], np.float32)
+        p = self.cfg.PSEUDO
         size = self.clip.model.visual.image_size
         crops = []
         for r in proposals:  # one crop per proposal: the list comes from SAM's generator
             x, y, w, h = [int(round(v)) for v in r["bbox"]]
             crop = image[y:y + max(h, 1), x:x + max(w, 1)]
-            crops.append(
-                clues.image_to_tensor(crop, tuple(size), self.clip.mean, self.clip.std, self.device)
-            )
+            crops.append(clues.image_to_tensor(crop, tuple(size), self.clip.mean, self.clip.std,
+                                               self.device, p.RESIZE))
         crops = torch.cat(crops)
         feats = []
         for i in range(0, len(crops), 64):
@@ -563,9 +649,11 @@ def required_weights(cfg) -> List[WeightSource]:
 _CHOICES = {
     "METHOD": tuple(METHODS),
     "PRECISION": tuple(_PRECISIONS),
+    "RESIZE": clues.RESIZE_METHODS,
     "CLIP.TEMPLATES": ("ensemble", "single"),
     "CLIP.FEATURE_NORM_DIM": (1, 2),
     "BOUNDARY.INIT": ("uniform", "semantic"),
+    "BOUNDARY.SIZE_RULE": clusters.SIZE_RULES,
     "SAM.MODEL_TYPE": (*SAM_CHECKPOINT_URLS, "tiny"),
     "SCORE.CLIP_SCORE": ("image_prob", "mask_activation"),
 }
