@@ -211,3 +211,16 @@ def test_demo_of_a_closed_set_model_shows_its_recorded_classes_and_refuses_other
     with pytest.raises(SetupError, match=r"\['star'\]"):
         demo_cfg(CONFIG, weights=weights, vocabulary="circle,star", device="cpu")
     assert checkpoint_class_names(weights) == ["circle", "square", "triangle", "hexagon"]
+
+
+def test_a_box_only_test_set_of_a_mask_model_is_scored_on_boxes(val_files):
+    with open(val_files["val"]) as f:
+        data = json.load(f)
+    for ann in data["annotations"]:
+        del ann["segmentation"]
+    register_coco_json("cn_val_boxes", _write(data, val_files["tmp"] / "val_boxes.json"),
+                       val_files["root"])
+    cfg = _cfg(("cn_val_boxes",), val_files["tmp"])
+    assert cfg.MODEL.MASK_ON
+    results = Trainer.test(cfg, GroundTruthModel(val_files["val"]))
+    assert set(results) == {"bbox"} and results["bbox"]["AP"] == pytest.approx(100.0)

@@ -220,6 +220,9 @@ def test_a_run_directory_is_resumed_only_with_the_inputs_it_was_made_with(synthe
                                weights=str(weights), **kwargs).run()
 
     run(labels)
+    # A record binds its directory once a round holds work (a record alone binds nothing).
+    os.makedirs(out / "round1")
+    (out / "round1" / "predictions.json").write_text("[]")
     recorded = (out / "self_train.json").read_text()
     run(labels)  # the same inputs resume
     with pytest.raises(ValueError, match="other inputs") as e:
@@ -245,7 +248,6 @@ def test_a_run_directory_is_resumed_only_with_the_inputs_it_was_made_with(synthe
     assert json.loads((out / "self_train.json").read_text()) == json.loads(recorded)
 
     # --overwrite starts over with the new inputs, but never deletes one of them.
-    os.makedirs(out / "round1")
     inside = str(out / "round1" / "labels.json")
     shutil.copy(other, inside)
     with pytest.raises(ValueError, match="which --overwrite would delete"):
@@ -255,5 +257,6 @@ def test_a_run_directory_is_resumed_only_with_the_inputs_it_was_made_with(synthe
     # Rounds of an unrecorded run are not adopted either.
     stray = tmp_path / "stray"
     os.makedirs(stray / "round0")
+    (stray / "round0" / "model_final.pth").write_bytes(b"")
     with pytest.raises(ValueError, match="no record of its inputs"):
         SelfTrainingRun(config, labels, image_root, str(stray), rounds=0, weights=str(weights))
