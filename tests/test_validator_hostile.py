@@ -111,20 +111,28 @@ def test_every_hostile_field_is_one_problem_line(name, mutate, fragment, check_s
 
 def test_rle_string_run_lengths_agree_with_pycocotools_on_random_masks():
     rng = np.random.default_rng(0)
+    strings, expected = [], []
     for trial in range(60):
         h, w = (int(v) for v in rng.integers(1, 60, 2))
         mask = rng.random((h, w)) < rng.random()
         if trial % 5 == 0:
             mask[:] = trial % 2
         rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-        runs = rle_string_run_lengths(rle["counts"].decode("ascii"))
+        strings.append(rle["counts"].decode("ascii"))
         flat = mask.flatten(order="F").astype(np.int8)
         changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [2]])))
-        assert runs.tolist() == np.diff(np.concatenate([[0], changes])).tolist()
+        expected.append(np.diff(np.concatenate([[0], changes])).tolist())
     big = np.zeros((3000, 4000), np.uint8)  # run lengths of several 5-bit groups
     big[5:2990, 7:3999] = 1
-    runs = rle_string_run_lengths(mask_util.encode(np.asfortranarray(big))["counts"].decode())
-    assert int(runs.sum()) == 3000 * 4000 and int(runs[1::2].sum()) == int(big.sum())
+    strings.append(mask_util.encode(np.asfortranarray(big))["counts"].decode())
+    # Strings that are not RLEs, between the good ones: each alone is None, its neighbours intact.
+    bad = ["!!", "0o", "\u00e9", "zz"]
+    mixed = [x for pair in zip(strings, bad * 20) for x in pair] + [""]
+    runs = rle_string_run_lengths(mixed)
+    assert [r.tolist() for r in runs[:-2:2][:60]] == expected
+    assert runs[-1].tolist() == [] and all(r is None for r in runs[1:-1:2])
+    big_runs = runs[-3]
+    assert int(big_runs.sum()) == 3000 * 4000 and int(big_runs[1::2].sum()) == int(big.sum())
 
 
 def test_two_images_with_one_file_name_are_reported_even_with_distinct_ids():

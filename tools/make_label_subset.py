@@ -19,7 +19,13 @@ import sys
 
 from zip_d2.data.coco_json import DatasetError, load_json, write_json_atomic
 from zip_d2.data.paths import refuse_overwriting_inputs
-from zip_d2.data.subsets import LABEL_PERCENTS, make_label_subset, subset_file_name, subset_size
+from zip_d2.data.subsets import (
+    LABEL_PERCENTS,
+    make_label_subset,
+    percent_text,
+    subset_file_name,
+    subset_size,
+)
 from zip_d2.data.validate import first_problem, validate_coco
 
 
@@ -44,8 +50,8 @@ def main(argv=None):
         for percent in args.percents:
             subset_size(len(coco["images"]), percent)  # a bad percentage before any file
             if percent in percents:
-                print(f"note: --percents lists {percent:g} more than once; its subset is "
-                      "written once", file=sys.stderr)
+                print(f"note: --percents lists {percent_text(percent)} more than once; its "
+                      "subset is written once", file=sys.stderr)
                 continue
             percents.append(percent)
         os.makedirs(args.out_dir, exist_ok=True)
@@ -55,8 +61,8 @@ def main(argv=None):
             path = os.path.join(args.out_dir,
                                 subset_file_name(args.coco_json, percent, args.seed))
             write_json_atomic(data, path)
-            print(f"{percent:g}%: {len(data['images'])} of {len(coco['images'])} images, "
-                  f"{len(data['annotations'])} annotations -> {path}")
+            print(f"{percent_text(percent)}%: {len(data['images'])} of {len(coco['images'])} "
+                  f"images, {len(data['annotations'])} annotations -> {path}")
     except (DatasetError, ValueError) as e:
         print(f"make_label_subset: error: {e}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 __all__ = ["LABEL_PERCENTS", "make_label_subset", "subset_size", "scaled_schedule",
-           "subset_file_name"]
+           "subset_file_name", "percent_text"]
 
 # The label budgets of CutLER's label-efficient table.
 LABEL_PERCENTS = (1, 2, 5, 10)
@@ -38,17 +38,17 @@ def subset_size(num_images, percent):
     return max(1, int(np.floor(num_images * percent / 100.0 + 0.5)))
 
 
-def subset_file_name(coco_json, percent, seed):
-    """``<stem>_<p>pct_seed<seed>.json`` for a subset of ``coco_json``.
-
-    ``p`` is the percentage written exactly (10 -> "10", 0.5 -> "0.5", 10.0000001 ->
-    "10.0000001"), so two different percentages never share a file.
-    """
+def percent_text(percent):
+    """A percentage written exactly (10 -> "10", 0.5 -> "0.5", 10.0000001 -> "10.0000001")."""
     text = repr(float(percent))
-    if text.endswith(".0"):
-        text = text[:-2]
+    return text[:-2] if text.endswith(".0") else text
+
+
+def subset_file_name(coco_json, percent, seed):
+    """``<stem>_<p>pct_seed<seed>.json`` for a subset of ``coco_json``; ``p`` is
+    :func:`percent_text`, so two different percentages never share a file."""
     stem = os.path.splitext(os.path.basename(coco_json))[0]
-    return f"{stem}_{text}pct_seed{seed}.json"
+    return f"{stem}_{percent_text(percent)}pct_seed{seed}.json"
 
 
 def make_label_subset(coco, percent, seed, source=""):

@@ -135,13 +135,14 @@ def validate_coco(data, image_root=None, check_image_sizes=False, check_segmenta
     images = {img["id"]: img for img in data["images"] if _has_size(img)}
     image_ids = {img["id"] for img in data["images"]}
     category_ids = {c["id"] for c in data["categories"]}
-    for ann in data["annotations"]:
+    rle_problems = _rle_string_problems(data["annotations"], images) if check_segmentations else {}
+    for i, ann in enumerate(data["annotations"]):
         msg = _check_annotation(ann, image_ids, category_ids)
         img = images.get(ann["image_id"])
         if msg is None and img is not None:
             msg = _check_segmentation_form(ann.get("segmentation"), img)
             if msg is None and check_segmentations:
-                msg = _check_geometry(ann, img)
+                msg = _check_geometry(ann, img, rle_problems.get(i))
         if msg and report(f"annotation {ann['id']}: {msg}"):
             return problems
     return problems
@@ -251,42 +252,99 @@ def _check_segmentation_form(seg, img):
     return "segmentation must be an RLE dict or a list of polygons"
 
 
-def rle_string_run_lengths(counts):
-    """The run lengths a compressed COCO RLE string stands for, or None if it is not one.
+def rle_string_run_lengths(strings):
+    """The run lengths that compressed COCO RLE strings stand for, decoded together.
 
-    The inverse of pycocotools' ``rleToString`` (maskApi.c): 6-bit groups from ``'0'``, 5 data
-    bits each, bit 0x20 continuing a number, bit 0x10 of a number's last group its sign; from
-    the fourth number on, each is stored as the difference to the one two before it.
-    pycocotools decodes any string without checking it (runs that do not add up to the image
-    read or write past the mask buffer), so the validator checks them here.
+    The inverse of pycocotools' ``rleToString`` (maskApi.c), vectorised over many strings:
+    6-bit groups from ``'0'``, 5 data bits each, bit 0x20 continuing a number, bit 0x10 of a
+    number's last group its sign; from the fourth number on, each is stored as the difference to
+    the one two before it. pycocotools decodes any string without checking it (runs that do not
+    add up to the image read or write past the mask buffer), so the validator checks them here.
+
+    Args:
+        strings (list[str]): ``counts`` of compressed RLEs.
+
+    Returns:
+        list: per string, an (N,) int64 array of its run lengths, or None where the string is
+        not a compressed RLE (a character outside '0'..'o', a number cut off at the end, one
+        longer than 11 groups, or a negative run).
     """
-    try:
-        codes = np.frombuffer(counts.encode("ascii"), np.uint8).astype(np.int64) - 48
-    except UnicodeEncodeError:
-        return None
-    if codes.size == 0:
-        return np.zeros(0, np.int64)
-    if codes.min() < 0 or codes.max() > 63 or codes[-1] & 0x20:
-        return None
-    last = (codes & 0x20) == 0
-    number = np.concatenate([[0], np.cumsum(last)[:-1]])  # which number each group belongs to
-    first = np.concatenate([[0], np.flatnonzero(last)[:-1] + 1])
-    shift = 5 * (np.arange(codes.size) - first[number])
-    if shift.max() > 55:  # a number longer than any image could need
-        return None
-    values = np.zeros(int(last.sum()), np.int64)
-    np.add.at(values, number, (codes & 0x1F) << shift)
+    n = len(strings)
+    ok = np.array([s.isascii() for s in strings], bool)
+    encoded = [s.encode("ascii") if good else b"" for s, good in zip(strings, ok)]
+    lengths = np.array([len(e) for e in encoded], np.int64)
+    chars = np.frombuffer(b"".join(encoded), np.uint8)
+    if chars.size == 0:
+        return [np.zeros(0, np.int64) if good else None for good in ok]
+    string_ends = np.cumsum(lengths) - 1  # each string's last character (for non-empty ones)
+    nonempty = lengths > 0
+    bad = np.flatnonzero((chars < 48) | (chars > 111))
+    ok[np.searchsorted(string_ends, bad)] = False
+    last = chars < 80  # bit 0x20 of (char - 48) clear: the last group of a number
+    cut_off = ~last[string_ends[nonempty]]
+    ok[np.flatnonzero(nonempty)[cut_off]] = False
+    last[string_ends[nonempty]] = True  # a number never runs on into the next string
     ends = np.flatnonzero(last)
-    negative = (codes[ends] & 0x10) != 0
-    values[negative] -= np.int64(1) << (shift[ends][negative] + 5)
-    runs = values.copy()  # numbers 3, 5, 7... and 4, 6, 8... are differences
-    runs[1::2] = np.cumsum(values[1::2])
-    runs[2::2] = np.cumsum(values[2::2])
-    return runs
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    groups = ends - starts + 1
+    string_of = np.searchsorted(string_ends, ends)
+    ok[string_of[groups > 11]] = False  # longer than any image needs (and than int64 holds)
+    groups = np.minimum(groups, 11)
+    # Numbers from their groups, position by position (numbers are a few groups long).
+    data = (chars.astype(np.int64) - 48) & 0x1F
+    values = np.zeros(ends.size, np.int64)
+    for g in range(int(groups.max())):
+        longer = np.flatnonzero(groups > g)
+        values[longer] |= data[starts[longer] + g] << (5 * g)
+    negative = ((chars[ends].astype(np.int64) - 48) & 0x10) != 0
+    values[negative] -= np.int64(1) << (5 * groups[negative])
+    numbers = np.bincount(string_of, minlength=n)
+    k = np.arange(values.size) - (np.cumsum(numbers) - numbers)[string_of]
+    runs = values.copy()
+    # Undo the differences: a cumulative sum over the odd-indexed numbers of each string, and
+    # one over its even-indexed numbers from the third on (int64 wrap-around cancels out).
+    for chosen in (np.flatnonzero(k % 2 == 1), np.flatnonzero((k % 2 == 0) & (k >= 2))):
+        if chosen.size == 0:
+            continue
+        v, group = values[chosen], string_of[chosen]
+        total = np.cumsum(v)
+        first = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+        before = total[first] - v[first]
+        runs[chosen] = total - np.repeat(before, np.diff(np.append(first, chosen.size)))
+    ok[string_of[runs < 0]] = False
+    pieces = np.split(runs, np.cumsum(numbers)[:-1])
+    return [piece if good else None for piece, good in zip(pieces, ok)]
 
 
-def _check_geometry(ann, img, tol=1.0):
-    """One problem with an annotation's box or segmentation against its image, or None."""
+def _rle_string_problems(annotations, images, chunk=128):
+    """{annotation index: problem} for every compressed RLE string whose image is known.
+
+    Strings are decoded ``chunk`` at a time: small arrays stay in the CPU cache.
+    """
+    todo = []
+    for i, ann in enumerate(annotations):
+        seg = ann.get("segmentation")
+        if isinstance(seg, dict) and isinstance(seg.get("counts"), str):
+            img = images.get(ann["image_id"]) if _is_int(ann["image_id"]) else None
+            if img is not None:
+                todo.append((i, seg["counts"], img["height"] * img["width"], img))
+    problems = {}
+    for at in range(0, len(todo), chunk):
+        part = todo[at:at + chunk]
+        for (i, _, pixels, img), runs in zip(part, rle_string_run_lengths([t[1] for t in part])):
+            if runs is None:
+                problems[i] = "RLE counts is not a valid compressed COCO RLE string"
+            elif int(runs.sum()) != pixels:
+                problems[i] = (f"RLE run lengths sum to {int(runs.sum())}, not "
+                               f"{img['height']}x{img['width']}")
+    return problems
+
+
+def _check_geometry(ann, img, rle_problem=None, tol=1.0):
+    """One problem with an annotation's box or segmentation against its image, or None.
+
+    ``rle_problem``: what :func:`_rle_string_problems` found in its compressed RLE, if any.
+    """
     from pycocotools import mask as mask_util
 
     x, y, w, h = ann["bbox"]
@@ -297,12 +355,8 @@ def _check_geometry(ann, img, tol=1.0):
     if seg is None:
         return None
     if isinstance(seg, dict):
-        if isinstance(seg["counts"], str):
-            runs = rle_string_run_lengths(seg["counts"])
-            if runs is None or (runs < 0).any():
-                return "RLE counts is not a valid compressed COCO RLE string"
-            if int(runs.sum()) != height * width:
-                return f"RLE run lengths sum to {int(runs.sum())}, not {height}x{width}"
+        if rle_problem:
+            return rle_problem
         area = float(mask_util.area(segmentation_to_rle(seg, height, width)))
         if "area" in ann and abs(area - ann["area"]) > max(tol, 1e-3 * area):
             return f"RLE decodes to area {area:.0f} but 'area' is {ann['area']}"
