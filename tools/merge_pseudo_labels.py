@@ -32,7 +32,6 @@ def main(argv=None):
     p.add_argument("--no-validate", action="store_true")
     args = p.parse_args(argv)
 
-    from zip_d2.data.paths import OverwriteError, refuse_overwriting_inputs
     from zip_d2.data.validate import validate_coco
     from zip_d2.labels import shards
     from zip_d2.labels.coco_output import recorded_image_root
@@ -42,19 +41,16 @@ def main(argv=None):
         merged = shards.merge_shards(shard_dir, allow_partial=args.allow_partial)
         job_input = merged["info"]["job"].get("input")
         listing = job_input.get("coco_json") if isinstance(job_input, dict) else None
-        manifest = os.path.join(shard_dir, shards.MANIFEST)
-        refuse_overwriting_inputs({"--out": args.out}, [
-            ("the job's --coco-json", listing), ("the shard manifest", manifest),
-            *(("shard", path) for path in shards.shard_files(shard_dir))])
-        shards.check_output_replaceable(args.out, shard_dir, {"the job's --coco-json": listing},
-                                        args.overwrite)
+        inputs = [("the job's --coco-json", listing), ("the shard manifest", os.path.join(
+            shard_dir, shards.MANIFEST)), *(("shard", p) for p in shards.shard_files(shard_dir))]
+        shards.check_output_replaceable(args.out, shard_dir, inputs, args.overwrite)
         problems = []
         if not args.no_validate:  # before anything is written: the merged file is a new input
             root = args.image_root or recorded_image_root(merged)
             problems = validate_coco(merged, image_root=root, check_image_sizes=True,
                                      check_segmentations=True)
         shards.write_output(merged, args.out, shard_dir)
-    except (shards.ShardError, OverwriteError, OSError) as e:
+    except (shards.ShardError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     counts = merged["info"]["counts"]

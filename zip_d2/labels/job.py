@@ -37,7 +37,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from zip_d2.data.fingerprint import fingerprint
-from zip_d2.data.paths import OverwriteError, refuse_overwriting_inputs
 from zip_d2.data.validate import validate_coco
 
 from . import shards
@@ -315,13 +314,9 @@ def check_output_replaceable(cfg, opts: JobOptions, root: str = "",
     :func:`shards.check_output_replaceable` for the rest."""
     images = (("image", os.path.join(root, e.file_name)) for e in entries)
     try:
-        refuse_overwriting_inputs({"--out": opts.out},
-                                  [*input_files(cfg, opts).items(), *images])
-    except OverwriteError as e:
-        raise JobError(str(e)) from None
-    try:
         shards.check_output_replaceable(opts.out, shards.shard_dir_for(opts.out),
-                                        input_files(cfg, opts), opts.overwrite)
+                                        [*input_files(cfg, opts).items(), *images],
+                                        opts.overwrite)
     except shards.ShardError as e:
         raise JobError(str(e)) from None
 

@@ -39,6 +39,7 @@ from typing import Dict, List, Optional, Tuple
 
 from zip_d2.data.coco_json import write_json_atomic
 from zip_d2.data.fingerprint import file_fingerprint
+from zip_d2.data.paths import OverwriteError, refuse_overwriting_inputs
 
 from .coco_output import build_info
 
@@ -375,18 +376,18 @@ def is_recorded_output(shard_dir: str, path: str) -> bool:
     return file_fingerprint(path) in outputs
 
 
-def check_output_replaceable(out: str, shard_dir: str, inputs: Dict[str, str],
-                             overwrite: bool) -> None:
+def check_output_replaceable(out: str, shard_dir: str, inputs, overwrite: bool) -> None:
     """Raise ShardError unless merged labels may be written to ``out``.
 
-    ``out`` is never one of the job's ``inputs`` ({what: path}), whatever ``overwrite`` says.
+    ``out`` is never one of the job's ``inputs`` ({what: path} or (what, path) pairs), whatever
+    ``overwrite`` says (:func:`zip_d2.data.paths.refuse_overwriting_inputs`).
     An existing file is replaced only if it is an output recorded in ``shard_dir`` (this job
     wrote it, and a resume with other settings is refused anyway) or with ``overwrite``.
     """
-    real = os.path.realpath(out)
-    for what, path in inputs.items():
-        if path and os.path.realpath(path) == real:
-            raise ShardError(f"--out {out} is an input of the job ({what}); choose another --out")
+    try:
+        refuse_overwriting_inputs({"--out": out}, inputs)
+    except OverwriteError as e:
+        raise ShardError(str(e)) from None
     if overwrite or not os.path.isfile(out) or is_recorded_output(shard_dir, out):
         return
     raise ShardError(f"{out} exists and was not written by this job (it is not an output "
