@@ -222,8 +222,10 @@ stop_daemon() {  # SIGTERM, then SIGKILL after 20 s, by the PID in the daemon's 
 }
 
 stop() {
-    local i
-    for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do stop_daemon "${DAEMONS[i]}"; done
+    # Each takes ~2 s to exit: the job daemons together, then accounting, then the rest.
+    stop_daemon slurmd & stop_daemon slurmctld & wait
+    stop_daemon slurmdbd
+    stop_daemon mariadbd & stop_daemon munged & wait
     say "stopped"
 }
 
