@@ -60,10 +60,11 @@ def registrations(ds):
 @pytest.mark.usefixtures("slurm_cluster")
 def test_label_array_with_a_task_requeued_mid_way_gives_the_one_process_labels(
         env, tmp_path, capsys):
-    # 20 images (the demo set four times): 5 per task, so a task can be stopped between two.
+    # 40 images (the demo set 8 times): 10 per task, so that task 0 is stopped after its first
+    # image with several still to do, even on a fast machine.
     images = tmp_path / "images"
     images.mkdir()
-    for copy in range(4):
+    for copy in range(8):
         for path in sorted(glob.glob(os.path.join(REPO, "datasets", "demo", "images", "*"))):
             shutil.copy(path, images / f"c{copy}_{os.path.basename(path)}")
     job_args = ["--images", str(images), "--config", TINY, "--batch-size", "1", "--workers", "1"]
@@ -98,7 +99,7 @@ def test_label_array_with_a_task_requeued_mid_way_gives_the_one_process_labels(
     all_records = [json.loads(line) for path in glob.glob(str(shard0.parent / "rank*.jsonl"))
                    for line in open(path)]
     names = [r["file_name"] for r in all_records]
-    assert len(names) == len(set(names)) == 20
+    assert len(names) == len(set(names)) == 40
 
     assert reference.wait(timeout=TIMEOUT_S) == 0, reference.stderr.read()[-2000:]
     with open(tmp_path / "one.json") as f:
