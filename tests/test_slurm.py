@@ -215,3 +215,12 @@ def test_flags_the_allocation_sets_are_refused_in_one_line(job, flag, tmp_path):
     assert res.stderr.startswith(f"submit_slurm: error: {flag} in the tool's arguments: ")
     assert len(res.stderr.strip().splitlines()) == 1
     assert not os.listdir(tmp_path)  # nothing submitted
+
+
+def test_without_sbatch_nothing_is_submitted_and_the_message_says_where_to_run(tmp_path):
+    res = run_tool("submit_slurm.py", "train", "--folder", tmp_path / "submitit", "--",
+                   "--config-file", "x.yaml", env={"PATH": str(tmp_path)})
+    assert res.returncode == 2
+    assert res.stderr.startswith("submit_slurm: error: sbatch not found: submit from a SLURM "
+                                 "login node")
+    assert not (tmp_path / "submitit").exists()

@@ -7,6 +7,7 @@ Every GPU of every node (shards on a filesystem all nodes see):
     torchrun --nproc_per_node 8 tools/generate_pseudo_labels.py \
         --coco-json $DETECTRON2_DATASETS/coco/annotations/instances_train2017.json \
         --images $DETECTRON2_DATASETS/coco/train2017 --out work/train2017_zip.json
+On SLURM, as an array of independent tasks (--shard) and a merge job: tools/submit_slurm.py label.
 
 Finished images are appended to OUT.json.shards/ as they finish; rerunning the same command
 after a crash or kill continues where it stopped (images whose file changed since are labeled
