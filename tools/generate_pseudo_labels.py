@@ -7,6 +7,7 @@ Every GPU of every node (shards on a filesystem all nodes see):
     torchrun --nproc_per_node 8 tools/generate_pseudo_labels.py \
         --coco-json $DETECTRON2_DATASETS/coco/annotations/instances_train2017.json \
         --images $DETECTRON2_DATASETS/coco/train2017 --out work/train2017_zip.json
+On SLURM, as an array of independent tasks (--shard) and a merge job: tools/submit_slurm.py label.
 
 Finished images are appended to OUT.json.shards/ as they finish; rerunning the same command
 after a crash or kill continues where it stopped (images whose file changed since are labeled
@@ -28,6 +29,13 @@ from zip_d2.labels.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 # Found from this file, so the tool works from any directory.
 PAPER_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "configs", "pseudo", "zip_paper.yaml")
+
+
+def parse_shard(text):
+    rank, sep, world_size = text.partition("/")
+    if not (sep and rank.isdigit() and world_size.isdigit() and int(rank) < int(world_size)):
+        raise argparse.ArgumentTypeError(f"expected RANK/N with 0 <= RANK < N, got {text!r}")
+    return int(rank), int(world_size)
 
 
 def parse_args(argv=None):
@@ -67,6 +75,10 @@ def parse_args(argv=None):
                      help="on resume, try again the images recorded as skipped")
     job.add_argument("--max-consecutive-failures", type=int, default=50,
                      help="stop when the labeler fails on this many images in a row")
+    job.add_argument("--shard", metavar="RANK/N", type=parse_shard,
+                     help="label only rank RANK's share as one of N independent tasks (a SLURM "
+                          "array task: tools/submit_slurm.py sets it) and do not merge; "
+                          "tools/merge_pseudo_labels.py merges once all N have finished")
     job.add_argument("--no-progress", action="store_true", help="no progress bar")
     job.add_argument("--no-validate", action="store_true", help="skip validation after merge")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
@@ -116,7 +128,8 @@ def run(args, argv=None):
                       retry_skipped=args.retry_skipped, progress=not args.no_progress,
                       validate=not args.no_validate,
                       max_consecutive_failures=args.max_consecutive_failures,
-                      command=list(sys.argv if argv is None else argv), config_file=args.config)
+                      command=list(sys.argv if argv is None else argv), config_file=args.config,
+                      shard=args.shard)
     try:
         cfg = setup_cfg(args.config, args.opts, settings=flag_settings(args))
     except SetupError as e:

@@ -10,8 +10,10 @@ Work flows through three overlapped places:
   batch on the GPU.
 
 Launch with ``torchrun --nproc_per_node G [--nnodes N ...]``: RANK/WORLD_SIZE pick image
-``i`` for rank ``i % WORLD_SIZE`` among those not finished yet. Shards must be on a filesystem
-every rank can see for the final merge (otherwise merge them later with
+``i`` for rank ``i % WORLD_SIZE`` among those not finished yet. Or run the ranks as independent
+tasks (``JobOptions.shard``, e.g. a SLURM array: ``zip_d2.slurm``): no process group, each task
+records the settings itself, and a separate step merges once every task has finished. Shards
+must be on a filesystem every rank can see for the final merge (otherwise merge them later with
 tools/merge_pseudo_labels.py). A single process needs no launcher.
 
 A rerun resumes only what provably belongs to the same job: the same settings and input folder
@@ -22,6 +24,8 @@ refused, and the output file is replaced only if this job wrote it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -29,7 +33,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -91,6 +95,10 @@ class JobOptions:
     command: List[str] = field(default_factory=list)
     # The config file the job was built from, if any: never a valid --out.
     config_file: Optional[str] = None
+    # (rank, world_size) of one independent task (a SLURM array task) instead of torchrun's:
+    # this task labels only its share and does not merge (tools/merge_pseudo_labels.py does,
+    # once every task has finished).
+    shard: Optional[Tuple[int, int]] = None
 
     def check(self) -> None:
         """Raise JobError for a value that makes no sense (named as the tool's flag)."""
@@ -101,6 +109,14 @@ class JobOptions:
             if not isinstance(value, int) or value < low:
                 raise JobError(f"--{name.replace('_', '-')} must be an integer of at least "
                                f"{low}, got {value!r}")
+        if self.shard is not None:
+            rank, world_size = self.shard
+            if not 0 <= rank < world_size:
+                raise JobError(f"--shard {rank}/{world_size}: the rank must be in "
+                               f"[0, {world_size})")
+            if self.overwrite:
+                raise JobError("--overwrite cannot be used with --shard: the tasks would delete "
+                               "each other's shards; start over by deleting OUT.shards first")
         if not self.dist_timeout_hours > 0:
             raise JobError(f"dist_timeout_hours must be positive, got {self.dist_timeout_hours}")
 
@@ -366,6 +382,8 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
     if build_labeler is None:
         from zip_d2.pseudo import build_labeler
     rank, world_size, local_rank = dist_env()
+    if opts.shard is not None:  # one task among independent ones: its device is its own
+        (rank, world_size), local_rank = opts.shard, 0
     if torch.cuda.is_available() and cfg.PSEUDO.DEVICE in ("", "cuda"):
         cfg = cfg.clone()
         cfg.defrost()
@@ -394,9 +412,16 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
 
 def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir, rank,
                 world_size):
-    distributed = init_distributed(world_size, opts.dist_timeout_hours)
+    independent = opts.shard is not None
+    distributed = not independent and init_distributed(world_size, opts.dist_timeout_hours)
     verdict = None
-    if rank == 0:
+    if independent:  # every task checks and records the settings; one at a time
+        with _manifest_lock(shard_dir):
+            try:
+                verdict = (None, shards.write_manifest(shard_dir, settings, job_desc))
+            except (shards.ShardError, OSError) as e:
+                verdict = (str(e), None)
+    elif rank == 0:
         try:
             if opts.overwrite:
                 for path in shards.shard_files(shard_dir):
@@ -434,7 +459,7 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
     if distributed:
         torch.distributed.barrier()
     merge_error = None
-    if rank == 0:
+    if rank == 0 and not independent:
         try:
             merged = shards.merge_shards(shard_dir, listed={e.file_name for e in entries})
             if opts.validate:
@@ -452,6 +477,17 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
     if merge_error is not None:
         raise merge_error
     return result
+
+
+@contextlib.contextmanager
+def _manifest_lock(shard_dir: str):
+    """Held while an independent task reads and rewrites job.json (tasks start together)."""
+    fd = os.open(os.path.join(shard_dir, "lock-manifest"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _reusable(record: Optional[dict], entry: ImageEntry, retry_skipped: bool) -> bool:
