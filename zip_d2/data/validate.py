@@ -276,50 +276,46 @@ def rle_string_run_lengths(strings):
     chars = np.frombuffer(b"".join(encoded), np.uint8)
     if chars.size == 0:
         return [np.zeros(0, np.int64) if good else None for good in ok]
-    string_ends = np.cumsum(lengths) - 1  # each string's last character (for non-empty ones)
-    nonempty = lengths > 0
+    string_ends = (np.cumsum(lengths) - 1)[lengths > 0]  # each non-empty string's last char
+    nonempty = np.flatnonzero(lengths > 0)
     bad = np.flatnonzero((chars < 48) | (chars > 111))
-    ok[np.searchsorted(string_ends, bad)] = False
+    ok[nonempty[np.searchsorted(string_ends, bad)]] = False
     last = chars < 80  # bit 0x20 of (char - 48) clear: the last group of a number
-    cut_off = ~last[string_ends[nonempty]]
-    ok[np.flatnonzero(nonempty)[cut_off]] = False
-    last[string_ends[nonempty]] = True  # a number never runs on into the next string
+    ok[nonempty[~last[string_ends]]] = False  # a number cut off at the end
+    last[string_ends] = True  # a number never runs on into the next string
     ends = np.flatnonzero(last)
     starts = np.concatenate([[0], ends[:-1] + 1])
     groups = ends - starts + 1
-    string_of = np.searchsorted(string_ends, ends)
-    ok[string_of[groups > 11]] = False  # longer than any image needs (and than int64 holds)
+    too_long = np.flatnonzero(groups > 11)  # longer than any image needs (or int64 holds)
+    ok[nonempty[np.searchsorted(string_ends, ends[too_long])]] = False
     groups = np.minimum(groups, 11)
-    # Numbers from their groups, position by position (numbers are a few groups long).
-    data = (chars.astype(np.int64) - 48) & 0x1F
-    values = np.zeros(ends.size, np.int64)
-    for g in range(int(groups.max())):
-        longer = np.flatnonzero(groups > g)
-        values[longer] |= data[starts[longer] + g] << (5 * g)
-    negative = ((chars[ends].astype(np.int64) - 48) & 0x10) != 0
+    numbers = np.zeros(n, np.int64)
+    numbers[nonempty] = np.diff(np.searchsorted(ends, string_ends, side="right"), prepend=0)
+    # Each number from its 5-bit groups, position by position (most are one or two long).
+    values = (chars[starts].astype(np.int64) - 48) & 0x1F
+    longer, g = np.flatnonzero(groups > 1), 1
+    while longer.size:
+        values[longer] |= ((chars[starts[longer] + g].astype(np.int64) - 48) & 0x1F) << (5 * g)
+        g += 1
+        longer = longer[groups[longer] > g]
+    negative = np.flatnonzero(((chars[ends].astype(np.int64) - 48) & 0x10) != 0)
     values[negative] -= np.int64(1) << (5 * groups[negative])
-    numbers = np.bincount(string_of, minlength=n)
-    k = np.arange(values.size) - (np.cumsum(numbers) - numbers)[string_of]
-    runs = values.copy()
-    # Undo the differences: a cumulative sum over the odd-indexed numbers of each string, and
-    # one over its even-indexed numbers from the third on (int64 wrap-around cancels out).
-    for chosen in (np.flatnonzero(k % 2 == 1), np.flatnonzero((k % 2 == 0) & (k >= 2))):
-        if chosen.size == 0:
-            continue
-        v, group = values[chosen], string_of[chosen]
-        total = np.cumsum(v)
-        first = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
-        before = total[first] - v[first]
-        runs[chosen] = total - np.repeat(before, np.diff(np.append(first, chosen.size)))
-    ok[string_of[runs < 0]] = False
-    pieces = np.split(runs, np.cumsum(numbers)[:-1])
-    return [piece if good else None for piece, good in zip(pieces, ok)]
+    # One row per string; undo the differences with a cumulative sum over its odd-indexed
+    # numbers and one over its even-indexed numbers from the third on.
+    filled = np.arange(int(numbers.max())) < numbers[:, None]
+    runs = np.zeros(filled.shape, np.int64)
+    runs[filled] = values
+    runs[:, 1::2] = np.cumsum(runs[:, 1::2], axis=1)
+    runs[:, 2::2] = np.cumsum(runs[:, 2::2], axis=1)
+    ok &= ~((runs < 0) & filled).any(axis=1)
+    return [runs[i, :numbers[i]] if ok[i] else None for i in range(n)]
 
 
-def _rle_string_problems(annotations, images, chunk=128):
+def _rle_string_problems(annotations, images, chunk=256, max_chars=1 << 20):
     """{annotation index: problem} for every compressed RLE string whose image is known.
 
-    Strings are decoded ``chunk`` at a time: small arrays stay in the CPU cache.
+    Strings are decoded up to ``chunk`` (and about ``max_chars`` characters) at a time, so the
+    arrays stay small.
     """
     todo = []
     for i, ann in enumerate(annotations):
@@ -328,9 +324,17 @@ def _rle_string_problems(annotations, images, chunk=128):
             img = images.get(ann["image_id"]) if _is_int(ann["image_id"]) else None
             if img is not None:
                 todo.append((i, seg["counts"], img["height"] * img["width"], img))
+    # Strings of similar length together, so that one row per string wastes little.
+    todo.sort(key=lambda t: len(t[1]))
     problems = {}
-    for at in range(0, len(todo), chunk):
-        part = todo[at:at + chunk]
+    at = 0
+    while at < len(todo):
+        size = 1
+        while (at + size < len(todo) and size < chunk
+               and (size + 1) * len(todo[at + size][1]) <= max_chars):
+            size += 1
+        part = todo[at:at + size]
+        at += size
         for (i, _, pixels, img), runs in zip(part, rle_string_run_lengths([t[1] for t in part])):
             if runs is None:
                 problems[i] = "RLE counts is not a valid compressed COCO RLE string"
