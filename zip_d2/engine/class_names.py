@@ -236,7 +236,9 @@ def check_class_match(cfg, train: bool, resume: bool = False, test_names=None) -
         names, source = list(test_names), "the test vocabulary (MODEL.ROI_BOX_HEAD.OPEN_VOCAB)"
     elif train:
         names = training_class_names(cfg)
-        source = f"the training set {cfg.DATASETS.TRAIN[0]!r}"
+        json_file = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("json_file")
+        source = f"the training set {cfg.DATASETS.TRAIN[0]!r}" + (f" ({json_file})" if json_file
+                                                                  else "")
         if names is not None and len(names) != num:
             raise SetupError(
                 f"{source} has {len(names)} classes but MODEL.ROI_HEADS.NUM_CLASSES is {num}; "

@@ -18,10 +18,12 @@ same command after an interruption continues where it stopped: at the first roun
 labels, or inside a round's training from its ``last_checkpoint`` (detectron2's resume). Only
 the same inputs resume a run: ``self_train.json`` records them (the merged config, the initial
 labels and round-0 checkpoint with their content fingerprints, the image root) before any work,
-and a rerun with other inputs is refused in one line unless ``overwrite`` starts over. More
-``rounds`` than before simply continue. A round's training counts as finished once detectron2
-has tagged ``model_final.pth`` as its ``last_checkpoint`` (the tag is written after the file,
-so a file cut short by a kill is not taken for a finished round).
+and once a round holds work (a checkpoint, predictions or labels) a rerun with other inputs is
+refused in one line unless ``overwrite`` starts over; every check that can run before round 0
+runs in the launching process (:meth:`SelfTrainingRun.preflight`), so a refused run writes
+nothing. More ``rounds`` than before simply continue. A round's training counts as finished
+once detectron2 has tagged ``model_final.pth`` as its ``last_checkpoint`` (the tag is written
+after the file, so a file cut short by a kill is not taken for a finished round).
 
 Runs in one process, or in every process of detectron2's ``launch`` (``tools/self_train.py
 --num-gpus N``, on GPUs or CPU processes): each round trains data-parallel on all processes,
