@@ -209,13 +209,16 @@ class _ClipLabelerBase:
             return np.zeros((0,), np.int64)
         return np.array(sorted({self._name_to_index[c] for c in classes}), np.int64)
 
-    def _finish(self, image_hw, det_masks, scores: np.ndarray,
-                class_idx: np.ndarray) -> List[dict]:
+    def _finish(self, image_hw, det_masks, scores: np.ndarray, class_idx: np.ndarray,
+                parts: Optional[tuple] = None) -> List[dict]:
         """Threshold, cross-class mask NMS, cap, boxes and formatting of one image's detections.
 
         det_masks: (N, H, W) bool, a numpy array or a tensor on the labeler's device: on a GPU,
         NMS and boxes run there and only the kept masks are copied to the host.
         scores: (N,) float; class_idx: (N,) int64 vocabulary indices.
+        parts: None, or the score's factors (clip_score (N,), sam_score (N,)) that
+        :func:`masks.combine_scores` made ``scores`` of; each detection then carries them,
+        clipped to [0, 1] as the product uses them.
         """
         s = self.cfg.PSEUDO.SCORE
         H, W = image_hw
@@ -229,6 +232,9 @@ class _ClipLabelerBase:
             out.append({"category": names[j], "score": float(np.clip(scores[i], 0.0, 1.0)),
                         "mask": kept[j],
                         "box": boxes[j].astype(np.float64).clip([0, 0, 0, 0], [W, H, W, H])})
+            if parts is not None:
+                out[-1].update(clip_score=float(np.clip(parts[0][i], 0.0, 1.0)),
+                               sam_score=float(np.clip(parts[1][i], 0.0, 1.0)))
         return out
 
     # PSEUDO sections this labeler reads (so only they decide its labels); set per class.
@@ -273,7 +279,9 @@ class ZipLabeler(_ClipLabelerBase):
     ``labeler.label_batch(images, classes=None)`` for a list (one detection list per image,
     the same as single calls, with the models run on the batch); a call returns a list of
     ``{"category": str, "score": float in [0, 1], "mask": (H, W) bool,
-    "box": (4,) float64 XYXY image pixels, x1/y1 exclusive (so w = x1 - x0)}``, best first.
+    "box": (4,) float64 XYXY image pixels, x1/y1 exclusive (so w = x1 - x0),
+    "clip_score": float, "sam_score": float}``, best first, where score =
+    sqrt(clip_score * sam_score).
     ``classes`` (vocabulary names) replaces image-level classification for this image; their
     CLIP score is still the probability over the whole vocabulary, as in classification.
     """
@@ -537,7 +545,8 @@ class ZipLabeler(_ClipLabelerBase):
         else:
             clip_score = _mask_activation(act_img, class_of, det_masks)
         scores = masks.combine_scores(clip_score, sam_score)
-        return self._finish(image_hw, det_masks, scores, kept[class_of])
+        return self._finish(image_hw, det_masks, scores, kept[class_of],
+                            parts=(clip_score, sam_score))
 
     @staticmethod
     def _peak_points(
@@ -608,8 +617,10 @@ class SamClipLabeler(_ClipLabelerBase):
             dim=-1
         )
         best_p, best = probs.max(dim=1)
-        scores = masks.combine_scores(best_p.cpu().numpy(), sam_score)
-        return self._finish((H, W), seg, scores, candidates[best.cpu().numpy()])
+        clip_score = best_p.cpu().numpy()
+        scores = masks.combine_scores(clip_score, sam_score)
+        return self._finish((H, W), seg, scores, candidates[best.cpu().numpy()],
+                            parts=(clip_score, sam_score))
 
     def _weights(self) -> dict:
         return {"CLIP": self.clip.weights, "SAM": self.sam_weights}
