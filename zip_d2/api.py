@@ -33,6 +33,7 @@ def preset_names() -> List[str]:
 
 def config_path(config: str) -> str:
     """The YAML file for a preset name or a path; ValueError (one line) when there is none."""
+    config = os.fspath(config)
     if os.path.isfile(config):
         return config
     if not config.endswith((".yaml", ".yml")) and os.sep not in config:
