@@ -52,7 +52,12 @@ from PIL import Image
 
 labeler = zip_d2.load_labeler("tiny_random", output_mode="coco_rle", batch_size=2)
 paths = sys.argv[1:]
+calls = []
+label_batch = labeler.engine.label_batch
+labeler.engine.label_batch = lambda images, classes=None: calls.append(len(images)) or \
+    label_batch(images, classes)
 batch = labeler(paths)
+assert calls == [2, 1], calls  # batch_size images per labeler call, as the job runs them
 single = labeler(paths[0])
 labeler.output_mode = "binary_mask"
 binary = labeler(np.asarray(Image.open(paths[0]).convert("RGB")))
