@@ -95,7 +95,7 @@ def synthetic_scene(grid_hw, k, seed=0):
 
 
 def bench_discovery(args, device):
-    from zip_d2.pseudo.instances import discover_instances, split_fragments
+    from zip_d2.pseudo.instances import DiscoveryParams, discover_instances, split_fragments
     discover_instances_loop = _reference_loop()
 
     h, w = (int(v) for v in args.grid.split("x"))
@@ -104,7 +104,7 @@ def bench_discovery(args, device):
               min_instance_cells=args.min_cells)
 
     def fast():
-        return discover_instances(split_fragments(cm), region, **kw)
+        return discover_instances(split_fragments(cm), region, DiscoveryParams(**kw))
 
     def slow():
         return discover_instances_loop(cm, region, **kw)

@@ -62,7 +62,7 @@ def run(args):
         touching_pairs,
     )
     from zip_d2.pseudo.clusters import kmeans
-    from zip_d2.pseudo.instances import discover_instances, split_fragments
+    from zip_d2.pseudo.instances import DiscoveryParams, discover_instances, split_fragments
 
     torch.set_num_threads(args.threads)
     h, w = args.grid
@@ -87,8 +87,8 @@ def run(args):
                 for _ in range(args.repeats):  # rules interleaved, so load changes hit both
                     t = time.perf_counter()
                     inst = discover_instances(split_fragments(cluster_map), region,
-                                              min_instance_cells=args.min_cells,
-                                              min_inscribed_radius=radius)
+                                              DiscoveryParams(min_instance_cells=args.min_cells,
+                                                              min_inscribed_radius=radius))
                     times[name].append((time.perf_counter() - t) * 1e3)
                 c = separation_counts(objects, inst.masks())
                 for key in COUNTS:

@@ -3,7 +3,8 @@
 """
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass
+from typing import ClassVar, Tuple
 
 import cv2
 import numpy as np
@@ -11,7 +12,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .params import StageParams, setting
+
 __all__ = [
+    "ClipParams",
     "RESIZE_METHODS",
     "resize_image",
     "normalize_batch",
@@ -28,6 +32,24 @@ __all__ = [
 
 # How a model input is resized from the (H, W, 3) uint8 image; PSEUDO.RESIZE picks one.
 RESIZE_METHODS = ("pil", "opencv")
+
+
+@dataclass(frozen=True)
+class ClipParams(StageParams):
+    """Settings of the semantic-clue stage (PSEUDO.CLIP; each key is explained in
+    ``zip_d2/config.py``). The model and its weights (MODEL, PRETRAINED) are the labeler's."""
+
+    config_key: ClassVar[str] = "PSEUDO.CLIP"
+
+    input_size: int = setting(512, low=1)
+    surgery_depth: int = setting(6, low=1)
+    templates: str = setting("ensemble", choices=("ensemble", "single"))
+    feature_norm_dim: int = setting(1, choices=(1, 2))
+    classify: bool = True
+    classify_size: int = setting(224, low=0)
+    topk: int = setting(5, low=0)
+    min_prob: float = setting(0.1, low=0.0, high=1.0)
+    activation_ratio: float = setting(0.7, low=0.0)
 
 
 def resize_image(image: np.ndarray, size_hw: Tuple[int, int], method: str = "pil") -> np.ndarray:
