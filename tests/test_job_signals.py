@@ -87,7 +87,8 @@ def test_ctrl_c_stops_the_job_in_one_line_with_exit_130_and_the_shards_resume(tm
     shard = shards.shard_path(out + ".shards", 0, 1)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if os.path.exists(shard) and open(shard).read().count("\n") >= 1:
+        # The shard's header line (its job's settings), then the first finished image.
+        if os.path.exists(shard) and open(shard).read().count("\n") >= 2:
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.stderr.read()[-2000:]
@@ -101,8 +102,9 @@ def test_ctrl_c_stops_the_job_in_one_line_with_exit_130_and_the_shards_resume(tm
     assert proc.returncode == 130 and len(lines) == 1, err[-3000:]
     assert lines[0].startswith("interrupted") and out + ".shards" in lines[0]
     with open(shard) as f:
-        records = [json.loads(line) for line in f]  # every line whole
-    assert [r["file_name"] for r in records] == ["0.png"]
+        lines = [json.loads(line) for line in f]  # every line whole
+    assert "shard" in lines[0]
+    assert [r["file_name"] for r in lines[1:]] == ["0.png"]
     assert not os.path.exists(out)
     result = _job(out, root)
     assert result.images_done_before == 1 and result.images_labeled == 3
