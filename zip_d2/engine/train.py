@@ -33,7 +33,7 @@ def is_finished(output_dir):
         return f.read().strip() == FINAL_CHECKPOINT
 
 
-def train_detector(cfg, resume=False, seed=None):
+def train_detector(cfg, resume=False, seed=None, name=None):
     """Train the detector ``cfg`` describes into ``cfg.OUTPUT_DIR`` (every process of a launch
     calls it; data-parallel on all of them).
 
@@ -48,6 +48,7 @@ def train_detector(cfg, resume=False, seed=None):
         seed (int or None): seed every RNG first, as detectron2's default_setup does: with
             ``seed`` + this process's rank, or a random seed if ``seed`` is negative
             (None: leave them as they are).
+        name (str or None): what the log calls this training (default: its OUTPUT_DIR).
 
     Returns:
         dict or None: the last evaluation's results (None if the training evaluated nothing);
@@ -62,8 +63,8 @@ def train_detector(cfg, resume=False, seed=None):
         seed_all_rng(None if seed < 0 else seed + comm.get_rank())
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=resume)
-    logger.info("training %s from iteration %d to %d", cfg.OUTPUT_DIR, trainer.start_iter,
-                cfg.SOLVER.MAX_ITER)
+    logger.info("%s: training from iteration %d to %d", name or cfg.OUTPUT_DIR,
+                trainer.start_iter, cfg.SOLVER.MAX_ITER)
     trainer.train()
     comm.synchronize()  # model_final.pth is on disk (rank 0 wrote it) before anyone reads it
     return getattr(trainer, "_last_eval_results", None) or None

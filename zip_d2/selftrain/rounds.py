@@ -456,7 +456,8 @@ class SelfTrainingRun:
         self._prepare(cfg, train=True, resume=True, checked=k == 0 and self.round0_checked)
         # resume=True continues from round k's last_checkpoint if an earlier run was cut off;
         # otherwise it loads MODEL.WEIGHTS (the previous round's detector).
-        results = train_detector(cfg, resume=True, seed=cfg.SEED if cfg.SEED < 0 else cfg.SEED + k)
+        results = train_detector(cfg, resume=True, seed=cfg.SEED if cfg.SEED < 0 else cfg.SEED + k,
+                                 name=f"round {k}")
         result = {"checkpoint": final, "trained_here": True}
         if results:
             result["eval"] = {task: dict(v) for task, v in results.items()}
