@@ -318,7 +318,10 @@ def train(ctx):
     root = os.path.join(ctx["tmp"], "synthetic")
     paths = make_synthetic_dataset(root, num_train=4 * batch, num_val=1, seed=0, params=params)
     out_dir = os.path.join(ctx["tmp"], "train")
+    with open(paths["train"], encoding="utf-8") as f:
+        num_classes = len(json.load(f)["categories"])  # training refuses a count that differs
     opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device,
+            "MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes),
             # Random init: inputs scaled to unit variance so a randomly initialised trunk with
             # frozen (identity) norms keeps fp16-safe activations; the cost is unchanged.
             "MODEL.PIXEL_STD", "[57.375, 57.120, 58.395]",
