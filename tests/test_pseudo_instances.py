@@ -1,9 +1,9 @@
 """Discovery on hand-built cluster maps and semantic regions whose answers are known."""
 import numpy as np
 import pytest
-from discovery_reference import discover_instances_loop
 from scipy import ndimage
 
+from zip_d2.benchmarks.discovery_reference import discover_instances_loop
 from zip_d2.pseudo.instances import (
     DiscoveryParams,
     discover_instances,

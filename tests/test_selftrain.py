@@ -177,7 +177,8 @@ def test_one_self_training_round_end_to_end_then_resume(one_round, synthetic_dat
     (out / "round1" / "last_checkpoint").write_text("model_0000001.pth")
     preds_mtime = os.path.getmtime(out / "round1" / "predictions.json")
     round0_mtime = os.path.getmtime(out / "round0" / "model_final.pth")
-    caplog.set_level("INFO", logger="zip_d2.selftrain.rounds")
+    # zip_d2's loggers: the rounds' and zip_d2.engine.train's (which logs "training from").
+    caplog.set_level("INFO", logger="zip_d2")
     # The same inputs as the command: a run directory resumes only with them.
     evaluation = [["selftrain_eval", synthetic_dataset["val"],
                    os.path.join(synthetic_dataset["root"], "val")]]

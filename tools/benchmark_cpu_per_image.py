@@ -74,25 +74,6 @@ def _time_stages(stages, repeats, sync):
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in stages}
 
 
-def sam_like_masks(rng, n, height, width):
-    """(n, H, W) bool: n // 4 ellipses, each 4 times (jittered copies, halves), and (n,) scores
-    in [0.2, 1]."""
-    yy, xx = np.mgrid[:height, :width].astype(np.float32)
-    out = np.zeros((n, height, width), bool)
-    objects = max(1, n // 4)
-    centres = rng.uniform([0.1 * height, 0.1 * width], [0.9 * height, 0.9 * width], (objects, 2))
-    radii = rng.uniform([0.04 * height, 0.04 * width], [0.25 * height, 0.2 * width], (objects, 2))
-    for i in range(n):
-        (cy, cx), (ry, rx) = centres[i % objects], radii[i % objects]
-        s = rng.uniform(0.9, 1.1)
-        cy, cx = cy + rng.normal(0, 3), cx + rng.normal(0, 3)
-        m = ((yy - cy) / (ry * s)) ** 2 + ((xx - cx) / (rx * s)) ** 2 <= 1
-        if i // objects == 3:  # a part: one half of the object
-            m &= xx < cx
-        out[i] = m
-    return out, rng.uniform(0.2, 1.0, n).astype(np.float32)
-
-
 def class_activations(rng, classes, grid=32):
     """(C, grid, grid) float32 in [0, 1]: two or three smooth blobs per class."""
     yy, xx = np.mgrid[:grid, :grid]
@@ -125,10 +106,8 @@ def build(device):
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from benchmark_discovery import synthetic_scene
-
     import zip_d2
+    from zip_d2.benchmarks.inputs import sam_like_masks, synthetic_scene
     from zip_d2.labels.coco_output import detections_to_annotations
     from zip_d2.pseudo import clues, masks
     from zip_d2.pseudo.clusters import short_side_size

@@ -29,18 +29,10 @@ import time
 import numpy as np
 import torch
 
+from zip_d2.benchmarks.discovery_reference import discover_instances_loop
+from zip_d2.benchmarks.inputs import synthetic_scene
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _reference_loop():
-    """The per-fragment oracle from tests/discovery_reference.py (test code, not the package)."""
-    import importlib.util
-
-    path = os.path.join(REPO, "tests", "discovery_reference.py")
-    spec = importlib.util.spec_from_file_location("discovery_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.discover_instances_loop
 
 
 def _sync(device):
@@ -61,42 +53,8 @@ def _median_ms(fn, repeats, warmup, device):
     return statistics.median(times), times
 
 
-def synthetic_scene(grid_hw, k, seed=0):
-    """Cluster map and semantic region for a scene of touching ellipses on a grid.
-
-    Features: one random vector per object, a shared "boundary" vector on cells where two
-    objects meet or an object meets the background, plus spatially smooth noise; clustered
-    with k-means (K=k).
-    Constructed features: this exercises the discovery step, not CLIP.
-    """
-    from scipy import ndimage
-
-    from zip_d2.pseudo.clusters import kmeans
-
-    rng = np.random.default_rng(seed)
-    h, w = grid_hw
-    yy, xx = np.mgrid[:h, :w]
-    obj = np.zeros((h, w), np.int64)
-    for i in range(1, 9):
-        cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.1, 0.9) * w
-        ry, rx = rng.uniform(0.1, 0.25) * h, rng.uniform(0.08, 0.2) * w
-        obj[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = i
-    edge = ndimage.morphological_gradient(obj, size=3) > 0
-    d = 16
-    protos = rng.normal(size=(10, d)) * 3
-    # CNN features vary smoothly in space, so the noise is smoothed too (sigma 1 cell).
-    noise = ndimage.gaussian_filter(rng.normal(size=(h, w, d)), sigma=(1, 1, 0)) * 2
-    feats = protos[obj] + noise
-    feats[edge] = protos[9] + noise[edge]
-    labels, _ = kmeans(torch.from_numpy(feats.reshape(-1, d)).float(), k, 100)
-    cluster_map = labels.view(h, w).numpy()
-    region = ndimage.binary_dilation(obj > 0, iterations=2)
-    return cluster_map, region
-
-
 def bench_discovery(args, device):
     from zip_d2.pseudo.instances import DiscoveryParams, discover_instances, split_fragments
-    discover_instances_loop = _reference_loop()
 
     h, w = (int(v) for v in args.grid.split("x"))
     cm, region = synthetic_scene((h, w), args.k, args.seed)

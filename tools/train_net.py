@@ -26,6 +26,7 @@ from zip_d2.data.validate import DatasetError
 from zip_d2.engine import Trainer
 from zip_d2.engine.distributed import LAUNCH_HELP, check_launch, set_cpu_threads
 from zip_d2.engine.setup import add_register_argument, inference_cfg, preflight
+from zip_d2.engine.train import train_detector
 
 
 def main(args):
@@ -40,9 +41,7 @@ def main(args):
         results = Trainer.test(inference_cfg(cfg), model, class_names=class_names)
         Trainer.write_eval_results(cfg, results, iteration)
         return results
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    return train_detector(cfg, resume=args.resume)
 
 
 def parse_args(argv=None):

@@ -27,7 +27,7 @@ from ..modeling.vocabulary import uses_open_vocab_heads
 from ..models import MissingWeightsError
 from ..text import TextEmbeddings, load_vocabulary, looks_like_path
 from .class_names import checkpoint_class_names, head_class_names, match_names, remap_instances
-from .setup import check_weights
+from .setup import check_weights, inference_cfg
 
 __all__ = ["VIDEO_EXTENSIONS", "vocabulary_spec", "demo_cfg", "DemoInputs", "collect_inputs",
            "output_paths", "Demo"]
@@ -118,15 +118,11 @@ def demo_cfg(config_file: str, opts=(), weights: Optional[str] = None,
 
 
 def _inference_cfg(cfg, weights, device, confidence_threshold):
-    cfg.defrost()
-    cfg.DATASETS.TRAIN = ()
-    cfg.DATASETS.TEST = ()
-    cfg.MODEL.WEIGHTS = weights
-    cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise SetupError("--device cuda but no GPU is visible; use --cpu")
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = confidence_threshold
-    cfg.freeze()
+    cfg = inference_cfg(cfg, weights=weights, test=(), device=device,
+                        score_thresh=confidence_threshold)
     check_weights(cfg)
     return cfg
 

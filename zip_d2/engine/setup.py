@@ -62,10 +62,8 @@ def preflight(cfg, train=True, resume=False):
         raise SetupError("MODEL.DEVICE is cuda but no GPU is visible; add MODEL.DEVICE cpu")
     if train and cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
         raise SetupError("SOLVER.AMP.ENABLED needs a GPU (Detectron2's AMPTrainer is CUDA-only)")
-    if train and cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
-        raise SetupError(f"SOLVER.OPTIMIZER must be {' or '.join(OPTIMIZERS)}, "
-                         f"got {cfg.SOLVER.OPTIMIZER!r}")
     if train:
+        check_optimizer(cfg)
         check_schedule(cfg)
     register_from_cfg(cfg)
     names = (list(cfg.DATASETS.TRAIN) if train else []) + list(cfg.DATASETS.TEST)
@@ -93,6 +91,13 @@ def preflight(cfg, train=True, resume=False):
     check_class_match(cfg, train=train, resume=resume, test_names=test_names)
     if train and resume:
         check_resume(cfg)
+
+
+def check_optimizer(cfg):
+    """SetupError unless SOLVER.OPTIMIZER is one zip_d2's Trainer builds."""
+    if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
+        raise SetupError(f"SOLVER.OPTIMIZER must be {' or '.join(OPTIMIZERS)}, "
+                         f"got {cfg.SOLVER.OPTIMIZER!r}")
 
 
 def check_schedule(cfg):
@@ -177,14 +182,30 @@ def refuse_writing_over_datasets(cfg, names):
         raise SetupError(str(e)) from None
 
 
-def inference_cfg(cfg):
-    """The config of a model built only for inference (``train_net.py --eval-only``): ``cfg``
-    with DATASETS.TRAIN cleared. Nothing at inference depends on the training data, and an
-    open-vocabulary head then takes its vocabulary from the test set (or the explicit
-    OPEN_VOCAB keys), so the training set need not be registered. Frozen like ``cfg``."""
+def inference_cfg(cfg, weights=None, test=None, device=None, score_thresh=None):
+    """The config of a model built only for inference (``train_net.py --eval-only``, the demo,
+    evaluating a checkpoint): ``cfg`` with DATASETS.TRAIN cleared. Nothing at inference
+    depends on the training data, and an open-vocabulary head then takes its vocabulary from
+    the test set (or the explicit OPEN_VOCAB keys), so the training set need not be
+    registered. Frozen; ``cfg`` itself is not changed.
+
+    Args:
+        weights (str or None): MODEL.WEIGHTS (None: keep the config's).
+        test (sequence of str or None): DATASETS.TEST (None: keep the config's).
+        device (str or None): MODEL.DEVICE (None: keep the config's).
+        score_thresh (float or None): MODEL.ROI_HEADS.SCORE_THRESH_TEST (None: keep).
+    """
     cfg = cfg.clone()
     cfg.defrost()
     cfg.DATASETS.TRAIN = ()
+    if test is not None:
+        cfg.DATASETS.TEST = tuple(test)
+    if weights is not None:
+        cfg.MODEL.WEIGHTS = weights
+    if device is not None:
+        cfg.MODEL.DEVICE = device
+    if score_thresh is not None:
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_thresh
     cfg.freeze()
     return cfg
 

@@ -29,7 +29,6 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
-from ..config import OPTIMIZERS
 from ..data.mapper import ScoredDatasetMapper
 from ..evaluation import ClassAgnosticCOCOEvaluator, OVCOCOEvaluator
 from .class_names import (
@@ -41,7 +40,7 @@ from .class_names import (
     training_class_names,
 )
 from .distributed import ddp_device_ids
-from .setup import config_dict, inference_cfg
+from .setup import check_optimizer, config_dict, inference_cfg
 from .wandb_writer import WandbWriter
 
 logger = logging.getLogger(__name__)
@@ -98,9 +97,7 @@ class Trainer(DefaultTrainer):
     def build_optimizer(cls, cfg, model):
         # SGD is Detectron2's own; AdamW takes the same parameter groups (no weight decay on
         # norms per SOLVER.WEIGHT_DECAY_NORM) and the same optional gradient clipping.
-        if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
-            raise ValueError(f"SOLVER.OPTIMIZER must be {' or '.join(OPTIMIZERS)}, "
-                             f"got {cfg.SOLVER.OPTIMIZER!r}")
+        check_optimizer(cfg)  # SetupError, a ValueError
         if cfg.SOLVER.OPTIMIZER == "SGD":
             return super().build_optimizer(cfg, model)
         params = get_default_optimizer_params(

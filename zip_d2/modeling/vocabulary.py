@@ -176,16 +176,17 @@ def _test_vocabulary(cfg) -> Optional[TextEmbeddings]:
 
 
 def uses_open_vocab_heads(cfg) -> bool:
-    """Whether MODEL.ROI_HEADS.NAME is an open-vocabulary head (scores text embeddings)."""
+    """Whether MODEL.ROI_HEADS.NAME is an open-vocabulary head (scores text embeddings): a
+    registered head whose class carries the marker ``open_vocabulary = True`` (as
+    ``roi_heads.OpenVocabROIHeads`` and its subclasses do). The heads are not imported here:
+    they import this module for their embeddings."""
     from detectron2.modeling import ROI_HEADS_REGISTRY
-
-    from .roi_heads import OpenVocabCascadeROIHeads, OpenVocabROIHeads
 
     try:
         heads = ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)
     except KeyError:
         return False
-    return issubclass(heads, (OpenVocabROIHeads, OpenVocabCascadeROIHeads))
+    return getattr(heads, "open_vocabulary", False) is True
 
 
 def _plan(cfg, planned) -> TextEmbeddings:

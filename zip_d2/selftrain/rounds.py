@@ -43,7 +43,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
-from detectron2.utils.env import seed_all_rng
 
 from ..config import SetupError, setup_cfg
 from ..data.coco_json import DatasetError, load_json, write_json_atomic
@@ -60,7 +59,7 @@ from ..engine.class_names import (
 )
 from ..engine.distributed import run_on_main
 from ..engine.setup import preflight
-from ..modeling.droploss import DROPLOSS_HEADS
+from ..engine.train import droploss_opts, final_checkpoint, is_finished, train_detector
 from .merge import merge_round_labels
 from .report import round_log_file, without_nan
 
@@ -309,7 +308,7 @@ class SelfTrainingRun:
     def checkpoint(self, k):
         if k == 0 and self.weights:
             return self.weights
-        return os.path.join(self.round_dir(k), "model_final.pth")
+        return final_checkpoint(self.round_dir(k))
 
     def round_cfg(self, k, weights=None):
         """Round ``k``'s training config; ``weights`` replaces its MODEL.WEIGHTS (to predict
@@ -323,12 +322,7 @@ class SelfTrainingRun:
         elif k > 0:
             opts += ["MODEL.WEIGHTS", self.checkpoint(k - 1)]
         elif self.droploss:
-            name = self.base_cfg.MODEL.ROI_HEADS.NAME
-            if name not in DROPLOSS_HEADS:
-                raise ValueError(f"DropLoss has no variant of MODEL.ROI_HEADS.NAME {name!r}; "
-                                 f"supported: {sorted(DROPLOSS_HEADS)}")
-            opts += ["MODEL.ROI_HEADS.NAME", DROPLOSS_HEADS[name],
-                     "MODEL.ROI_HEADS.DROPLOSS.ENABLED", "True"]
+            opts += droploss_opts(self.base_cfg)
         register = self.register + [[self.dataset_name(k), self.labels_path(k), self.image_root]]
         return setup_cfg(self.config_file, opts, register)
 
@@ -455,40 +449,18 @@ class SelfTrainingRun:
         if predict_on:
             run_on_main(check_datasets, cfg, [predict_on])
 
-    def _finished(self, k):
-        """Whether round ``k``'s training here completed: detectron2 tags ``last_checkpoint``
-        with model_final.pth only after writing that file."""
-        tag = os.path.join(self.round_dir(k), "last_checkpoint")
-        if not (os.path.isfile(self.checkpoint(k)) and os.path.isfile(tag)):
-            return False
-        with open(tag) as f:
-            return f.read().strip() == os.path.basename(self.checkpoint(k))
-
-    def _write_config(self, cfg):
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-
     def _train(self, k):
         final = self.checkpoint(k)
-        if run_on_main(self._finished, k):
+        if run_on_main(is_finished, self.round_dir(k)):
             logger.info("round %d: %s exists, training not redone", k, final)
             return {"checkpoint": final, "trained_here": True}
         cfg = self.round_cfg(k)
         self._prepare(cfg, train=True, resume=True, checked=k == 0 and self.round0_checked)
-        run_on_main(self._write_config, cfg)
-        # Per-process seeds, as detectron2's default_setup does (seed + rank).
-        seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + k + comm.get_rank())
-        trainer = Trainer(cfg)
         # resume=True continues from round k's last_checkpoint if an earlier run was cut off;
         # otherwise it loads MODEL.WEIGHTS (the previous round's detector).
-        trainer.resume_or_load(resume=True)
-        logger.info("round %d: training from iteration %d to %d", k, trainer.start_iter,
-                    cfg.SOLVER.MAX_ITER)
-        trainer.train()
-        comm.synchronize()  # model_final.pth is on disk (rank 0 wrote it) before anyone reads it
+        results = train_detector(cfg, resume=True, seed=cfg.SEED if cfg.SEED < 0 else cfg.SEED + k,
+                                 name=f"round {k}")
         result = {"checkpoint": final, "trained_here": True}
-        results = getattr(trainer, "_last_eval_results", None)
         if results:
             result["eval"] = {task: dict(v) for task, v in results.items()}
         return result
