@@ -29,12 +29,16 @@ def main(argv=None):
                    help="probability that an object is placed touching one of its category")
     p.add_argument("--num-categories", type=int, default=d.num_categories,
                    help=f"how many of {', '.join(SHAPES)} to use")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a dataset already in --out (its JSONs and images are removed "
+                        "first); without it an existing dataset is refused")
     args = p.parse_args(argv)
     try:
         params = SceneParams(width=args.width, height=args.height, min_objects=args.min_objects,
                              max_objects=args.max_objects, touch_prob=args.touch_prob,
                              num_categories=args.num_categories)
-        paths = make_synthetic_dataset(args.out, args.num_train, args.num_val, args.seed, params)
+        paths = make_synthetic_dataset(args.out, args.num_train, args.num_val, args.seed, params,
+                                       overwrite=args.overwrite)
     except (ValueError, OSError) as e:
         print(f"make_synthetic_dataset: error: {e}", file=sys.stderr)
         return 2
