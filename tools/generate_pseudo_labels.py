@@ -96,7 +96,14 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from zip_d2.config import SetupError, setup_cfg
     from zip_d2.labels.images import InputError
-    from zip_d2.labels.job import JobError, JobOptions, run_job, summary_lines
+    from zip_d2.labels.job import (
+        JobError,
+        JobOptions,
+        missing_folders,
+        remove_empty_folders,
+        run_job,
+        summary_lines,
+    )
     from zip_d2.labels.shards import ShardError
     from zip_d2.models import MissingWeightsError
 
@@ -113,9 +120,11 @@ def main(argv=None):
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    new_folders = missing_folders(args.out)
     try:
         result = run_job(cfg, opts)
     except (JobError, InputError, MissingWeightsError, ShardError) as e:
+        remove_empty_folders(new_folders)  # a refused job leaves no empty output folder
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
