@@ -74,8 +74,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.images and not args.coco_json:
         p.error("give --images DIR or --coco-json FILE")
-    if len(args.opts) % 2:
-        p.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
+    from zip_d2.config import SetupError, check_overrides
+
+    try:
+        check_overrides(args.opts)
+    except SetupError as e:
+        p.error(str(e))
     return args
 
 

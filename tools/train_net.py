@@ -53,6 +53,10 @@ def parse_args(argv=None):
 
 def cli(argv=None):
     args = parse_args(argv)
+    if not args.config_file:
+        print("train_net: error: give --config-file, the detector's config (e.g. "
+              "configs/synthetic/mask_rcnn_R18_synthetic.yaml)", file=sys.stderr)
+        return 2
     try:
         cfg = setup_cfg(args.config_file, args.opts, args.register_dataset)
         check_launch(cfg, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url,

@@ -6,11 +6,12 @@
 # "The whole chain on this machine"), tests/test_whole_chain.py runs it with tiny sizes.
 #
 # Settings (environment; defaults in brackets):
-#   PY [.venv/bin/python]  WORK [work/chain]  NUM_TRAIN [200]  NUM_VAL [30]
-#   TRAIN_ITERS [300]  SELF_TRAIN_ITERS [100]  FINETUNE_ITERS [100]  LABEL_IMAGES [8]
+#   PY [.venv/bin/python]  WORK [work/chain]  NUM_TRAIN [100]  NUM_VAL [20]
+#   TRAIN_ITERS [200]  SELF_TRAIN_ITERS [50]  FINETUNE_ITERS [50]  LABEL_IMAGES [8]
 #   LAUNCH ["--num-gpus 2 --dist-url auto": 2 CPU processes x 1 thread, the fastest on a
 #           loaded 2-core machine; "" for one process]
 #   OPTS  [""]: extra KEY VALUE overrides for every training / evaluation step
+#   SHOW_LINES [4]: lines of each step's output shown (all of it is in WORK/logs/)
 # Labels: the tiny RANDOM-weight preset labels LABEL_IMAGES images to show the real job (noise);
 # the detector trains on discovery-made labels (zip_d2's k-means and discovery on CONSTRUCTED
 # features, no CLIP/SAM). Numbers here check the machinery, not Zip's accuracy.
@@ -18,11 +19,11 @@ set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
 WORK=${WORK:-work/chain}
-NUM_TRAIN=${NUM_TRAIN:-200}
-NUM_VAL=${NUM_VAL:-30}
-TRAIN_ITERS=${TRAIN_ITERS:-300}
-SELF_TRAIN_ITERS=${SELF_TRAIN_ITERS:-100}
-FINETUNE_ITERS=${FINETUNE_ITERS:-100}
+NUM_TRAIN=${NUM_TRAIN:-100}
+NUM_VAL=${NUM_VAL:-20}
+TRAIN_ITERS=${TRAIN_ITERS:-200}
+SELF_TRAIN_ITERS=${SELF_TRAIN_ITERS:-50}
+FINETUNE_ITERS=${FINETUNE_ITERS:-50}
 LABEL_IMAGES=${LABEL_IMAGES:-8}
 LAUNCH=${LAUNCH---num-gpus 2 --dist-url auto}
 OPTS=${OPTS:-}
@@ -34,21 +35,28 @@ read -r -a launch <<< "$LAUNCH"
 read -r -a opts <<< "$OPTS"
 TIMES=()
 
-step() {  # step NAME COMMAND...: print, run, time
-    local name=$1 start end took
+step() {  # step NAME COMMAND...: print the command, run it into a log, show its end, time it
+    local name=$1 start end took rc=0 log
     shift
+    log="$WORK/logs/${name%% *}.log"
     echo
-    echo "== $name"
+    echo "== $name  (log: $log)"
     echo "\$ $*"
     start=$EPOCHREALTIME
-    "$@"
+    "$@" > "$log" 2>&1 || rc=$?
     end=$EPOCHREALTIME
+    if [ "$rc" -ne 0 ]; then
+        tail -n 30 "$log"
+        echo "whole_chain: step '$name' failed with exit status $rc (full output: $log)" >&2
+        exit "$rc"
+    fi
+    grep -v '^\[' "$log" | grep -v '^ *$' | tail -n "${SHOW_LINES:-4}" || true
     took=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
     TIMES+=("$(printf '%-30s %7s s' "$name" "$took")")
     echo "[$name: $took s]"
 }
 
-mkdir -p "$WORK"
+mkdir -p "$WORK/logs"
 echo "whole chain in $WORK ($NUM_TRAIN train / $NUM_VAL val images, training $TRAIN_ITERS +" \
      "$SELF_TRAIN_ITERS + $FINETUNE_ITERS iterations, launch: ${LAUNCH:-1 process});" \
      "load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -293,10 +293,46 @@ def _download_blockers(urls: Sequence[str]) -> Dict[str, str]:
             if answers[urllib.parse.urlparse(u).netloc]}
 
 
+def _checked(source: WeightSource) -> WeightSource:
+    """``source``, or when its local file is unreadable, that file named as its problem."""
+    why = unreadable_weights(source.local) if source.local else ""
+    if not why:
+        return source
+    fix = ("delete it to download it again" if source.cache == source.local or source.url
+           else f"give a good copy as {source.key}")
+    return replace(source, local="", problem=(
+        f"{source.key} file {source.local} is not a usable checkpoint: {why}; {fix}"))
+
+
 def _home(path: str) -> str:
     """``path`` with the home directory written as ``~`` (shorter lines)."""
     home = os.path.expanduser("~")
     return "~" + path[len(home):] if home != "~" and path.startswith(home + os.sep) else path
+
+
+def unreadable_weights(path: str) -> str:
+    """Why the weight file ``path`` cannot be a checkpoint (empty, a safetensors file with a
+    broken header, a truncated zip-format torch file), or "" when it may be one. Cheap: reads
+    the header or the zip directory, never the tensors."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "it is empty"
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt"):
+                return ""
+        with open(path, "rb") as f:
+            zip_format = f.read(4) == b"PK\x03\x04"  # torch.save's format since torch 1.6
+        if zip_format:
+            import zipfile
+
+            with zipfile.ZipFile(path):
+                return ""
+    except Exception as e:  # safetensors, zipfile and the OS each raise their own types
+        return f"it cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:80]})"
+    return ""
 
 
 def require_weights(sources: Sequence[WeightSource]) -> None:
@@ -304,6 +340,7 @@ def require_weights(sources: Sequence[WeightSource]) -> None:
     :class:`MissingWeightsError`: a head line (why nothing can be downloaded), then ONE line
     per missing model naming the key that provides it, where to get it and where a download
     is kept. Costs at most one short probe per download host."""
+    sources = [_checked(s) for s in sources]
     todo = [s for s in sources if not s.local]
     blocked = _download_blockers([s.url for s in todo if not s.problem])
     missing = [s for s in todo if s.problem or not s.url or s.url in blocked]
@@ -318,7 +355,9 @@ def require_weights(sources: Sequence[WeightSource]) -> None:
                     f" (downloads are kept in {_home(s.cache_dir)})" if s.cache_dir else "")
             fixes.append(f"{s.what}: set {s.key} to a local copy of {s.url}{keep}")
     reasons = sorted({blocked[s.url] for s in missing if s.url in blocked})
-    head = f"missing weights ({'; '.join(reasons)})" if reasons else "missing weights"
+    what = "missing weights" if any(not s.problem or "not a usable checkpoint" not in s.problem
+                                    for s in missing) else "unusable weights"
+    head = f"{what} ({'; '.join(reasons)})" if reasons else what
     tail = "; run once with network access to fill the caches, or" if reasons else ";"
     raise MissingWeightsError("\n".join([f"{head}{tail} give files:"]
                                          + [f"  {fix}" for fix in fixes]))

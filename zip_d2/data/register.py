@@ -10,6 +10,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from .coco_json import unset_datasets_hint
 from .validate import DatasetError, check_coco, load_json
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def check_datasets(cfg, names=None, require_annotations=()):
         if not os.path.isfile(json_file):
             raise DatasetError(
                 f"dataset {name!r}: JSON file not found: {json_file}"
-                + _builtin_hint(json_file)
+                + (_builtin_hint(json_file) or unset_datasets_hint(json_file))
             )
         try:
             # Geometry too: detectron2's mapper silently clips a box that lies outside its

@@ -18,6 +18,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from zip_d2.data.coco_json import unset_datasets_hint
 from zip_d2.data.validate import DatasetError, load_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -78,7 +79,7 @@ def list_image_folder(root: str) -> Tuple[List[ImageEntry], int]:
     Raises InputError when ``root`` is not a directory or holds no image file.
     """
     if not os.path.isdir(root):
-        raise InputError(f"image folder not found: {root}")
+        raise InputError(f"image folder not found: {root}{unset_datasets_hint(root)}")
     entries, ignored, seen_dirs = [], 0, set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
