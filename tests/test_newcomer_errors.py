@@ -125,3 +125,53 @@ def test_train_net_names_a_truncated_model_weights_file(tmp_path, monkeypatch, c
          "MODEL.WEIGHTS", bad, "OUTPUT_DIR", tmp_path / "out"], monkeypatch, capsys)
     assert rc == 2 and len(err) == 2, err
     assert f"MODEL.WEIGHTS file {bad} is not a usable checkpoint" in err[1]
+
+
+# Tools whose --help still imports torch: their parser comes from detectron2's
+# default_argument_parser (train_net, self_train, demo through zip_d2.engine) or from a dataclass
+# of zip_d2.pseudo (make_discovery_labels). Every other tool parses its arguments first.
+HELP_IMPORTS_TORCH = {"train_net.py", "self_train.py", "demo.py", "make_discovery_labels.py"}
+
+
+def test_help_imports_no_torch_on_the_tools_that_parse_first():
+    import glob
+    import subprocess
+    import sys
+
+    tools = sorted(p for p in glob.glob(os.path.join(REPO, "tools", "*.py"))
+                   if os.path.basename(p) not in HELP_IMPORTS_TORCH)
+    assert len(tools) >= 20
+    # One interpreter runs every tool's --help in turn; once torch is in sys.modules it stays,
+    # so the first tool that imports it is the one named.
+    code = """
+import io, runpy, sys, contextlib
+for path in sys.argv[1:]:
+    sys.argv = [path, "--help"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as e:
+            code = e.code
+    print(path, code, "usage:" in out.getvalue(), "torch" in sys.modules,
+          "detectron2" in sys.modules, file=sys.stderr)
+"""
+    proc = subprocess.run([sys.executable, "-c", code, *tools], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    rows = [line.split() for line in proc.stderr.splitlines() if line.startswith(REPO)]
+    assert [r[0] for r in rows] == tools, proc.stderr[-2000:]
+    for path, rc, usage, torch_loaded, d2_loaded in rows:
+        assert (rc, usage) == ("0", "True"), path
+        assert (torch_loaded, d2_loaded) == ("False", "False"), f"{path} --help imports torch"
+
+
+def test_a_python_without_zip_d2_gets_told_to_activate_the_venv():
+    import subprocess
+    import sys
+
+    # -I -S: no site-packages, no PYTHONPATH: the situation of the system's Python.
+    proc = subprocess.run([sys.executable, "-I", "-S", "tools/make_synthetic_dataset.py",
+                           "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "No module named" in proc.stderr and "source .venv/bin/activate" in proc.stderr

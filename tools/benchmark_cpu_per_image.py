@@ -20,7 +20,11 @@ time per image at 64 detections (wall time is printed beside it; on a shared mac
 measures the other processes).
 With --device cuda the masks start on the GPU, where NMS and boxes then run.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -30,9 +34,6 @@ import platform
 import statistics
 import sys
 import time
-
-import numpy as np
-import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_MS = 15.0
@@ -77,6 +78,7 @@ def _time_stages(stages, repeats, sync):
 def sam_like_masks(rng, n, height, width):
     """(n, H, W) bool: n // 4 ellipses, each 4 times (jittered copies, halves), and (n,) scores
     in [0.2, 1]."""
+    import numpy as np
     yy, xx = np.mgrid[:height, :width].astype(np.float32)
     out = np.zeros((n, height, width), bool)
     objects = max(1, n // 4)
@@ -95,6 +97,7 @@ def sam_like_masks(rng, n, height, width):
 
 def class_activations(rng, classes, grid=32):
     """(C, grid, grid) float32 in [0, 1]: two or three smooth blobs per class."""
+    import numpy as np
     yy, xx = np.mgrid[:grid, :grid]
     act = np.zeros((classes, grid, grid), np.float32)
     for c in range(classes):
@@ -125,6 +128,8 @@ def build(device):
 
 def main(argv=None):
     args = parse_args(argv)
+    import numpy as np
+    import torch
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from benchmark_discovery import synthetic_scene
 

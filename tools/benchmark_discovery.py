@@ -15,7 +15,11 @@ Examples:
   python tools/benchmark_discovery.py --device cuda --what discovery,kmeans,image \
       --config configs/pseudo/zip_paper.yaml --precision fp16
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -25,9 +29,6 @@ import platform
 import statistics
 import sys
 import time
-
-import numpy as np
-import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,6 +45,7 @@ def _reference_loop():
 
 
 def _sync(device):
+    import torch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -69,6 +71,8 @@ def synthetic_scene(grid_hw, k, seed=0):
     with k-means (K=k).
     Constructed features: this exercises the discovery step, not CLIP.
     """
+    import numpy as np
+    import torch
     from scipy import ndimage
 
     from zip_d2.pseudo.clusters import kmeans
@@ -95,6 +99,8 @@ def synthetic_scene(grid_hw, k, seed=0):
 
 
 def bench_discovery(args, device):
+    import torch
+
     from zip_d2.pseudo.instances import discover_instances, split_fragments
     discover_instances_loop = _reference_loop()
 
@@ -124,6 +130,8 @@ def bench_discovery(args, device):
 
 
 def bench_kmeans(args, device):
+    import torch
+
     from zip_d2.pseudo.clusters import kmeans
 
     g = torch.Generator(device="cpu").manual_seed(args.seed)
@@ -146,6 +154,8 @@ def bench_kmeans(args, device):
 
 
 def bench_image(args, device):
+    import numpy as np
+
     from zip_d2.config import setup_cfg
     from zip_d2.pseudo import build_labeler, clues
 
@@ -235,6 +245,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write the numbers to this file")
     args = ap.parse_args(argv)
+    import torch
 
     device = torch.device(args.device)
     torch.manual_seed(args.seed)

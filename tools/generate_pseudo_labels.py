@@ -15,7 +15,11 @@ into OUT.json and validated. OUT.json is replaced only if this job wrote it (els
 Exit status: 0 done, 1 merged but validation found problems, 2 the job could not start (nothing
 was labeled) or could not merge (see the message).
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse

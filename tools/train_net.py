@@ -10,7 +10,11 @@ On a machine without a GPU, --num-gpus N trains with N CPU processes (see --help
         --register-dataset synthetic_train work/synthetic/train.json work/synthetic/train \
         --register-dataset synthetic_val work/synthetic/val.json work/synthetic/val
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import sys

@@ -56,7 +56,10 @@ def register_coco_json(name, json_file, image_root):
 
 
 def register_from_cfg(cfg):
-    """Register every [name, json_file, image_root] triple of ``cfg.ZIP.DATASETS.REGISTER``."""
+    """Register every [name, json_file, image_root] triple of ``cfg.ZIP.DATASETS.REGISTER``
+    (and zip_d2's OV-COCO names, as detectron2 registers its builtin ones)."""
+    from . import ov_coco  # noqa: F401  (registers the OV-COCO names; it imports this module)
+
     for entry in cfg.ZIP.DATASETS.REGISTER:
         if len(entry) != 3:
             raise DatasetError(
@@ -79,6 +82,8 @@ def check_datasets(cfg, names=None, require_annotations=()):
     Raises:
         DatasetError: one line naming the dataset, the file and the first problem.
     """
+    from . import ov_coco  # noqa: F401  (registers the OV-COCO names; it imports this module)
+
     if names is None:
         names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     registered = set(DatasetCatalog.list())
