@@ -3,6 +3,8 @@
 
     python tools/visualize_pseudo_labels.py work/demo.json --out-dir work/demo_vis --num 20
     # then open work/demo_vis/index.html
+    python tools/visualize_pseudo_labels.py work/labels.json --gt work/synthetic/train.json ...
+    # labels and ground truth side by side
 """
 try:
     import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
@@ -23,6 +25,9 @@ def main(argv=None):
     p.add_argument("--num", type=int, default=20, help="number of images to draw")
     p.add_argument("--seed", type=int, help="draw a seeded random sample instead of the first N")
     p.add_argument("--score-thresh", type=float, default=0.0, help="hide detections below this")
+    p.add_argument("--gt", metavar="FILE",
+                   help="ground-truth COCO JSON: draw it beside the labels, image by image "
+                        "(matched by file_name)")
     args = p.parse_args(argv)
 
     from zip_d2.data.validate import DatasetError, load_json
@@ -31,6 +36,7 @@ def main(argv=None):
 
     try:
         data = load_json(args.json)
+        gt = load_json(args.gt) if args.gt else None
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -39,7 +45,7 @@ def main(argv=None):
         print("error: give --image-root (the JSON does not record one)", file=sys.stderr)
         return 2
     index = write_overlays(data, root, args.out_dir, num=args.num, seed=args.seed,
-                           score_thresh=args.score_thresh)
+                           score_thresh=args.score_thresh, gt=gt)
     print(f"wrote {index}")
     return 0
 

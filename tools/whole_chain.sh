@@ -6,8 +6,8 @@
 # "The whole chain on this machine"), tests/test_whole_chain.py runs it with tiny sizes.
 #
 # Settings (environment; defaults in brackets):
-#   PY [.venv/bin/python]  WORK [work/chain]  NUM_TRAIN [100]  NUM_VAL [20]
-#   TRAIN_ITERS [200]  SELF_TRAIN_ITERS [50]  FINETUNE_ITERS [50]  LABEL_IMAGES [8]
+#   PY [.venv/bin/python]  WORK [work/chain]  NUM_TRAIN [40]  NUM_VAL [10]
+#   TRAIN_ITERS [100]  SELF_TRAIN_ITERS [30]  FINETUNE_ITERS [30]  LABEL_IMAGES [4]
 #   LAUNCH ["--num-gpus 2 --dist-url auto": 2 CPU processes x 1 thread, the fastest on a
 #           loaded 2-core machine; "" for one process]
 #   OPTS  [""]: extra KEY VALUE overrides for every training / evaluation step
@@ -19,12 +19,12 @@ set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
 WORK=${WORK:-work/chain}
-NUM_TRAIN=${NUM_TRAIN:-100}
-NUM_VAL=${NUM_VAL:-20}
-TRAIN_ITERS=${TRAIN_ITERS:-200}
-SELF_TRAIN_ITERS=${SELF_TRAIN_ITERS:-50}
-FINETUNE_ITERS=${FINETUNE_ITERS:-50}
-LABEL_IMAGES=${LABEL_IMAGES:-8}
+NUM_TRAIN=${NUM_TRAIN:-40}
+NUM_VAL=${NUM_VAL:-10}
+TRAIN_ITERS=${TRAIN_ITERS:-100}
+SELF_TRAIN_ITERS=${SELF_TRAIN_ITERS:-30}
+FINETUNE_ITERS=${FINETUNE_ITERS:-30}
+LABEL_IMAGES=${LABEL_IMAGES:-4}
 LAUNCH=${LAUNCH---num-gpus 2 --dist-url auto}
 OPTS=${OPTS:-}
 
@@ -123,7 +123,7 @@ cv2.VideoWriter_fourcc(*'MJPG'), 2, f[0].shape[1::-1]); [w.write(x) for x in f];
 FIRST_VAL=$(find "$DATA/val" -name '*.png' | sort | head -n 1)
 step "9 demo (image + video)" "$PY" tools/demo.py --config-file "$OV" \
     --weights "$WORK/finetune/model_final.pth" --vocabulary "$SHAPES" --cpu \
-    --input "$FIRST_VAL" "$WORK/shapes.avi" --output "$WORK/demo"
+    --input "$FIRST_VAL" "$WORK/shapes.avi" --output "$WORK/demo" --confidence-threshold 0.3
 
 echo
 echo "== wall times (load average now $(cut -d' ' -f1-3 /proc/loadavg))"
