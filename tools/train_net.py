@@ -42,7 +42,9 @@ def main(args):
     if args.eval_only:
         model, iteration = Trainer.build_inference_model(cfg, resume=args.resume)
         results = Trainer.test(cfg, model)
-        Trainer.write_eval_results(cfg, results, iteration)
+        # One stamp for one checkpoint: the iterations its weights were trained for, as the
+        # end-of-training evaluation stamps it (detectron2 saves model_final at MAX_ITER - 1).
+        Trainer.write_eval_results(cfg, results, None if iteration is None else iteration + 1)
         return results
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
