@@ -175,3 +175,16 @@ def test_a_python_without_zip_d2_gets_told_to_activate_the_venv():
     assert proc.returncode != 0 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert "No module named" in proc.stderr and "source .venv/bin/activate" in proc.stderr
+
+
+def test_building_sam_or_clip_from_an_unusable_file_names_the_file(tmp_path):
+    from zip_d2.models import create_clip, create_sam
+
+    empty = tmp_path / "sam_vit_b.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(MissingWeightsError, match=f"file {empty} is not a usable checkpoint"):
+        create_sam("vit_b", checkpoint=str(empty))
+    corrupt = tmp_path / "clip.safetensors"
+    corrupt.write_bytes(b"abc")
+    with pytest.raises(MissingWeightsError, match="header too small"):
+        create_clip("ViT-B-16", str(corrupt))

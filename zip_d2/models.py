@@ -390,9 +390,9 @@ def _resolve_clip_weights(name: str, pretrained: str, cache_dir: str, key: str) 
     from open_clip.pretrained import download_pretrained
 
     source = clip_weight_source(name, pretrained, cache_dir, key)
-    if source.local:
+    if source.local and not unreadable_weights(source.local):
         return source.local
-    require_weights([source])
+    require_weights([source])  # names an unreadable file, a missing one or a blocked host
     how = f"set {key} to a local copy of {source.url}"
     try:
         path = download_pretrained(open_clip.get_pretrained_cfg(name, pretrained),
@@ -581,7 +581,7 @@ def _download_checked(url: str, dst: str) -> None:
 
 def _resolve_sam_checkpoint(model_type: str, checkpoint: str, cache_dir: str, key: str) -> str:
     source = sam_weight_source(model_type, checkpoint, cache_dir, key)
-    if source.local:
+    if source.local and not unreadable_weights(source.local):
         return source.local
     require_weights([source])
     os.makedirs(os.path.dirname(source.cache), exist_ok=True)
