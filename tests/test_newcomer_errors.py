@@ -175,6 +175,12 @@ def test_a_python_without_zip_d2_gets_told_to_activate_the_venv():
     assert proc.returncode != 0 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert "No module named" in proc.stderr and "source .venv/bin/activate" in proc.stderr
+    # zip_d2 on PYTHONPATH but not its packages (torch, detectron2): the same one line.
+    proc = subprocess.run([sys.executable, "-S", "tools/train_net.py", "--help"], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "No module named 'torch'" in proc.stderr and "source .venv/bin/activate" in proc.stderr
 
 
 def test_building_sam_or_clip_from_an_unusable_file_names_the_file(tmp_path):
