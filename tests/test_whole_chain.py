@@ -27,7 +27,7 @@ def test_the_whole_chain_runs_offline_and_times_every_step(tmp_path):
     work = tmp_path / "chain"
     env = dict(os.environ, PY=sys.executable, WORK=str(work), ZIP_D2_OFFLINE="1", **TINY)
     proc = subprocess.run(["bash", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     names = step_names()
     assert len(names) == 13
