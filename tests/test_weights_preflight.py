@@ -52,8 +52,9 @@ def _train_net_error(argv, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert rc == 2 and captured.out == "", captured.out[-2000:]
     err = captured.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("train_net: error: missing weights"), err
-    return err[0]
+    assert err[0].startswith("train_net: error: missing weights"), err
+    assert len(err) == 2 and err[1].startswith("  "), err  # one line for the one missing model
+    return "\n".join(err)
 
 
 def _registered(ds, prefix):
@@ -139,8 +140,8 @@ def test_self_train_stops_before_round_0_when_its_weights_are_missing(
         "--image-root", os.path.join(synthetic_dataset["root"], "train"), "--output-dir",
         str(out), "--rounds", "1", "MODEL.WEIGHTS", "detectron2://ImageNetPretrained/MSRA/R-50.pkl"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1, err
-    assert err[0].startswith("self_train: error: missing weights") and "MODEL.WEIGHTS" in err[0]
+    assert rc == 2 and len(err) == 2, err
+    assert err[0].startswith("self_train: error: missing weights") and "MODEL.WEIGHTS" in err[1]
     assert not (out / "round0").exists()
 
 

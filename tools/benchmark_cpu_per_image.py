@@ -20,7 +20,11 @@ time per image at 64 detections (wall time is printed beside it; on a shared mac
 measures the other processes).
 With --device cuda the masks start on the GPU, where NMS and boxes then run.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -30,9 +34,6 @@ import platform
 import statistics
 import sys
 import time
-
-import numpy as np
-import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_MS = 15.0
@@ -76,6 +77,7 @@ def _time_stages(stages, repeats, sync):
 
 def class_activations(rng, classes, grid=32):
     """(C, grid, grid) float32 in [0, 1]: two or three smooth blobs per class."""
+    import numpy as np
     yy, xx = np.mgrid[:grid, :grid]
     act = np.zeros((classes, grid, grid), np.float32)
     for c in range(classes):
@@ -106,6 +108,9 @@ def build(device):
 
 def main(argv=None):
     args = parse_args(argv)
+    import numpy as np
+    import torch
+
     import zip_d2
     from zip_d2.benchmarks.inputs import sam_like_masks, synthetic_scene
     from zip_d2.labels.coco_output import detections_to_annotations

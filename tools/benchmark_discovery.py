@@ -15,7 +15,11 @@ Examples:
   python tools/benchmark_discovery.py --device cuda --what discovery,kmeans,image \
       --config configs/pseudo/zip_paper.yaml --precision fp16
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -26,16 +30,11 @@ import statistics
 import sys
 import time
 
-import numpy as np
-import torch
-
-from zip_d2.benchmarks.discovery_reference import discover_instances_loop
-from zip_d2.benchmarks.inputs import synthetic_scene
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _sync(device):
+    import torch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -54,6 +53,10 @@ def _median_ms(fn, repeats, warmup, device):
 
 
 def bench_discovery(args, device):
+    import torch
+
+    from zip_d2.benchmarks.discovery_reference import discover_instances_loop
+    from zip_d2.benchmarks.inputs import synthetic_scene
     from zip_d2.pseudo.instances import DiscoveryParams, discover_instances, split_fragments
 
     h, w = (int(v) for v in args.grid.split("x"))
@@ -82,6 +85,8 @@ def bench_discovery(args, device):
 
 
 def bench_kmeans(args, device):
+    import torch
+
     from zip_d2.pseudo.clusters import kmeans
 
     g = torch.Generator(device="cpu").manual_seed(args.seed)
@@ -104,6 +109,8 @@ def bench_kmeans(args, device):
 
 
 def bench_image(args, device):
+    import numpy as np
+
     from zip_d2.config import setup_cfg
     from zip_d2.pseudo import build_labeler, clues
 
@@ -193,6 +200,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write the numbers to this file")
     args = ap.parse_args(argv)
+    import torch
 
     device = torch.device(args.device)
     torch.manual_seed(args.seed)

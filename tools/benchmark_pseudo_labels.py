@@ -14,7 +14,11 @@ GPU synchronised around every stage so each gets its own time; (2) the real job 
 writer thread, shard files, merge) for the end-to-end rate. The targets from the issue (>= 5
 images/s, <= 16 GB peak GPU memory per process) are checked when a GPU is used.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse

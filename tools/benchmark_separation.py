@@ -15,7 +15,11 @@ a disc to the new rule, and discovery takes <= 20 ms on the 128x171 grid.
 Example:
   python tools/benchmark_separation.py --seeds 8 --json work/separation.json
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse

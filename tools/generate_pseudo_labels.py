@@ -16,7 +16,11 @@ into OUT.json and validated. OUT.json is replaced only if this job wrote it (els
 Exit status: 0 done, 1 merged but validation found problems, 2 the job could not start (nothing
 was labeled) or could not merge (see the message), 130 interrupted (Ctrl-C; rerun to continue).
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -86,8 +90,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.images and not args.coco_json:
         p.error("give --images DIR or --coco-json FILE")
-    if len(args.opts) % 2:
-        p.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
+    from zip_d2.config import SetupError, check_overrides
+
+    try:
+        check_overrides(args.opts)
+    except SetupError as e:
+        p.error(str(e))
     return args
 
 
@@ -117,7 +125,14 @@ def run(args, argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from zip_d2.config import SetupError, setup_cfg
     from zip_d2.labels.images import InputError
-    from zip_d2.labels.job import JobError, JobOptions, run_job, summary_lines
+    from zip_d2.labels.job import (
+        JobError,
+        JobOptions,
+        missing_folders,
+        remove_empty_folders,
+        run_job,
+        summary_lines,
+    )
     from zip_d2.labels.shards import ShardError
     from zip_d2.models import MissingWeightsError
 
@@ -135,9 +150,11 @@ def run(args, argv=None):
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    new_folders = missing_folders(args.out)
     try:
         result = run_job(cfg, opts)
     except (JobError, InputError, MissingWeightsError, ShardError) as e:
+        remove_empty_folders(new_folders)  # a refused job leaves no empty output folder
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

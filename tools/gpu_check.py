@@ -25,7 +25,11 @@ Check a folder of wheels for that machine (one version each, cp312/pure tags, ev
 carried or among the GPU image's packages listed below, size):
     python tools/gpu_check.py --check-wheels .whl
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -55,7 +59,9 @@ GPU_IMAGE_PACKAGES = {
     "torch", "torchvision", "numpy", "scipy", "scikit-image", "opencv-python-headless", "pillow",
     "matplotlib", "tqdm", "tabulate", "cloudpickle", "tensorboard", "packaging", "pyyaml", "regex",
     "huggingface-hub", "safetensors", "timm", "portalocker", "setuptools"}
-WHEEL_LIMIT_MIB = 64  # what one call to the GPU machine carries, the working tree included
+# The GPU check's transfer size: the wheels travel with the working tree in one copy of at
+# most this many MiB, so they may take a quarter of it.
+WHEEL_LIMIT_MIB = 64
 
 
 def parse_args(argv=None):
@@ -450,8 +456,8 @@ def check_wheels(folder):
         elif needed in carried and not req.specifier.contains(str(carried[needed]),
                                                                prereleases=True):
             problems.append(f"{dist} needs {req}, but {needed} {carried[needed]} is carried")
-    print(f"  {len(wheels)} wheels, {total / 2 ** 20:.1f} MiB of the {WHEEL_LIMIT_MIB} MiB a "
-          "call to the GPU machine carries")
+    print(f"  {len(wheels)} wheels, {total / 2 ** 20:.1f} MiB (the GPU check's transfer, "
+          f"working tree included, is at most {WHEEL_LIMIT_MIB} MiB)")
     if total > WHEEL_LIMIT_MIB * 2 ** 20 / 4:
         problems.append(f"{total / 2 ** 20:.1f} MiB of wheels leaves too little of "
                         f"{WHEEL_LIMIT_MIB} MiB for the working tree")

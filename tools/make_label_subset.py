@@ -10,7 +10,11 @@ written exactly, so two percentages never share a file; one given twice is writt
         --coco-json $DETECTRON2_DATASETS/coco/annotations/instances_train2017.json \
         --out-dir $DETECTRON2_DATASETS/coco/annotations --percents 1 2 5 10 --seed 1
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse

@@ -12,7 +12,11 @@ recorded as theirs, so the job may replace it later.
 
 Exit status: 0 merged and valid, 1 merged but validation found problems, 2 could not merge.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse

@@ -16,7 +16,11 @@ a machine without one (see --help).
     # from an existing detector (round 0 not trained here):
     python tools/self_train.py ... --weights output/round0/model_final.pth --rounds 1
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse

@@ -10,7 +10,11 @@ On a machine without a GPU, --num-gpus N trains with N CPU processes (see --help
         --register-dataset synthetic_train work/synthetic/train.json work/synthetic/train \
         --register-dataset synthetic_val work/synthetic/val.json work/synthetic/val
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import sys
@@ -39,7 +43,9 @@ def main(args):
     if args.eval_only:
         model, iteration, class_names = Trainer.build_inference_model(cfg, resume=args.resume)
         results = Trainer.test(inference_cfg(cfg), model, class_names=class_names)
-        Trainer.write_eval_results(cfg, results, iteration)
+        # One stamp for one checkpoint: the iterations its weights were trained for, as the
+        # end-of-training evaluation stamps it (detectron2 saves model_final at MAX_ITER - 1).
+        Trainer.write_eval_results(cfg, results, None if iteration is None else iteration + 1)
         return results
     return train_detector(cfg, resume=args.resume)
 
@@ -52,6 +58,10 @@ def parse_args(argv=None):
 
 def cli(argv=None):
     args = parse_args(argv)
+    if not args.config_file:
+        print("train_net: error: give --config-file, the detector's config (e.g. "
+              "configs/synthetic/mask_rcnn_R18_synthetic.yaml)", file=sys.stderr)
+        return 2
     try:
         cfg = setup_cfg(args.config_file, args.opts, args.register_dataset)
         check_launch(cfg, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url,

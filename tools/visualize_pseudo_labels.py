@@ -3,8 +3,14 @@
 
     python tools/visualize_pseudo_labels.py work/demo.json --out-dir work/demo_vis --num 20
     # then open work/demo_vis/index.html
+    python tools/visualize_pseudo_labels.py work/labels.json --gt work/synthetic/train.json ...
+    # labels and ground truth side by side
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -21,6 +27,9 @@ def main(argv=None):
     p.add_argument("--num", type=int, default=20, help="number of images to draw")
     p.add_argument("--seed", type=int, help="draw a seeded random sample instead of the first N")
     p.add_argument("--score-thresh", type=float, default=0.0, help="hide detections below this")
+    p.add_argument("--gt", metavar="FILE",
+                   help="ground-truth COCO JSON: draw it beside the labels, image by image "
+                        "(matched by file_name)")
     args = p.parse_args(argv)
 
     from zip_d2.data.validate import DatasetError, load_json
@@ -29,6 +38,7 @@ def main(argv=None):
 
     try:
         data = load_json(args.json)
+        gt = load_json(args.gt) if args.gt else None
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -38,7 +48,7 @@ def main(argv=None):
         return 2
     try:
         index = write_overlays(data, root, args.out_dir, num=args.num, seed=args.seed,
-                               score_thresh=args.score_thresh, json_path=args.json)
+                               score_thresh=args.score_thresh, json_path=args.json, gt=gt)
     except (DatasetError, VisualizeError) as e:  # OverwriteError is a DatasetError
         print(f"error: {e}", file=sys.stderr)
         return 2

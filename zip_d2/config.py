@@ -4,7 +4,9 @@
 below are its sections, one per stage of the data flow, so a reader finds a key next to the
 keys of the same stage. Each key has its default and a one-line comment.
 """
+import difflib
 import os
+import re
 
 import yaml
 
@@ -41,6 +43,40 @@ def _one_line(e):
     return " ".join(str(e).strip("'\"").split()) or type(e).__name__
 
 
+def check_overrides(opts):
+    """SetupError unless ``opts`` are KEY VALUE pairs; a tool flag among them (``--overwrite``
+    typed after the overrides) is named, with where it belongs."""
+    flags = [o for o in opts if re.fullmatch(r"--[A-Za-z][\w-]*(=.*)?", str(o))]
+    if flags:
+        raise SetupError(f"{flags[0]} comes after the KEY VALUE config overrides, where it is "
+                         "read as a key: move it before them")
+    if len(opts) % 2:
+        raise SetupError(f"config overrides must be KEY VALUE pairs, got {' '.join(opts)}")
+
+
+def _all_keys(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, CN):
+            yield from _all_keys(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def nearest_keys_hint(cfg, message):
+    """``message`` ("Non-existent key: X" from yacs) plus the config's nearest existing keys."""
+    found = re.search(r"Non-existent (?:config )?key: ([\w.]+)", message)
+    if not found:
+        return message
+    wrong = found.group(1)
+    keys = list(_all_keys(cfg))
+    near = difflib.get_close_matches(wrong, keys, n=3, cutoff=0.8)
+    if not near:  # a wrong last part: the keys of the same section
+        section = wrong.rsplit(".", 1)[0] + "."
+        near = difflib.get_close_matches(wrong, [k for k in keys if k.startswith(section)],
+                                         n=3, cutoff=0.5)
+    return message + (f" (did you mean {' or '.join(near)}?)" if near else "")
+
+
 def _set_key(cfg, key, value):
     """``cfg.<key> = value`` for a dotted key that must exist, keeping the default's type."""
     node, *path = [cfg] + key.split(".")
@@ -70,8 +106,7 @@ def setup_cfg(config_file=None, opts=(), register=(), settings=None):
     cfg = get_cfg()
     if config_file and not os.path.isfile(config_file):
         raise SetupError(f"config file not found: {config_file}")
-    if len(opts) % 2:
-        raise SetupError(f"config overrides must be KEY VALUE pairs, got {' '.join(opts)}")
+    check_overrides(opts)
     steps = ((config_file, cfg.merge_from_file, config_file),
              ("command-line flags", lambda s: [_set_key(cfg, k, v) for k, v in s.items()],
               settings),
@@ -85,7 +120,8 @@ def setup_cfg(config_file=None, opts=(), register=(), settings=None):
             raise SetupError(f"bad config in {source}: {e}") from None
         except (KeyError, ValueError, AssertionError, TypeError, AttributeError,
                 yaml.YAMLError) as e:
-            raise SetupError(f"bad config in {source}: {_one_line(e)}") from None
+            raise SetupError(f"bad config in {source}: "
+                             f"{nearest_keys_hint(cfg, _one_line(e))}") from None
     cfg.ZIP.DATASETS.REGISTER = [list(r) for r in cfg.ZIP.DATASETS.REGISTER] + [
         list(r) for r in register]
     cfg.freeze()

@@ -12,10 +12,21 @@ class DatasetError(ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""
 
 
+def unset_datasets_hint(path):
+    """A hint for a missing ``path`` that an unset ``$DETECTRON2_DATASETS`` made: the README's
+    ``$DETECTRON2_DATASETS/coco/...`` becomes ``/coco/...``. "" otherwise."""
+    first = str(path).lstrip("/").split("/", 1)[0]
+    if (os.environ.get("DETECTRON2_DATASETS") or not str(path).startswith("/")
+            or first not in ("coco", "lvis") or os.path.exists(f"/{first}")):
+        return ""
+    return ("; $DETECTRON2_DATASETS is not set, so $DETECTRON2_DATASETS/coco/... became "
+            "/coco/...: export DETECTRON2_DATASETS=/path/to/datasets (see datasets/README.md)")
+
+
 def load_json(path):
     """Read a JSON file, turning every way it can be unusable into a one-line DatasetError."""
     if not os.path.isfile(path):
-        raise DatasetError(f"{path}: JSON file not found")
+        raise DatasetError(f"{path}: JSON file not found{unset_datasets_hint(path)}")
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)

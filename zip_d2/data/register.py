@@ -10,6 +10,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from .coco_json import unset_datasets_hint
 from .validate import DatasetError, check_coco, load_json
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,10 @@ def register_coco_json(name, json_file, image_root):
 
 
 def register_from_cfg(cfg):
-    """Register every [name, json_file, image_root] triple of ``cfg.ZIP.DATASETS.REGISTER``."""
+    """Register every [name, json_file, image_root] triple of ``cfg.ZIP.DATASETS.REGISTER``
+    (and zip_d2's OV-COCO names, as detectron2 registers its builtin ones)."""
+    from . import ov_coco  # noqa: F401  (registers the OV-COCO names; it imports this module)
+
     for entry in cfg.ZIP.DATASETS.REGISTER:
         if len(entry) != 3:
             raise DatasetError(
@@ -85,6 +89,8 @@ def check_datasets(cfg, names=None, require_annotations=(), require_masks=()):
     Raises:
         DatasetError: one line naming the dataset, the file and the first problem.
     """
+    from . import ov_coco  # noqa: F401  (registers the OV-COCO names; it imports this module)
+
     if names is None:
         names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     registered = set(DatasetCatalog.list())
@@ -101,7 +107,7 @@ def check_datasets(cfg, names=None, require_annotations=(), require_masks=()):
         if not os.path.isfile(json_file):
             raise DatasetError(
                 f"dataset {name!r}: JSON file not found: {json_file}"
-                + _builtin_hint(json_file)
+                + (_builtin_hint(json_file) or unset_datasets_hint(json_file))
             )
         try:
             # Geometry too: detectron2's mapper silently clips a box that lies outside its

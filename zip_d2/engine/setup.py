@@ -43,7 +43,7 @@ def required_weights(cfg, resume=False, model_weights=True):
 
 
 def check_weights(cfg, resume=False, model_weights=True):
-    """SetupError, in one line naming every missing file or model and the key that provides
+    """SetupError, with one line per missing file or model naming the key that provides
     it, unless all of :func:`required_weights` are on this machine or can be downloaded now."""
     try:
         require_weights(required_weights(cfg, resume, model_weights))

@@ -19,6 +19,7 @@ from typing import Iterable, List, Optional, Tuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from zip_d2.data.coco_json import unset_datasets_hint
 from zip_d2.data.validate import DatasetError, load_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -81,7 +82,7 @@ def list_image_folder(root: str, exclude: Iterable[str] = ()) -> Tuple[List[Imag
     Raises InputError when ``root`` is not a directory or holds no image file.
     """
     if not os.path.isdir(root):
-        raise InputError(f"image folder not found: {root}")
+        raise InputError(f"image folder not found: {root}{unset_datasets_hint(root)}")
     excluded = {os.path.realpath(p) for p in exclude}
     excluded_names = {os.path.basename(p) for p in excluded}
     entries, ignored, seen_dirs = [], 0, set()

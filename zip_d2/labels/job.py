@@ -313,6 +313,25 @@ def check_output_writable(out: str) -> None:
             os.remove(probe)
 
 
+def missing_folders(out: str) -> List[str]:
+    """The folders above ``out`` that do not exist yet, deepest first (the job makes them)."""
+    folders, folder = [], os.path.dirname(os.path.abspath(out))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folders.append(folder)
+        folder = os.path.dirname(folder)
+    return folders
+
+
+def remove_empty_folders(folders: List[str]) -> None:
+    """After a job that stopped early: remove ``folders`` (from :func:`missing_folders`),
+    deepest first, while they are empty, so that a refused job leaves no folder behind."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (another rank wrote there) or already gone
+            return
+
+
 def input_files(cfg, opts: JobOptions) -> Dict[str, str]:
     """The files the job reads ({what: path}): none of them may be its --out."""
     named = {"--coco-json": opts.coco_json, "--config": opts.config_file,

@@ -221,6 +221,12 @@ def required_clip_weights(cfg) -> List[WeightSource]:
     same configuration errors as building the heads would (e.g. a class-count mismatch).
     """
     ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
+    for key in ("VOCABULARY", "TEST_VOCABULARY"):  # checked here, before any model is built
+        if ov[key]:
+            try:
+                load_vocabulary(ov[key])
+            except ValueError as e:
+                raise ValueError(f"MODEL.ROI_BOX_HEAD.OPEN_VOCAB.{key}: {e}") from None
     if ov.RANDOM_WEIGHTS or not uses_open_vocab_heads(cfg):
         return []
     planned = []
