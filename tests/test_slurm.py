@@ -19,6 +19,7 @@ from conftest import REPO, run_tool
 from slurm_cluster import slurm_cluster  # noqa: F401  (the session fixture)
 
 from zip_d2 import slurm
+from zip_d2.labels import shards
 
 TINY = os.path.join(REPO, "configs", "pseudo", "tiny_random.yaml")
 # Bit-identical labels in every process: one thread, one image per labeler call (as
@@ -81,8 +82,9 @@ def test_label_array_with_a_task_requeued_mid_way_gives_the_one_process_labels(
     say(capsys, " | ".join(slurm.job_lines("label array", array)
                            + slurm.job_lines("merge job", [merge])))
     shard0 = out.parent / "labels.json.shards" / "rank00000-of-00004.jsonl"
-    wait_for(lambda: shard0.exists() and shard0.stat().st_size > 0, "task 0's first image",
-             array[0])
+    # After the shard's header line (its job's settings), the first finished image.
+    wait_for(lambda: shard0.exists() and len(shards.read_shard(str(shard0))) > 0,
+             "task 0's first image", array[0])
     array[0]._interrupt(timeout=True)  # the time-limit signal, as SLURM sends it
     slurm.wait([*array, merge], timeout_s=TIMEOUT_S)
     elapsed = time.time() - start
@@ -93,11 +95,10 @@ def test_label_array_with_a_task_requeued_mid_way_gives_the_one_process_labels(
         log = f.read()
     assert f"Requeued job {array[0].job_id}" in log
     # Task 0 ran twice: some images in the first run, the rest after the requeue, none twice.
-    with open(shard0) as f:
-        records = [json.loads(line) for line in f]
+    records = shards.read_shard(str(shard0))
     assert len({r["run"] for r in records}) == 2, records
-    all_records = [json.loads(line) for path in glob.glob(str(shard0.parent / "rank*.jsonl"))
-                   for line in open(path)]
+    all_records = [r for path in glob.glob(str(shard0.parent / "rank*.jsonl"))
+                   for r in shards.read_shard(path)]
     names = [r["file_name"] for r in all_records]
     assert len(names) == len(set(names)) == 40
 
