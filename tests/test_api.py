@@ -109,27 +109,30 @@ def test_labeler_results_equal_the_jobs_annotations_for_the_same_images(tmp_path
     assert total > 0
 
 
-def test_bad_preset_and_missing_weights_are_one_line_errors(tmp_path):
+def test_bad_preset_and_missing_weights_are_the_tools_errors(tmp_path):
     env = dict(ENV, ZIP_D2_OFFLINE="1", HF_HUB_OFFLINE="1", HOME=str(tmp_path / "home"),
                ZIP_D2_CACHE=str(tmp_path / "cache"), XDG_CACHE_HOME=str(tmp_path / "xdg"),
                HF_HOME=str(tmp_path / "hf"))
-    code = ("import zip_d2\n"
+    code = ("import json, zip_d2\n"
             "for args in (('no_such_preset',), ('zip_paper',)):\n"
             "    try:\n"
             "        zip_d2.load_labeler(*args)\n"
             "    except Exception as e:\n"
-            "        print(type(e).__name__, '|', e)\n")
+            "        print(type(e).__name__, '|', json.dumps(str(e)))\n")
     proc = _python(code, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     preset, weights = proc.stdout.strip().splitlines()
-    assert preset.startswith("ValueError | unknown labeler preset 'no_such_preset'")
+    assert preset.startswith('ValueError | "unknown labeler preset \'no_such_preset\'')
     assert "tiny_random" in preset and "zip_paper" in preset
     tool = subprocess.run([sys.executable, GENERATE, "--images", DEMO, "--out",
                            str(tmp_path / "out.json")], env=env, capture_output=True, text=True,
                           timeout=300)
     assert tool.returncode == 2
-    assert weights == "MissingWeightsError | " + tool.stderr.strip().splitlines()[-1][
-        len("error: "):]
+    # The same message as the tool's (a head line, then one line per missing model).
+    kind, message = weights.split(" | ", 1)
+    message = json.loads(message)
+    assert kind == "MissingWeightsError" and message.count("\n") >= 1
+    assert tool.stderr.rstrip().endswith(message.rstrip()), (tool.stderr[-2000:], message)
 
 
 def test_import_zip_d2_loads_no_model_library():
