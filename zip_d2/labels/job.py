@@ -386,12 +386,8 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
     if error:
         raise JobError(error)
 
-    latest, _ = shards.latest_records(shards.read_all_shards(shard_dir))
-    mine = [e for i, e in enumerate(entries) if i % world_size == rank]
-    finished = [e for e in mine if _reusable(latest.get(e.file_name), e, opts.retry_skipped)]
-    changed = _changed_files(root, finished, latest, opts, rank)
-    done = set(finished) - changed
-    pending = [e for e in mine if e not in done]
+    mine, finished, changed, pending = resume_scan(shard_dir, root, entries, opts, rank,
+                                                   world_size)
     result = JobResult(rank, world_size, len(mine), len(mine) - len(pending),
                        images_changed=len(changed))
     logger.info("rank %d/%d: %d images, %d already finished, %d of those changed since, %d to do",
@@ -411,15 +407,7 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
     merge_error = None
     if rank == 0:
         try:
-            merged = shards.merge_shards(shard_dir, listed={e.file_name for e in entries})
-            if opts.validate:
-                result.problems = validate_coco(merged, image_root=root, check_image_sizes=True,
-                                                check_segmentations=True)
-            # Checked again: a file may have appeared at --out while the job ran.
-            check_output_replaceable(cfg, opts)
-            shards.write_output(merged, opts.out, shard_dir)
-            result.merged = opts.out
-            result.label_stats = label_statistics(merged)
+            finish_output(cfg, opts, root, entries, shard_dir, result)
         except Exception as e:  # re-raised below, once the other ranks are released
             merge_error = e
     if distributed:
@@ -427,6 +415,32 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
     if merge_error is not None:
         raise merge_error
     return result
+
+
+def resume_scan(shard_dir, root, entries, opts, rank, world_size):
+    """What this rank still has to do: (its entries, those finished before, those of the
+    finished whose file changed since, those to label now)."""
+    latest, _ = shards.latest_records(shards.read_all_shards(shard_dir))
+    mine = [e for i, e in enumerate(entries) if i % world_size == rank]
+    finished = [e for e in mine if _reusable(latest.get(e.file_name), e, opts.retry_skipped)]
+    changed = _changed_files(root, finished, latest, opts, rank)
+    done = set(finished) - changed
+    pending = [e for e in mine if e not in done]
+    return mine, finished, changed, pending
+
+
+def finish_output(cfg, opts, root, entries, shard_dir, result):
+    """Rank 0, once every rank is done: merge the shards, validate, write ``opts.out`` and
+    fill ``result``'s problems, merged path and label statistics."""
+    merged = shards.merge_shards(shard_dir, listed={e.file_name for e in entries})
+    if opts.validate:
+        result.problems = validate_coco(merged, image_root=root, check_image_sizes=True,
+                                        check_segmentations=True)
+    # Checked again: a file may have appeared at --out while the job ran.
+    check_output_replaceable(cfg, opts)
+    shards.write_output(merged, opts.out, shard_dir)
+    result.merged = opts.out
+    result.label_stats = label_statistics(merged)
 
 
 def _reusable(record: Optional[dict], entry: ImageEntry, retry_skipped: bool) -> bool:
