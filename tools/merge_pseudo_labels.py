@@ -29,32 +29,34 @@ def main(argv=None):
     p.add_argument("--no-validate", action="store_true")
     args = p.parse_args(argv)
 
-    from zip_d2.data.validate import validate_coco
+    from zip_d2.data.validate import CocoValidator
     from zip_d2.labels import shards
 
     shard_dir = args.shards or shards.shard_dir_for(args.out)
+    checker = None
     try:
-        merged = shards.merge_shards(shard_dir, allow_partial=args.allow_partial)
-        listing = merged["info"]["job"].get("input", {}).get("coco_json")
+        plan = shards.MergePlan(shard_dir, allow_partial=args.allow_partial)
+        listing = plan.job.get("input", {}).get("coco_json")
         shards.check_output_replaceable(args.out, shard_dir, {"the job's --coco-json": listing},
                                         args.overwrite)
-        shards.write_output(merged, args.out, shard_dir)
+        if not args.no_validate:
+            root = args.image_root or plan.job["input"]["image_root"]
+            checker = CocoValidator(image_root=root, check_image_sizes=True,
+                                    check_segmentations=True)
+        # validated as it is written, one record at a time
+        counts = shards.write_merged(plan, args.out, [checker] if checker else [])
     except (shards.ShardError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    counts = merged["info"]["counts"]
     print(f"wrote {args.out}: {counts['images_labeled']} images, {counts['images_skipped']} "
           f"skipped, {counts['annotations']} annotations")
-    if args.no_validate:
+    if checker is None:
         return 0
-    root = args.image_root or merged["info"]["job"]["input"]["image_root"]
-    problems = validate_coco(merged, image_root=root, check_image_sizes=True,
-                             check_segmentations=True)
+    problems = checker.finish()
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
     print("validation: OK" if not problems else f"validation: {len(problems)} problem(s)")
     return 1 if problems else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

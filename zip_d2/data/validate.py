@@ -4,7 +4,9 @@ Used in two places: before training on a registered dataset (so a bad file is on
 not a traceback from deep inside a data-loader worker), and after every pseudo-label merge.
 """
 import os
+from array import array
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -56,80 +58,217 @@ def validate_coco(data, image_root=None, check_image_sizes=False, check_segmenta
     """
     if isinstance(data, (str, os.PathLike)):
         data = load_json(data)
-    problems = []
-
-    def report(msg):
-        problems.append(msg)
-        return len(problems) >= max_problems
-
     if not isinstance(data, dict):
         return ["top level is not a JSON object"]
-    for key, fields in _REQUIRED.items():
+    for key in _REQUIRED:
         if not isinstance(data.get(key), list):
             return [f"missing required list '{key}'"]
-        for i, entry in enumerate(data[key]):
-            missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
-            if missing:
-                return [f"{key}[{i}] is missing required field(s) {', '.join(missing)}"]
-
-    for key in _REQUIRED:
-        dup = [k for k, n in Counter(e["id"] for e in data[key]).items() if n > 1]
-        if dup and report(f"{key}: duplicate id {dup[0]} ({len(dup)} duplicated ids)"):
-            return problems
-    dup_names = [n for n, k in Counter(c["name"] for c in data["categories"]).items() if k > 1]
-    if dup_names and report(f"categories: duplicate name {dup_names[0]!r} "
-                            f"({len(dup_names)} duplicated names)"):
-        return problems
-    if not data["images"]:
-        report("no images: the dataset is empty")
-        return problems
-
-    images = {img["id"]: img for img in data["images"]}
-    category_ids = {c["id"] for c in data["categories"]}
+    checker = CocoValidator(image_root, check_image_sizes, check_segmentations, max_problems)
+    checker.categories(data["categories"])
     for img in data["images"]:
+        if not checker.image(img):
+            break
+    for ann in data["annotations"]:
+        if not checker.annotation(ann):
+            break
+    return checker.finish()
+
+
+def validate_coco_file(path, image_root=None, check_image_sizes=False,
+                       check_segmentations=False, max_problems=20, root_from_info=None):
+    """:func:`validate_coco` of a JSON file read as a stream (``json_stream``): memory holds
+    one record at a time plus the validator's few bytes per record, whatever the file's size.
+
+    ``root_from_info(info)``, when given and ``image_root`` is None, names the image root from
+    the file's ``info`` block. The sections may come in any order: those that arrive before
+    what they are checked against (annotations before the images or categories, images before
+    an ``info`` that names their root) are read in a second pass.
+
+    Returns (problems, counts: {"images", "annotations"}, the image root used). Raises
+    DatasetError for a file that cannot be read as JSON.
+    """
+    from .json_stream import iter_object
+
+    checker = CocoValidator(image_root, check_image_sizes, check_segmentations, max_problems)
+    seen, done, deferred = set(), set(), []
+
+    def ready(key):
+        if key == "images":
+            return image_root is not None or root_from_info is None or "info" in seen
+        if key == "annotations":
+            return {"images", "categories"} <= done
+        return True
+
+    def take(key, value):
+        if not isinstance(value, Iterator):
+            return  # not a list: reported as missing below
+        if key == "categories":
+            checker.categories(list(value))
+        else:
+            feed = checker.image if key == "images" else checker.annotation
+            for record in value:
+                if not feed(record):
+                    break
+        done.add(key)
+
+    for key, value in iter_object(path):
+        seen.add(key)
+        if key == "info" and image_root is None and root_from_info is not None:
+            image_root = checker.image_root = root_from_info({"info": value})
+        elif key in _REQUIRED and not checker.stopped:
+            if ready(key):
+                take(key, value)
+            else:
+                deferred.append(key)
+    if deferred and not checker.stopped:
+        for key, value in iter_object(path):
+            if key in deferred and ready(key) and not checker.stopped:
+                take(key, value)
+    for key in _REQUIRED:
+        if key not in done and not checker.stopped:
+            return [f"missing required list '{key}'"], {"images": 0, "annotations": 0}, \
+                image_root
+    counts = {"images": checker.num_images, "annotations": checker.num_annotations}
+    return checker.finish(), counts, image_root
+
+
+class CocoValidator:
+    """The checks of :func:`validate_coco`, fed one record at a time: the categories, then
+    every image, then every annotation (the order of a merged pseudo-label file, and of any
+    file read as a stream). Holds a few dozen bytes per image and 8 per annotation, never the
+    records themselves.
+
+    ``image`` and ``annotation`` return False once the record was malformed (a missing
+    required field: nothing after it is checked) or ``max_problems`` are collected; ``finish``
+    returns the problems, duplicate ids first.
+    """
+
+    def __init__(self, image_root=None, check_image_sizes=False, check_segmentations=False,
+                 max_problems=20):
+        self.image_root, self.check_image_sizes = image_root, check_image_sizes
+        self.check_segmentations, self.max_problems = check_segmentations, max_problems
+        self.problems, self.stopped, self._broken = [], False, False
+        self._other_ids = {"images": [], "annotations": []}  # ids that are not integers
+        self.category_ids = set()
+        self._images = {}  # id -> (width, height)
+        self._image_ids = array("q")
+        self._annotation_ids = array("q")
+        self._dup_categories = []
+        self.num_images = self.num_annotations = 0
+
+    def _keep_id(self, key, ids, value):
+        if isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:
+            ids.append(value)
+        else:
+            self._other_ids[key].append(value)
+
+    def _report(self, msg):
+        self.problems.append(msg)
+        if len(self.problems) >= self.max_problems:
+            self.stopped = True
+        return not self.stopped
+
+    def _malformed(self, key, i, entry):
+        missing = [f for f in _REQUIRED[key] if not isinstance(entry, dict) or f not in entry]
+        if missing:
+            self.problems = [f"{key}[{i}] is missing required field(s) {', '.join(missing)}"]
+            self.stopped = self._broken = True
+        return bool(missing)
+
+    def categories(self, categories):
+        """All categories at once (they are few)."""
+        for i, c in enumerate(categories):
+            if self._malformed("categories", i, c):
+                return False
+        self._dup_categories = [
+            _duplicates("categories", [c["id"] for c in categories]),
+            _duplicates("categories", [c["name"] for c in categories], "name")]
+        self.category_ids = {c["id"] for c in categories}
+        return True
+
+    def image(self, img):
+        if self.stopped or self._malformed("images", self.num_images, img):
+            return False
+        self.num_images += 1
+        self._keep_id("images", self._image_ids, img["id"])
+        self._images[img["id"]] = (img["width"], img["height"])
         if not (isinstance(img["width"], int) and isinstance(img["height"], int)
                 and img["width"] > 0 and img["height"] > 0):
-            if report(f"image {img['id']}: width/height must be positive integers"):
-                return problems
-        if image_root is None:
-            continue
-        path = os.path.join(image_root, img["file_name"])
+            if not self._report(f"image {img['id']}: width/height must be positive integers"):
+                return False
+        if self.image_root is None:
+            return True
+        path = os.path.join(self.image_root, img["file_name"])
         if not os.path.isfile(path):
-            if report(f"image {img['id']}: file not found: {path}"):
-                return problems
-            continue
-        if check_image_sizes:
+            return self._report(f"image {img['id']}: file not found: {path}")
+        if self.check_image_sizes:
             try:
                 size = oriented_image_size(path)
             except Exception as e:
-                if report(f"image {img['id']}: cannot read {path} ({type(e).__name__}: {e})"):
-                    return problems
-                continue
+                return self._report(f"image {img['id']}: cannot read {path} "
+                                    f"({type(e).__name__}: {e})")
             if size != (img["width"], img["height"]):
-                if report(f"image {img['id']}: {path} is {size[0]}x{size[1]} (WxH) but the JSON "
-                          f"says {img['width']}x{img['height']}"):
-                    return problems
+                return self._report(f"image {img['id']}: {path} is {size[0]}x{size[1]} (WxH) "
+                                    f"but the JSON says {img['width']}x{img['height']}")
+        return True
 
-    for ann in data["annotations"]:
-        img = images.get(ann["image_id"])
-        if img is None:
-            if report(f"annotation {ann['id']}: image_id {ann['image_id']} is not in 'images'"):
-                return problems
-            continue
-        if ann["category_id"] not in category_ids:
-            if report(f"annotation {ann['id']}: category_id {ann['category_id']} is not in "
-                      "'categories'"):
-                return problems
+    def annotation(self, ann):
+        if self.stopped or self._malformed("annotations", self.num_annotations, ann):
+            return False
+        self.num_annotations += 1
+        self._keep_id("annotations", self._annotation_ids, ann["id"])
+        size = self._images.get(ann["image_id"])
+        if size is None:
+            return self._report(f"annotation {ann['id']}: image_id {ann['image_id']} is not "
+                                "in 'images'")
+        if ann["category_id"] not in self.category_ids:
+            if not self._report(f"annotation {ann['id']}: category_id {ann['category_id']} "
+                                "is not in 'categories'"):
+                return False
         bbox = ann["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4 and bbox[2] >= 0 and bbox[3] >= 0):
-            if report(f"annotation {ann['id']}: bbox must be [x, y, w, h] with w, h >= 0"):
-                return problems
-            continue
-        if check_segmentations:
-            msg = _check_geometry(ann, img)
-            if msg and report(f"annotation {ann['id']}: {msg}"):
-                return problems
-    return problems
+            return self._report(f"annotation {ann['id']}: bbox must be [x, y, w, h] with "
+                                "w, h >= 0")
+        if self.check_segmentations:
+            msg = _check_geometry(ann, {"width": size[0], "height": size[1]})
+            if msg:
+                return self._report(f"annotation {ann['id']}: {msg}")
+        return True
+
+    def finish(self):
+        """The problems found, one line each (duplicate ids and names first)."""
+        if self._broken:
+            return self.problems
+        first = [d for d in (self._dup_categories[:1]
+                             + [_duplicates("images", self._image_ids,
+                                            others=self._other_ids["images"])]
+                             + [_duplicates("annotations", self._annotation_ids,
+                                            others=self._other_ids["annotations"])]
+                             + self._dup_categories[1:]) if d]
+        if not self.num_images and not self.stopped:
+            self.problems.append("no images: the dataset is empty")
+        return (first + self.problems)[:max(self.max_problems, len(first))]
+
+
+def _duplicates(key, values, what="id", others=()):
+    """The problem line for duplicated values (in order of first appearance), or None.
+    ``values``: a list, or an array of int64 ids (``others``: the ids that were not)."""
+    if others:
+        values = list(values) + list(others)
+    if isinstance(values, array):
+        ids = np.frombuffer(values, np.int64) if len(values) else np.zeros(0, np.int64)
+        uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+        dup = counts > 1
+        if not dup.any():
+            return None
+        ordered = uniq[dup][np.argsort(first[dup])]
+        return f"{key}: duplicate id {int(ordered[0])} ({len(ordered)} duplicated ids)"
+    dup = [k for k, n in Counter(values).items() if n > 1]
+    if not dup:
+        return None
+    if what == "name":
+        return f"{key}: duplicate name {dup[0]!r} ({len(dup)} duplicated names)"
+    return f"{key}: duplicate id {dup[0]} ({len(dup)} duplicated ids)"
 
 
 def _check_geometry(ann, img, tol=1.0):

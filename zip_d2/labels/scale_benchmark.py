@@ -32,7 +32,8 @@ from .coco_output import detections_to_annotations
 WIDTH, HEIGHT = 640, 480
 WORLD_SIZE = 8
 NUM_CATEGORIES = 80
-SOURCE_IMAGES = 8
+# Real JPEGs behind the hard links; a file takes at most 65000 links (ext4), 60000 used.
+LINKS_PER_SOURCE = 60000
 POOL_SIZE = 512
 SKIP_EVERY = 1000
 
@@ -68,11 +69,11 @@ def annotation_pool(seed: int = 0) -> List[dict]:
     return pool
 
 
-def _source_jpegs(folder: str) -> List[str]:
-    """SOURCE_IMAGES real 640x480 JPEGs (smooth structure plus noise, like small photos)."""
+def _source_jpegs(folder: str, count: int) -> List[str]:
+    """``count`` real 640x480 JPEGs (smooth structure plus noise, like small photos)."""
     os.makedirs(folder, exist_ok=True)
     paths = []
-    for k in range(SOURCE_IMAGES):
+    for k in range(count):
         rng = np.random.default_rng(1000 + k)
         coarse = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
         image = cv2.resize(coarse, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC)
@@ -97,7 +98,8 @@ def write_job(folder: str, n: int, seed: int = 0) -> dict:
     out = os.path.join(folder, "labels.json")
     shard_dir = shards.shard_dir_for(out)
     os.makedirs(shard_dir, exist_ok=True)
-    sources = _source_jpegs(os.path.join(folder, "sources"))
+    sources = _source_jpegs(os.path.join(folder, "sources"),
+                            max(8, math.ceil(n / LINKS_PER_SOURCE)))
     source_prints = [file_fingerprint(p) for p in sources]
     names = image_names(n)
     made = set()
@@ -108,7 +110,7 @@ def write_job(folder: str, n: int, seed: int = 0) -> dict:
             os.makedirs(parent, exist_ok=True)
             made.add(parent)
         if not os.path.exists(path):
-            os.link(sources[i % SOURCE_IMAGES], path)
+            os.link(sources[i % len(sources)], path)
     root_real = os.path.realpath(image_root)
     settings = {"format": shards.SETTINGS_FORMAT, "input": {"image_root": root_real},
                 "labeler": {"method": "benchmark", "random_weights": True},
@@ -130,7 +132,7 @@ def write_job(folder: str, n: int, seed: int = 0) -> dict:
     try:
         for i, name in enumerate(names):
             record = {"file_name": name, "run": run,
-                      "fingerprint": source_prints[i % SOURCE_IMAGES]}
+                      "fingerprint": source_prints[i % len(sources)]}
             if i % SKIP_EVERY == SKIP_EVERY - 1:
                 record["skipped"] = "labeler failed: RuntimeError: synthetic failure"
             else:

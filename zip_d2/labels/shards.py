@@ -30,9 +30,9 @@ import json
 import os
 import socket
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
-from zip_d2.data.coco_json import write_json_atomic
+from zip_d2.data.coco_json import write_atomic, write_json_atomic
 from zip_d2.data.fingerprint import file_fingerprint
 
 from .coco_output import build_info
@@ -67,21 +67,74 @@ def _dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
+def complete_length(f) -> int:
+    """Bytes of an open binary shard file up to and including its last newline: what a reader
+    may use (a killed writer leaves at most one torn final line). Found by reading backwards
+    from the end, so a torn tail costs one block, not a read of the file."""
+    pos = f.seek(0, os.SEEK_END)
+    while pos > 0:
+        step = min(1 << 16, pos)
+        pos -= step
+        f.seek(pos)
+        newline = f.read(step).rfind(b"\n")
+        if newline >= 0:
+            return pos + newline + 1
+    return 0
+
+
+def iter_lines(path: str) -> Iterator[Tuple[int, int, bytes]]:
+    """(line number, byte offset, line) of every complete line of a shard file."""
+    with open(path, "rb") as f:
+        end = complete_length(f)
+        f.seek(0)
+        offset = 0
+        for lineno, line in enumerate(f, 1):
+            if offset + len(line) > end:
+                return
+            yield lineno, offset, line
+            offset += len(line)
+
+
+def _parse(line: bytes, path: str, lineno: int) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ShardError(f"{path}:{lineno}: corrupt shard line ({e}); delete the file to "
+                         "relabel its images") from None
+    if not isinstance(record, dict) or "file_name" not in record:
+        raise ShardError(f"{path}:{lineno}: corrupt shard line (not a record with a "
+                         "file_name); delete the file to relabel its images")
+    return record
+
+
+# A labeled record as the writer dumps it (sorted keys, no spaces) starts with its annotations;
+# the keys after them are what resume and the merge index need. ',"file_name":' cannot occur
+# inside a JSON string (its quote would end the string), only as the key that follows them.
+_ANNOTATIONS_START = b'{"annotations":['
+_AFTER_ANNOTATIONS = b'],"file_name":'
+
+
+def read_keys(line: bytes, path: str = "?", lineno: int = 0) -> dict:
+    """A shard line's record without its ``annotations``, which are not parsed (a line not
+    in the writer's layout is parsed whole, and its annotations dropped)."""
+    if line.startswith(_ANNOTATIONS_START):
+        cut = line.find(_AFTER_ANNOTATIONS)
+        if cut > 0:
+            try:
+                record = json.loads(b"{" + line[cut + 2:])
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and "annotations" not in record:
+                return record
+    record = _parse(line, path, lineno)
+    record.pop("annotations", None)
+    return record
+
+
 def read_shard(path: str) -> List[dict]:
     """The records of one shard file, ignoring a torn (unterminated) final line."""
-    with open(path, "rb") as f:
-        data = f.read()
-    end = data.rfind(b"\n")
-    records = []
-    for lineno, line in enumerate(data[:end + 1].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ShardError(f"{path}:{lineno}: corrupt shard line ({e}); delete the file to "
-                             "relabel its images") from None
-    return records
+    return [_parse(line, path, lineno) for lineno, _, line in iter_lines(path)
+            if line.strip()]
 
 
 def shard_files(shard_dir: str) -> List[str]:
@@ -96,12 +149,16 @@ def read_all_shards(shard_dir: str) -> List[dict]:
     return records
 
 
-def latest_records(records: List[dict]) -> Tuple[Dict[str, dict], int]:
-    """One record per file_name, and how many others were dropped.
+def _wins(new: dict, old: dict) -> bool:
+    """Whether record ``new`` replaces ``old`` of the same image: the latest run wins; within a
+    run a labeled record beats a skip, then the first one wins."""
+    newer = new.get("run", 0) > old.get("run", 0)
+    better = new.get("run", 0) == old.get("run", 0) and "skipped" in old and "skipped" not in new
+    return newer or better
 
-    The record of the latest run wins (an image relabelled because its file changed); within a
-    run a labeled record beats a skip, then the first one wins.
-    """
+
+def latest_records(records: Iterable[dict]) -> Tuple[Dict[str, dict], int]:
+    """One record per file_name, and how many others were dropped (see :func:`_wins`)."""
     chosen, duplicates = {}, 0
     for r in records:
         old = chosen.get(r["file_name"])
@@ -109,12 +166,27 @@ def latest_records(records: List[dict]) -> Tuple[Dict[str, dict], int]:
             chosen[r["file_name"]] = r
             continue
         duplicates += 1
-        newer = r.get("run", 0) > old.get("run", 0)
-        better = (r.get("run", 0) == old.get("run", 0) and "skipped" in old
-                  and "skipped" not in r)
-        if newer or better:
+        if _wins(r, old):
             chosen[r["file_name"]] = r
     return chosen, duplicates
+
+
+def resume_records(shard_dir: str, wanted: Optional[set] = None) -> Dict[str, dict]:
+    """The latest record of each image named in ``wanted`` (default: all), without its
+    annotations: what a rerun needs to know which of its images are finished. Every shard
+    file is read; the annotations are never parsed nor kept."""
+    chosen: Dict[str, dict] = {}
+    for path in shard_files(shard_dir):
+        for lineno, _, line in iter_lines(path):
+            if not line.strip():
+                continue
+            r = read_keys(line, path, lineno)
+            if wanted is not None and r["file_name"] not in wanted:
+                continue
+            old = chosen.get(r["file_name"])
+            if old is None or _wins(r, old):
+                chosen[r["file_name"]] = r
+    return chosen
 
 
 class ShardWriter:
@@ -131,9 +203,8 @@ class ShardWriter:
     def _cut_torn_tail(path: str) -> None:
         # A line torn by a kill would otherwise be glued to the next record.
         with open(path, "rb") as f:
-            data = f.read()
-        keep = data.rfind(b"\n") + 1
-        if keep != len(data):
+            keep, size = complete_length(f), f.seek(0, os.SEEK_END)
+        if keep != size:
             os.truncate(path, keep)
 
     def write(self, record: dict) -> None:
@@ -221,13 +292,6 @@ def record_output(shard_dir: str, output_fingerprint: dict) -> None:
     outputs = manifest.get("outputs", []) + [output_fingerprint]
     manifest["outputs"] = outputs[-_OUTPUTS_KEPT:]
     write_json_atomic(manifest, os.path.join(shard_dir, MANIFEST), indent=1, sort_keys=True)
-
-
-def write_output(merged: dict, out: str, shard_dir: str) -> None:
-    """Write the merged labels to ``out`` atomically, recorded as this job's own output (the
-    record lands before the file appears, so a crash between them cannot orphan the file)."""
-    write_json_atomic(merged, out, before_replace=lambda tmp: record_output(
-        shard_dir, file_fingerprint(tmp)))
 
 
 def is_recorded_output(shard_dir: str, path: str) -> bool:
@@ -335,9 +399,11 @@ class ShardLock:
             self.fd = None
 
 
-def merge_shards(shard_dir: str, allow_partial: bool = False,
-                 listed: Optional[set] = None) -> dict:
-    """One COCO dict from a shard directory.
+class MergePlan:
+    """What the merge of a shard directory will write, from one pass over the shards that
+    parses only each record's keys (file name, run, id, size, skip reason) and remembers where
+    its line is: a few hundred bytes per image. The annotations are read, one image at a
+    time, only when :meth:`annotations` streams them.
 
     Image ids: the input COCO JSON's when the images came from one, else 1..N in file_name
     order. Annotation ids: 1..M in image id order, then the labeler's order within an image.
@@ -345,44 +411,143 @@ def merge_shards(shard_dir: str, allow_partial: bool = False,
     from the folder since an earlier run) are left out. Raises ShardError when fewer images are
     finished than the job listed, unless ``allow_partial``.
     """
-    manifest = read_manifest(shard_dir)
-    settings, job = manifest["settings"], manifest["job"]
-    chosen, duplicates = latest_records(read_all_shards(shard_dir))
-    not_listed = 0
-    if listed is not None:
-        not_listed = sum(1 for name in chosen if name not in listed)
-        chosen = {name: r for name, r in chosen.items() if name in listed}
-    expected = job.get("num_images")
-    if expected is not None and len(chosen) < expected and not allow_partial:
-        raise ShardError(f"{shard_dir}: only {len(chosen)} of {expected} images are finished; "
-                         "rerun the same command to finish them (ranks on machines without a "
-                         "shared filesystem: copy their rank*.jsonl here and run "
-                         "tools/merge_pseudo_labels.py; to inspect, merge with --allow-partial)")
-    labeled = [r for r in chosen.values() if "skipped" not in r]
-    skipped = [r for r in chosen.values() if "skipped" in r]
-    if all("id" in r for r in labeled):
-        labeled.sort(key=lambda r: r["id"])
-    else:
-        labeled.sort(key=lambda r: r["file_name"])
-        for i, r in enumerate(labeled, 1):
-            r["id"] = i
-    images, annotations = [], []
-    for r in labeled:
-        images.append({"id": r["id"], "file_name": r["file_name"], "width": r["width"],
-                       "height": r["height"]})
-        for ann in r["annotations"]:
-            annotations.append({"id": len(annotations) + 1, "image_id": r["id"], **ann})
-    skipped_images = sorted(({k: r[k] for k in ("id", "file_name") if k in r}
-                             | {"reason": r["skipped"]} for r in skipped),
-                            key=lambda s: s["file_name"])
-    counts = {"images_listed": expected, "images_labeled": len(images),
-              "images_skipped": len(skipped_images), "annotations": len(annotations),
-              "duplicate_records_dropped": duplicates,
-              "records_of_unlisted_images_dropped": not_listed}
-    return {
-        "info": build_info(settings, job, counts),
-        "images": images,
-        "annotations": annotations,
-        "categories": settings["categories"],
-        "skipped_images": skipped_images,
-    }
+
+    def __init__(self, shard_dir: str, allow_partial: bool = False,
+                 listed: Optional[set] = None):
+        manifest = read_manifest(shard_dir)
+        self.shard_dir = shard_dir
+        self.settings, self.job = manifest["settings"], manifest["job"]
+        self.paths = shard_files(shard_dir)
+        # file_name -> (run, skip reason or None, file index, offset, id or None, width, height)
+        chosen: Dict[str, tuple] = {}
+        duplicates = 0
+        for index, path in enumerate(self.paths):
+            for lineno, offset, line in iter_lines(path):
+                if not line.strip():
+                    continue
+                r = read_keys(line, path, lineno)
+                entry = (r.get("run", 0), r.get("skipped"), index, offset, r.get("id"),
+                         r.get("width"), r.get("height"))
+                old = chosen.get(r["file_name"])
+                if old is not None:
+                    duplicates += 1
+                    newer = entry[0] > old[0]
+                    better = entry[0] == old[0] and old[1] is not None and entry[1] is None
+                    if not (newer or better):
+                        continue
+                chosen[r["file_name"]] = entry
+        not_listed = 0
+        if listed is not None:
+            not_listed = sum(1 for name in chosen if name not in listed)
+            for name in [name for name in chosen if name not in listed]:
+                del chosen[name]
+        expected = self.job.get("num_images")
+        if expected is not None and len(chosen) < expected and not allow_partial:
+            raise ShardError(f"{shard_dir}: only {len(chosen)} of {expected} images are "
+                             "finished; rerun the same command to finish them (ranks on machines "
+                             "without a shared filesystem: copy their rank*.jsonl here and run "
+                             "tools/merge_pseudo_labels.py; to inspect, merge with "
+                             "--allow-partial)")
+        # (id, file_name, file index, offset, width, height) in output order
+        labeled = [(e[4], name, e[2], e[3], e[5], e[6]) for name, e in chosen.items()
+                   if e[1] is None]
+        if all(item[0] is not None for item in labeled):
+            labeled.sort(key=lambda item: item[0])
+        else:
+            labeled.sort(key=lambda item: item[1])
+            labeled = [(i, *item[1:]) for i, item in enumerate(labeled, 1)]
+        self.labeled = labeled
+        self.skipped_images = sorted(
+            (({"id": e[4]} if e[4] is not None else {}) | {"file_name": name, "reason": e[1]}
+             for name, e in chosen.items() if e[1] is not None), key=lambda s: s["file_name"])
+        del chosen
+        self.counts = {"images_listed": expected, "images_labeled": len(labeled),
+                       "images_skipped": len(self.skipped_images), "annotations": None,
+                       "duplicate_records_dropped": duplicates,
+                       "records_of_unlisted_images_dropped": not_listed}
+
+    @property
+    def categories(self) -> List[dict]:
+        return self.settings["categories"]
+
+    def info(self, annotations) -> dict:
+        return build_info(self.settings, self.job, dict(self.counts, annotations=annotations))
+
+    def images(self) -> Iterator[dict]:
+        for image_id, name, _, _, width, height in self.labeled:
+            yield {"id": image_id, "file_name": name, "width": width, "height": height}
+
+    def annotations(self) -> Iterator[dict]:
+        """Every annotation in output order, each image's record read from its shard line."""
+        files = [open(path, "rb") for path in self.paths]
+        try:
+            count = 0
+            for image_id, name, index, offset, _, _ in self.labeled:
+                f = files[index]
+                f.seek(offset)
+                record = _parse(f.readline(), self.paths[index], 0)
+                if record.get("file_name") != name:  # the file changed under the merge
+                    raise ShardError(f"{self.paths[index]} changed during the merge; merge "
+                                     "again once no job writes to it")
+                for ann in record["annotations"]:
+                    count += 1
+                    yield {"id": count, "image_id": image_id, **ann}
+        finally:
+            for f in files:
+                f.close()
+
+
+def merge_shards(shard_dir: str, allow_partial: bool = False,
+                 listed: Optional[set] = None) -> dict:
+    """One COCO dict from a shard directory (in memory: for small jobs and tests; jobs write
+    with :func:`write_merged`, which streams). Ids and arguments: see :class:`MergePlan`."""
+    plan = MergePlan(shard_dir, allow_partial, listed)
+    annotations = list(plan.annotations())
+    return {"info": plan.info(len(annotations)), "categories": plan.categories,
+            "images": list(plan.images()), "annotations": annotations,
+            "skipped_images": plan.skipped_images}
+
+
+# The annotation count goes into ``info`` (written first) once the annotations are written:
+# the field is reserved as this many characters of JSON whitespace, then overwritten in place.
+_COUNT_WIDTH = 20
+_COUNT_MARK = "\x00annotation count\x00"
+
+
+def write_merged(plan: MergePlan, out: str, sinks: Iterable = ()) -> dict:
+    """Stream the merged labels to ``out`` (atomically, recorded as this job's own output
+    before it appears), one record at a time; each of ``sinks`` sees every record as it is
+    written (``categories(list)``, then ``image(dict)`` each, then ``annotation(dict)`` each).
+
+    The file holds ``info`` and ``categories`` first (a reader after the class names can stop
+    there), then ``images``, ``annotations`` and ``skipped_images``. Returns the counts."""
+    sinks = list(sinks)
+    for sink in sinks:
+        sink.categories(plan.categories)
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    head = '{"info":' + dumps(plan.info(_COUNT_MARK))
+    mark = head.rindex(dumps(_COUNT_MARK))
+    head = head[:mark] + " " * _COUNT_WIDTH + head[mark + len(dumps(_COUNT_MARK)):]
+    counts = dict(plan.counts)
+
+    def write(f):
+        f.write(head + ',"categories":' + dumps(plan.categories) + ',"images":[')
+        for i, img in enumerate(plan.images()):
+            for sink in sinks:
+                sink.image(img)
+            f.write(("," if i else "") + dumps(img))
+        f.write('],"annotations":[')
+        n = 0
+        for n, ann in enumerate(plan.annotations(), 1):
+            for sink in sinks:
+                sink.annotation(ann)
+            f.write(("," if n > 1 else "") + dumps(ann))
+        f.write('],"skipped_images":' + dumps(plan.skipped_images) + "}")
+        f.flush()
+        # head is ASCII (the encoder escapes the rest), so its characters are its bytes
+        os.pwrite(f.fileno(), str(n).rjust(_COUNT_WIDTH).encode(), mark)
+        counts["annotations"] = n
+
+    write_atomic(out, write, before_replace=lambda tmp: record_output(
+        plan.shard_dir, file_fingerprint(tmp)))
+    return counts
