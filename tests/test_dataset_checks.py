@@ -215,8 +215,8 @@ def test_streaming_validation_of_a_file_finds_what_the_in_memory_one_finds(datas
         problems, counts, used_root = validate_coco_file(path, root, check_image_sizes=True,
                                                          check_segmentations=True)
         assert sorted(problems) == sorted(expected) and used_root == root
-        assert counts == {"images": len(data["images"]),
-                          "annotations": len(data["annotations"])}
+        assert counts == {"images": len(data["images"]), "annotations": len(data["annotations"]),
+                          "categories": len(data["categories"])}
     del layout["images"]
     json.dump(layout, open(path, "w"))
     assert validate_coco_file(path)[0] == ["missing required list 'images'"]

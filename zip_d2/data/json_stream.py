@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator, Tuple
+from collections.abc import Iterator
+from typing import Any, Tuple
 
 from .coco_json import DatasetError
 
@@ -113,3 +114,16 @@ def iter_object(path: str, chunk: int = 1 << 20) -> Iterator[Tuple[str, Any]]:
                     return
         except UnicodeDecodeError as e:
             raise DatasetError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_categories(path: str) -> list:
+    """The ``categories`` list of a COCO JSON file, reading no further than it (a pseudo-label
+    file holds it near the start; other files are streamed up to it). [] when it has none."""
+    pairs = iter_object(path)
+    try:
+        for key, value in pairs:
+            if key == "categories":
+                return list(value) if isinstance(value, Iterator) else value
+        return []
+    finally:
+        pairs.close()

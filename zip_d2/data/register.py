@@ -10,7 +10,8 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .validate import DatasetError, check_coco, load_json
+from .json_stream import read_categories
+from .validate import DatasetError, check_coco
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,11 @@ def register_coco_json(name, json_file, image_root):
     meta = {"json_file": json_file, "image_root": image_root, "evaluator_type": "coco"}
     # load_coco_json sets the class names only when the data is first loaded, but the model is
     # built before that (an open-vocabulary head needs the names), so set them now, in the same
-    # order and id mapping that load_coco_json will set.
+    # order and id mapping that load_coco_json will set. Only the categories are read (a
+    # pseudo-label file holds them at its start), never the whole file.
     if os.path.isfile(json_file):
         try:
-            cats = sorted(load_json(json_file).get("categories", []), key=lambda c: c["id"])
+            cats = sorted(read_categories(json_file), key=lambda c: c["id"])
         except (DatasetError, TypeError, KeyError):
             cats = []  # check_datasets reports the problem in one line
         if cats:
@@ -99,15 +101,15 @@ def check_datasets(cfg, names=None, require_annotations=()):
         try:
             # Geometry too: detectron2's mapper silently clips a box that lies outside its
             # image, which trains on a box nobody drew.
-            data = check_coco(json_file, image_root,
-                              check_image_sizes=cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES,
-                              check_segmentations=True)
+            counts = check_coco(json_file, image_root,
+                                check_image_sizes=cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES,
+                                check_segmentations=True)
         except DatasetError as e:
             raise DatasetError(f"dataset {name!r}: {e}") from None
-        if name in require_annotations and not data["annotations"]:
+        if name in require_annotations and not counts["annotations"]:
             raise DatasetError(f"dataset {name!r}: {json_file} has no annotations to train on")
         logger.info("dataset %r: %d images, %d annotations, %d categories: OK", name,
-                    len(data["images"]), len(data["annotations"]), len(data["categories"]))
+                    counts["images"], counts["annotations"], counts["categories"])
 
 
 def _builtin_hint(json_file):
@@ -116,3 +118,8 @@ def _builtin_hint(json_file):
         return (f" (builtin datasets live under $DETECTRON2_DATASETS={root}; "
                 "see datasets/README.md for the layout)")
     return ""
+
+
+# Last: ov_coco uses this module's EXTRA_ANNOTATION_KEYS. Registers the OV-COCO dataset names
+# wherever datasets are registered.
+from . import ov_coco  # noqa: E402,F401

@@ -84,7 +84,7 @@ def validate_coco_file(path, image_root=None, check_image_sizes=False,
     what they are checked against (annotations before the images or categories, images before
     an ``info`` that names their root) are read in a second pass.
 
-    Returns (problems, counts: {"images", "annotations"}, the image root used). Raises
+    Returns (problems, counts: {"images", "annotations", "categories"}, the image root used). Raises
     DatasetError for a file that cannot be read as JSON.
     """
     from .json_stream import iter_object
@@ -126,9 +126,10 @@ def validate_coco_file(path, image_root=None, check_image_sizes=False,
                 take(key, value)
     for key in _REQUIRED:
         if key not in done and not checker.stopped:
-            return [f"missing required list '{key}'"], {"images": 0, "annotations": 0}, \
-                image_root
-    counts = {"images": checker.num_images, "annotations": checker.num_annotations}
+            return [f"missing required list '{key}'"], \
+                {"images": 0, "annotations": 0, "categories": 0}, image_root
+    counts = {"images": checker.num_images, "annotations": checker.num_annotations,
+              "categories": checker.num_categories}
     return checker.finish(), counts, image_root
 
 
@@ -154,7 +155,7 @@ class CocoValidator:
         self._image_ids = array("q")
         self._annotation_ids = array("q")
         self._dup_categories = []
-        self.num_images = self.num_annotations = 0
+        self.num_images = self.num_annotations = self.num_categories = 0
 
     def _keep_id(self, key, ids, value):
         if isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:
@@ -184,6 +185,7 @@ class CocoValidator:
             _duplicates("categories", [c["id"] for c in categories]),
             _duplicates("categories", [c["name"] for c in categories], "name")]
         self.category_ids = {c["id"] for c in categories}
+        self.num_categories = len(categories)
         return True
 
     def image(self, img):
@@ -312,13 +314,14 @@ def _check_geometry(ann, img, tol=1.0):
 def check_coco(json_path, image_root=None, check_image_sizes=False, check_segmentations=False):
     """Raise a one-line DatasetError if the dataset at ``json_path`` has problems.
 
-    Returns the parsed JSON so callers need not read it twice.
+    The file is read as a stream (one record in memory at a time). Returns its counts:
+    {"images", "annotations", "categories"}.
     """
     if image_root is not None and not os.path.isdir(image_root):
         raise DatasetError(f"{json_path}: image root not found: {image_root}")
-    data = load_json(json_path)
-    problems = validate_coco(data, image_root, check_image_sizes, check_segmentations)
+    problems, counts, _ = validate_coco_file(json_path, image_root, check_image_sizes,
+                                             check_segmentations)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         raise DatasetError(f"{json_path}: {problems[0]}{more}")
-    return data
+    return counts
