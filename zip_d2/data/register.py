@@ -40,7 +40,9 @@ def register_coco_json(name, json_file, image_root):
         lambda: load_coco_json(json_file, image_root, name,
                                extra_annotation_keys=EXTRA_ANNOTATION_KEYS),
     )
-    meta = {"json_file": json_file, "image_root": image_root, "evaluator_type": "coco"}
+    # zip_d2_registered: training may load it as one shared file (data/shared_dataset.py)
+    meta = {"json_file": json_file, "image_root": image_root, "evaluator_type": "coco",
+            "zip_d2_registered": True}
     # load_coco_json sets the class names only when the data is first loaded, but the model is
     # built before that (an open-vocabulary head needs the names), so set them now, in the same
     # order and id mapping that load_coco_json will set. Only the categories are read (a

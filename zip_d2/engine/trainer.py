@@ -24,6 +24,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import OPTIMIZERS
 from ..data.mapper import ScoredDatasetMapper
+from ..data.shared_dataset import shared_train_dataset
 from ..evaluation import ClassAgnosticCOCOEvaluator, OVCOCOEvaluator
 from .distributed import ddp_device_ids
 from .setup import config_dict, inference_cfg
@@ -69,9 +70,12 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         # Keep each pseudo-label's "score" on the training Instances (gt_scores) for the
         # score-weighted classification loss; otherwise identical to Detectron2's mapper.
-        if cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.SCORE_WEIGHTED_LOSS:
-            return build_detection_train_loader(cfg, mapper=ScoredDatasetMapper(cfg, True))
-        return super().build_train_loader(cfg)
+        mapper = (ScoredDatasetMapper(cfg, True)
+                  if cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.SCORE_WEIGHTED_LOSS else None)
+        # The dataset dicts: one memory-mapped file per machine, built once and shared by every
+        # local process (None: detectron2 loads them, in each process).
+        return build_detection_train_loader(cfg, mapper=mapper,
+                                            dataset=shared_train_dataset(cfg))
 
     @classmethod
     def build_optimizer(cls, cfg, model):
