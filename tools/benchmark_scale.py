@@ -13,8 +13,11 @@ process and reports its wall time, CPU time (user + system, children included) a
   finished image's file fingerprinted by the loader workers);
 - ``merge``: ``tools/merge_pseudo_labels.py`` (merge, validation, write);
 - ``validate``: ``tools/validate_pseudo_labels.py`` on the merged file;
-- ``training_load``: one training process registering the dataset (its categories), loading
-  the dataset dicts and serialising them for the data loader;
+- ``training_load``: the first training process of a machine: registering the dataset (its
+  categories), then building the dataset file that every local process maps
+  (``zip_d2.data.shared_dataset``);
+- ``training_share``: two local processes mapping that file and reading every record; the
+  summary gives their PSS of it (from /proc/PID/smaps) against its size;
 - ``end_of_job``: rank 0 of a resumed job with nothing left to label: resume scan, then merge,
   validation, write and label statistics, in one process.
 
@@ -36,7 +39,7 @@ import tempfile
 import time
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
-STEPS = ("resume_scan", "merge", "validate", "training_load", "end_of_job")
+STEPS = ("resume_scan", "merge", "validate", "training_load", "training_share", "end_of_job")
 
 
 def step_command(step, folder, *extra):

@@ -182,21 +182,78 @@ def run_step(step: str, folder: str) -> str:
             summary += f"; merged {result.merged}"
         return summary
     if step == "training_load":
-        return _training_load(out, os.path.join(folder, "images"))
+        return _training_load(out, os.path.join(folder, "images"), folder)
+    if step == "training_share":
+        return _training_share(folder)
     raise ValueError(f"unknown step {step!r}")
 
 
-def _training_load(json_file: str, image_root: str) -> str:
-    """What one training process does with the dataset before its first iteration: register
-    (categories), load the dataset dicts and serialise them for the data loader."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.data.common import DatasetFromList
+def _training_load(json_file: str, image_root: str, folder: str) -> str:
+    """What training does with the dataset before its first iteration: register it (reads its
+    categories), then the first local process builds the shared dataset file (the others map
+    it: step ``training_share``)."""
+    import shutil
 
-    from zip_d2.data.register import register_coco_json
+    from detectron2.data import MetadataCatalog
+
+    from zip_d2.data.register import EXTRA_ANNOTATION_KEYS, register_coco_json
+    from zip_d2.data.shared_dataset import shared_dataset
 
     register_coco_json("benchmark_scale_train", json_file, image_root)
     classes = MetadataCatalog.get("benchmark_scale_train").thing_classes
-    dicts = DatasetCatalog.get("benchmark_scale_train")
-    dataset = DatasetFromList(dicts, copy=False, serialize=True)
-    del dicts
-    return f"{len(dataset)} images, {len(classes)} classes"
+    cache = os.path.join(folder, "dataset_cache")
+    shutil.rmtree(cache, ignore_errors=True)
+    ds = shared_dataset([(json_file, image_root)], cache, True, EXTRA_ANNOTATION_KEYS)
+    size = os.path.getsize(ds.path)
+    return (f"{len(ds)} images, {len(classes)} classes; shared file {size / 2**20:.0f} MiB, "
+            f"{size / len(ds):.0f} bytes per image")
+
+
+_SHARE_CHILD = """
+import sys
+from zip_d2.data.shared_dataset import SerializedDataset
+ds = SerializedDataset(sys.argv[1])
+n = sum(len(ds[i]["annotations"]) for i in range(len(ds)))
+print(n, flush=True)
+sys.stdin.readline()
+"""
+
+
+def _mapping_pss_kb(pid: int, path: str) -> int:
+    total, inside = 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:
+                inside = fields[-1] == path
+            elif inside and fields[0] == "Pss:":
+                total += int(fields[1])
+    return total
+
+
+def _training_share(folder: str) -> str:
+    """Two local processes map the shared dataset file and read every record; their PSS of it
+    (from /proc/PID/smaps) summed, against the file's size."""
+    import glob
+    import subprocess
+    import sys
+
+    path = glob.glob(os.path.join(folder, "dataset_cache", "*.d2data"))[0]
+    procs = [subprocess.Popen([sys.executable, "-c", _SHARE_CHILD, path],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    try:
+        counts = [p.stdout.readline().strip() for p in procs]
+        pss = [_mapping_pss_kb(p.pid, path) * 1024 for p in procs]
+        rss = []
+        for p in procs:
+            with open(f"/proc/{p.pid}/smaps_rollup") as f:
+                rss.append(sum(int(line.split()[1]) * 1024 for line in f
+                               if line.startswith("Pss:")))
+    finally:
+        for p in procs:
+            p.communicate("\n")
+    size = os.path.getsize(path)
+    return (f"2 processes read {counts[0]} annotations each; PSS of the file summed "
+            f"{sum(pss) / 2**20:.0f} MiB = {sum(pss) / size:.2f}x its {size / 2**20:.0f} MiB; "
+            f"whole-process PSS {sum(rss) / 2**20:.0f} MiB")
