@@ -93,8 +93,9 @@ def validate_coco_file(path, image_root=None, check_image_sizes=False,
     seen, done, deferred = set(), set(), []
 
     def ready(key):
-        if key == "images":
-            return image_root is not None or root_from_info is None or "info" in seen
+        if key == "images":  # once the whole file was read, an info block is known or absent
+            return (image_root is not None or root_from_info is None or "info" in seen
+                    or "end" in seen)
         if key == "annotations":
             return {"images", "categories"} <= done
         return True
@@ -120,6 +121,7 @@ def validate_coco_file(path, image_root=None, check_image_sizes=False,
                 take(key, value)
             else:
                 deferred.append(key)
+    seen.add("end")
     if deferred and not checker.stopped:
         for key, value in iter_object(path):
             if key in deferred and ready(key) and not checker.stopped:
