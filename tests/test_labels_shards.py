@@ -187,6 +187,19 @@ def test_resume_records_skip_annotations_and_keep_only_the_wanted_images(tmp_pat
         assert light[name] == expected
 
 
+def test_resume_never_parses_the_annotations(tmp_path):
+    path = tmp_path / "out.json.shards" / "rank00000-of-00001.jsonl"
+    os.makedirs(path.parent)
+    # annotations that are not even JSON: only the merge, which reads them, may notice
+    path.write_text('{"annotations":[{"area":NaN-NOT-JSON}],"file_name":"a.jpg",'
+                    '"fingerprint":{"sha256":"ab","size":3},"height":4,"run":1,"width":4}\n')
+    assert shards.resume_records(str(path.parent)) == {"a.jpg": {
+        "file_name": "a.jpg", "fingerprint": {"sha256": "ab", "size": 3}, "height": 4,
+        "run": 1, "width": 4}}
+    with pytest.raises(shards.ShardError, match=":1: corrupt shard line"):
+        shards.read_shard(str(path))
+
+
 def test_a_torn_tail_is_found_from_the_end_of_a_large_shard(tmp_path):
     path = str(tmp_path / "rank00000-of-00001.jsonl")
     with shards.ShardWriter(path) as w:
