@@ -18,8 +18,10 @@ starts, so the newest record of an image wins. Each line is written whole and fl
 killed process leaves at most one torn final line; a reader ignores it and a writer cuts it off
 before appending. Each rank writes only its own file; every rank reads all files (of any world
 size) to know what is finished, so a rerun, with the same or another number of processes, skips
-finished images whose file still has the recorded fingerprint. ``merge_shards`` turns the
-directory into one COCO dict with deterministic ids.
+finished images whose file still has the recorded fingerprint (``resume_records``: each
+line's keys only, its annotations never parsed). ``MergePlan`` indexes the directory (where each
+image's latest line is) and ``write_merged`` streams it into one COCO file with deterministic
+ids, one record in memory at a time (``merge_shards``: the same as a dict, for small jobs).
 """
 from __future__ import annotations
 
