@@ -29,6 +29,7 @@ setup(
         "tqdm>=4.60",
         "fvcore>=0.1.5",
         "tensorboard",
+        "submitit>=1.5",  # tools/submit_slurm.py (zip_d2.slurm)
     ],
     extras_require={"dev": ["pytest>=7", "ruff==0.17.6"]},
 )

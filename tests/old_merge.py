@@ -13,7 +13,9 @@ def read_shard(path):
     with open(path, "rb") as f:
         data = f.read()
     end = data.rfind(b"\n")
-    return [json.loads(line) for line in data[:end + 1].splitlines() if line.strip()]
+    records = [json.loads(line) for line in data[:end + 1].splitlines() if line.strip()]
+    # since settings format 4 a shard opens with a header line naming its job's settings
+    return records[1:] if records and "shard" in records[0] else records
 
 
 def latest_records(records):

@@ -101,10 +101,11 @@ def test_overlays_and_index_page_show_the_masks(tmp_path):
     assert all(f"src='{name}'" in page for name in drawn)
     assert "bad.jpg: cannot decode" in page and "2 instances: cat, dog" in page
     overlay = np.asarray(Image.open(tmp_path / "vis" / "00000001.jpg")).astype(int)
-    assert overlay.shape == (48, 64, 3)
+    # The 64x48 image is enlarged 10x for display (short side 480), a legend strip below it.
+    assert overlay.shape[1] == 640 and overlay.shape[0] > 480
     # Inside the square mask the flat grey background is tinted; far from any object it is not.
-    assert np.abs(overlay[15, 14] - 200).max() > 15
-    assert np.abs(overlay[44, 2] - 200).max() < 8
+    assert np.abs(overlay[155, 145] - 200).max() > 15
+    assert np.abs(overlay[445, 25] - 200).max() < 8
 
 
 def test_label_statistics_count_classes_images_and_empty_ones():
@@ -151,3 +152,53 @@ def test_gallery_has_a_score_histogram_per_labelled_class(tmp_path):
         bars[name] = (blue[:, 40:120].sum(), blue[:, 180:232].sum())
     assert bars["scores_8.png"][0] > 0 == bars["scores_8.png"][1]
     assert bars["scores_9.png"][1] > 0 == bars["scores_9.png"][0]
+
+
+def _gallery_images(tmp_path, gt, size=(48, 64)):
+    root = tmp_path / "images"
+    root.mkdir(exist_ok=True)
+    for im in gt["images"]:
+        Image.fromarray(np.full((*size, 3), 200, np.uint8)).save(root / im["file_name"])
+    return root
+
+
+def test_ground_truth_is_drawn_beside_the_labels_and_without_a_score(tmp_path):
+    from zip_d2.labels.visualize import _label
+
+    gt = _ground_truth()
+    pred = _as_pseudo_labels(gt)
+    root = _gallery_images(tmp_path, gt)
+    write_overlays(pred, str(root), str(tmp_path / "alone"), num=1)
+    write_overlays(pred, str(root), str(tmp_path / "both"), num=1, gt=gt)
+    alone = np.asarray(Image.open(tmp_path / "alone" / "00000001.jpg"))
+    both = np.asarray(Image.open(tmp_path / "both" / "00000001.jpg"))
+    assert both.shape[1] > 2 * alone.shape[1]  # two panels side by side
+    assert _label("cat", {"category_id": 8}) == "cat"  # ground truth: no fake "1.00"
+    assert _label("cat", {"category_id": 8, "score": 0.5}) == "cat 0.50"
+    # A ground-truth file drawn on its own is not called pseudo-labels.
+    page = open(write_overlays(gt, str(root), str(tmp_path / "gt"), num=1)).read()
+    assert "<h1>Labels (no scores)" in page and "Pseudo-labels" not in page
+
+
+def test_random_weight_labels_are_stamped_on_the_pictures_and_labels_are_capped(tmp_path):
+    from zip_d2.labels.visualize import draw_overlay
+
+    gt = _ground_truth()
+    pred = _as_pseudo_labels(gt)
+    root = _gallery_images(tmp_path, gt)
+    write_overlays(pred, str(root), str(tmp_path / "plain"), num=1)
+    pred["info"] = {"random_weights": True}
+    write_overlays(pred, str(root), str(tmp_path / "random"), num=1)
+    plain = np.asarray(Image.open(tmp_path / "plain" / "00000001.jpg")).astype(int)
+    stamped = np.asarray(Image.open(tmp_path / "random" / "00000001.jpg")).astype(int)
+    # A red band across the bottom of the 480-px picture, away from every object.
+    red = stamped[465, 300:600]
+    assert (red[:, 0] - red[:, 2] > 60).mean() > 0.5
+    assert np.abs(plain[465, 300:600] - 200).max() < 8
+    # Many detections: only MAX_LABELS text labels; the legend says how many more.
+    many = [dict(pred["annotations"][0], id=i, score=1 - i / 100) for i in range(30)]
+    few = draw_overlay(np.full((48, 64, 3), 200, np.uint8), many[:1], {8: "cat", 9: "dog"},
+                       max_labels=1)
+    capped = draw_overlay(np.full((48, 64, 3), 200, np.uint8), many, {8: "cat", 9: "dog"},
+                          max_labels=1)
+    assert capped.shape[0] > few.shape[0]  # the "29 more without a text label" legend line

@@ -19,6 +19,7 @@ from conftest import load_tool
 from PIL import Image
 
 from zip_d2.config import get_cfg
+from zip_d2.labels import shards
 from zip_d2.labels.images import InputError
 from zip_d2.labels.job import JobError, JobOptions, run_job
 
@@ -298,14 +299,14 @@ def test_sigkill_midway_then_rerun_gives_exactly_the_uninterrupted_labels(tmp_pa
     lines = 0
     while time.monotonic() < deadline and proc.poll() is None:
         if os.path.exists(shard):
-            lines = open(shard, "rb").read().count(b"\n")
+            lines = open(shard, "rb").read().count(b"\n") - 1  # the first line is the header
             if lines >= 3:
                 break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the job finished before it could be killed"
-    done_at_kill = open(shard, "rb").read().count(b"\n")
+    done_at_kill = open(shard, "rb").read().count(b"\n") - 1
     assert 3 <= done_at_kill < 16 and not os.path.exists(out)
 
     rerun = subprocess.run(_cli(images, out), env=ENV, capture_output=True, text=True,
@@ -315,7 +316,7 @@ def test_sigkill_midway_then_rerun_gives_exactly_the_uninterrupted_labels(tmp_pa
     result = load(out)
     assert labels_only(result) == labels_only(reference)
     assert result["info"]["counts"]["duplicate_records_dropped"] == 0
-    assert open(shard, "rb").read().count(b"\n") == 16
+    assert open(shard, "rb").read().count(b"\n") == 1 + 16
 
 
 def _free_port():
@@ -346,7 +347,7 @@ def test_two_processes_split_the_work_and_merge_to_the_single_process_result(tmp
         assert p.returncode == 0, stderr[-2000:]
     for rank in range(2):
         shard = f"{out}.shards/rank{rank:05d}-of-00002.jsonl"
-        names = [json.loads(line)["file_name"] for line in open(shard)]
+        names = [r["file_name"] for r in shards.read_shard(shard)]
         assert names == [f"img_{i:03d}.jpg" for i in range(rank, 16, 2)]
     assert "8 labeled" in outputs[0][0] and "8 labeled" in outputs[1][0]
     assert labels_only(load(out)) == labels_only(reference)
@@ -420,14 +421,12 @@ def test_merge_tool_rebuilds_the_output_and_validate_tool_catches_swapped_sizes(
     # Shards of an unfinished job are not merged by accident.
     shard = out + ".shards/rank00000-of-00001.jsonl"
     lines = open(shard).readlines()
-    open(shard, "w").writelines(lines[:2])
+    open(shard, "w").writelines(lines[:3])  # the header and two images
     assert load_tool("merge_pseudo_labels").main(["--out", out]) == 2
     assert "only 2 of 3 images are finished" in capsys.readouterr().err
 
 
 def test_a_failing_shard_write_stops_the_job_instead_of_hanging(tmp_path, monkeypatch):
-    from zip_d2.labels import shards
-
     root = str(tmp_path / "images")
     for i in range(40):  # more than the writer queue holds, so a dead writer would block it
         save(f"{root}/{i:02d}.png", scene(i, width=40, height=30))

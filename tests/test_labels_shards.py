@@ -11,7 +11,8 @@ from zip_d2.data.validate import validate_coco
 from zip_d2.labels import shards
 from zip_d2.labels.coco_output import detections_to_annotations, encode_mask
 
-SETTINGS = {"labeler": {"method": "zip", "random_weights": True},
+SETTINGS = {"format": shards.SETTINGS_FORMAT,
+            "labeler": {"method": "zip", "random_weights": True},
             "categories": [{"id": 1, "name": "cat"}, {"id": 3, "name": "dog"}],
             "decoding": {"max_side": 4096}}
 
@@ -30,15 +31,15 @@ def _start(tmp_path, num_images):
 
 def test_torn_last_line_is_ignored_by_readers_and_cut_before_appending(tmp_path):
     path = str(tmp_path / "rank00000-of-00001.jsonl")
-    with shards.ShardWriter(path) as w:
+    with shards.ShardWriter(path, SETTINGS) as w:
         w.write({"file_name": "a.jpg", "skipped": "x"})
     with open(path, "a") as f:
         f.write('{"file_name": "b.jpg", "annot')  # what a SIGKILL mid-write leaves
     assert [r["file_name"] for r in shards.read_shard(path)] == ["a.jpg"]
-    with shards.ShardWriter(path) as w:
+    with shards.ShardWriter(path, SETTINGS) as w:
         w.write({"file_name": "c.jpg", "skipped": "y"})
     assert [r["file_name"] for r in shards.read_shard(path)] == ["a.jpg", "c.jpg"]
-    assert open(path).read().count("\n") == 2
+    assert open(path).read().count("\n") == 3  # the header and two records
 
 
 def test_corrupt_line_in_the_middle_is_an_error_not_silently_dropped(tmp_path):
@@ -50,10 +51,10 @@ def test_corrupt_line_in_the_middle_is_an_error_not_silently_dropped(tmp_path):
 
 def test_finished_records_span_all_ranks_and_world_sizes_and_the_latest_run_wins(tmp_path):
     shard_dir = _start(tmp_path, 3)
-    with shards.ShardWriter(shards.shard_path(shard_dir, 0, 2)) as w:
+    with shards.ShardWriter(shards.shard_path(shard_dir, 0, 2), SETTINGS) as w:
         w.write({"file_name": "a.jpg", "run": 1, "width": 4, "height": 4, "annotations": []})
         w.write({"file_name": "c.jpg", "run": 1, "width": 4, "height": 4, "annotations": []})
-    with shards.ShardWriter(shards.shard_path(shard_dir, 2, 3)) as w:
+    with shards.ShardWriter(shards.shard_path(shard_dir, 2, 3), SETTINGS) as w:
         w.write({"file_name": "b.jpg", "run": 1, "skipped": "cannot decode"})
         # c.jpg changed and was labeled again in run 2 (its new labels failed): that stands.
         w.write({"file_name": "c.jpg", "run": 2, "skipped": "labeler failed: oom"})
@@ -65,10 +66,10 @@ def test_finished_records_span_all_ranks_and_world_sizes_and_the_latest_run_wins
 def test_merge_gives_deterministic_ids_and_one_record_per_image(tmp_path):
     shard_dir = _start(tmp_path, 3)
     # Written in a scrambled order over two world sizes, with a retried skip and a duplicate.
-    with shards.ShardWriter(shards.shard_path(shard_dir, 1, 2)) as w:
+    with shards.ShardWriter(shards.shard_path(shard_dir, 1, 2), SETTINGS) as w:
         w.write({"file_name": "z.jpg", "width": 4, "height": 4, "annotations": [_ann(2)]})
         w.write({"file_name": "m.jpg", "skipped": "labeler failed: RuntimeError: oom"})
-    with shards.ShardWriter(shards.shard_path(shard_dir, 0, 1)) as w:
+    with shards.ShardWriter(shards.shard_path(shard_dir, 0, 1), SETTINGS) as w:
         w.write({"file_name": "m.jpg", "width": 4, "height": 4, "annotations": [_ann(3), _ann(4)]})
         w.write({"file_name": "a.jpg", "skipped": "cannot decode: OSError: truncated"})
         w.write({"file_name": "z.jpg", "width": 4, "height": 4, "annotations": [_ann(2)]})
@@ -87,7 +88,7 @@ def test_merge_gives_deterministic_ids_and_one_record_per_image(tmp_path):
 
 def test_merge_keeps_input_coco_image_ids(tmp_path):
     shard_dir = _start(tmp_path, 2)
-    with shards.ShardWriter(shards.shard_path(shard_dir, 0, 1)) as w:
+    with shards.ShardWriter(shards.shard_path(shard_dir, 0, 1), SETTINGS) as w:
         w.write(
             {"file_name": "b.jpg", "id": 139, "width": 4, "height": 4, "annotations": [_ann(1)]}
         )
@@ -100,7 +101,7 @@ def test_merge_keeps_input_coco_image_ids(tmp_path):
 
 def test_merge_refuses_unfinished_jobs_unless_partial_is_allowed(tmp_path):
     shard_dir = _start(tmp_path, 5)
-    with shards.ShardWriter(shards.shard_path(shard_dir, 0, 1)) as w:
+    with shards.ShardWriter(shards.shard_path(shard_dir, 0, 1), SETTINGS) as w:
         w.write({"file_name": "a.jpg", "width": 4, "height": 4, "annotations": []})
     with pytest.raises(shards.ShardError, match="only 1 of 5 images are finished"):
         shards.merge_shards(shard_dir)
@@ -116,7 +117,8 @@ def _scale_job(tmp_path, n):
     made = write_job(str(tmp_path / "job"), n)
     shard_dir = made["shard_dir"]
     old = shards.read_shard(shards.shard_path(shard_dir, 3, 8))
-    with shards.ShardWriter(shards.shard_path(shard_dir, 1, 3)) as w:
+    settings = shards.read_manifest(shard_dir)["settings"]
+    with shards.ShardWriter(shards.shard_path(shard_dir, 1, 3), settings) as w:
         for r in old[:40:3]:
             if "skipped" not in r:
                 w.write(dict(r, run=2, annotations=r["annotations"][::-1][:3]))
@@ -202,12 +204,13 @@ def test_resume_never_parses_the_annotations(tmp_path):
 
 def test_a_torn_tail_is_found_from_the_end_of_a_large_shard(tmp_path):
     path = str(tmp_path / "rank00000-of-00001.jsonl")
-    with shards.ShardWriter(path) as w:
+    with shards.ShardWriter(path, SETTINGS) as w:
         w.write({"file_name": "a.jpg", "skipped": "x"})
+    complete = os.path.getsize(path)  # the header line and one record
     with open(path, "a") as f:
         f.write('{"file_name":"b.jpg","annotations":[' + "7," * 100_000)  # no newline: torn
     with open(path, "rb") as f:
-        assert shards.complete_length(f) == len('{"file_name":"a.jpg","skipped":"x"}\n')
+        assert shards.complete_length(f) == complete
     assert [r["file_name"] for r in shards.read_shard(path)] == ["a.jpg"]
 
 
@@ -222,12 +225,14 @@ def test_resuming_with_other_settings_is_refused_naming_the_setting(tmp_path):
 
 
 def test_shards_of_an_older_settings_format_are_refused_with_a_clear_line(tmp_path):
-    shard_dir = _start(tmp_path, 1)
-    current = dict(SETTINGS, format=shards.SETTINGS_FORMAT)
+    shard_dir = str(tmp_path / "out.json.shards")
+    os.makedirs(shard_dir)
+    old = {k: v for k, v in SETTINGS.items() if k != "format"}
+    shards.write_manifest(shard_dir, old, {"num_images": 1, "input": {}})
     with pytest.raises(shards.ShardError, match=r"another zip_d2 version \(settings format 1, "
                                                  rf"this one writes {shards.SETTINGS_FORMAT}\)"
                                                  r".*--overwrite"):
-        shards.write_manifest(shard_dir, current, {})
+        shards.write_manifest(shard_dir, SETTINGS, {})
 
 
 def _det(mask, category="cat", score=0.9):

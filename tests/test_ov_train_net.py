@@ -225,7 +225,7 @@ def test_demo_input_globs_and_output_folder_file_or_none(trained, synthetic_data
             (["--input", os.path.join(val, every[0]), "INPUT.MIN_SIZE_TEST", "80"],
              "looks like a config key"),
             (["--input", os.path.join(val, every[0]), "--output", os.path.join(val, every[0])],
-             "would overwrite the input")]:
+             "is an input of this command")]:
         assert demo_main(_demo_args(trained, "--vocabulary", "circle,", *bad)) == 2, bad
         assert message in capsys.readouterr().err
 

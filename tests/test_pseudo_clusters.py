@@ -79,9 +79,9 @@ def test_semantic_init_seeds_at_activation_peaks_and_chooses_k_within_bounds():
     assert len(few) == 3
 
 
-def test_short_side_resize_keeps_aspect_at_stride_16():
-    assert short_side_size((480, 640), 2048) == (2048, 2736)
-    assert short_side_size((480, 640), 2048)[1] // 16 == 171
+def test_round16_short_side_rule_keeps_aspect_at_stride_16():
+    assert short_side_size((480, 640), 2048, "round16") == (2048, 2736)
+    assert short_side_size((480, 640), 2048, "round16")[1] // 16 == 171
 
 
 class _RecordProducts(TorchFunctionMode):

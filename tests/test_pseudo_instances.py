@@ -1,17 +1,22 @@
 """Discovery on hand-built cluster maps and semantic regions whose answers are known."""
 import numpy as np
 import pytest
-from discovery_reference import discover_instances_loop
 from scipy import ndimage
 
-from zip_d2.pseudo.instances import discover_instances, grid_boxes_to_image, split_fragments
+from zip_d2.benchmarks.discovery_reference import discover_instances_loop
+from zip_d2.pseudo.instances import (
+    DiscoveryParams,
+    discover_instances,
+    grid_boxes_to_image,
+    split_fragments,
+)
 
 BG, OBJ, EDGE, OTHER = 0, 1, 2, 3
 
 
 def _discover(cluster_map, region, **kw):
     kw.setdefault("min_instance_cells", 10)
-    return discover_instances(split_fragments(cluster_map), region, **kw)
+    return discover_instances(split_fragments(cluster_map), region, DiscoveryParams(**kw))
 
 
 def _two_touching_objects():
@@ -118,7 +123,7 @@ def test_vectorised_discovery_matches_the_per_fragment_loop(seed):
     region = np.zeros(cm.shape, bool)
     region[10:80, 15:100] = True
     kw = dict(top_clusters=8, min_inside_ratio=0.3, max_box_to_area=3.0, min_instance_cells=20)
-    fast = discover_instances(split_fragments(cm), region, **kw).masks()
+    fast = discover_instances(split_fragments(cm), region, DiscoveryParams(**kw)).masks()
     slow = discover_instances_loop(cm, region, **kw)
     assert len(slow) > 0
     assert sorted(m.tobytes() for m in fast) == sorted(m.tobytes() for m in slow)
@@ -188,8 +193,9 @@ def test_thinness_rule_separates_objects_glued_by_a_straight_boundary_strip():
     frags = split_fragments(cm)
     strip = frags.labels[10, 24]
     assert frags.box_area[strip] == frags.size[strip]  # box/area = 1 < 3: the paper keeps it
-    assert len(discover_instances(frags, region, min_instance_cells=10)) == 1
-    inst = discover_instances(frags, region, min_instance_cells=10, min_inscribed_radius=2.0)
+    assert len(discover_instances(frags, region, DiscoveryParams(min_instance_cells=10))) == 1
+    inst = discover_instances(frags, region,
+                              DiscoveryParams(min_instance_cells=10, min_inscribed_radius=2.0))
     left, right = np.zeros(cm.shape, bool), np.zeros(cm.shape, bool)
     left[5:25, 5:24] = True
     right[5:25, 26:45] = True
@@ -205,9 +211,9 @@ def test_thinness_rule_keeps_isolated_objects_of_several_shapes():
     cm[14:21, 31:56] = OTHER
     cm[10:14, 70:88] = EDGE                               # a 4-cell-wide bar: too thin
     region = cm != BG
-    paper = discover_instances(split_fragments(cm), region, min_instance_cells=10)
-    plus = discover_instances(split_fragments(cm), region, min_instance_cells=10,
-                              min_inscribed_radius=2.0)
+    paper = discover_instances(split_fragments(cm), region, DiscoveryParams(min_instance_cells=10))
+    plus = discover_instances(split_fragments(cm), region,
+                              DiscoveryParams(min_instance_cells=10, min_inscribed_radius=2.0))
     assert len(paper) == 4
     assert {m.tobytes() for m in plus.masks()} == {m.tobytes() for m in paper.masks()
                                                    if not m[10:14, 70:88].any()}

@@ -71,11 +71,12 @@ def test_random_weights_are_announced_loudly(caplog):
     lambda d: create_sam("vit_h", cache_dir=str(d)),
     lambda d: create_sam("vit_b", checkpoint=str(d / "sam_vit_b.pth")),
 ], ids=["clip-tag", "clip-file", "sam-url", "sam-file"])
-def test_missing_weights_offline_is_one_line_saying_what_and_how(offline, build):
+def test_missing_weights_offline_is_one_line_per_model_saying_what_and_how(offline, build):
     with pytest.raises(MissingWeightsError) as e:
         build(offline)
     msg = str(e.value)
-    assert "\n" not in msg
+    lines = msg.splitlines()  # a head line, then the one missing model
+    assert len(lines) == 2 and lines[0].startswith("missing weights"), lines
     assert any(w in msg for w in ("CLIP ViT-B/16", "CLIP RN50x64", "SAM ViT-H", "SAM ViT-B"))
     assert any(w in msg for w in ("set pretrained to", "set checkpoint to", "give an existing"))
 

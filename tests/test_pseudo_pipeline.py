@@ -28,7 +28,10 @@ def _check_detections(dets, image, names):
     H, W = image.shape[:2]
     assert len(dets) > 0
     for d in dets:
-        assert set(d) == {"category", "score", "mask", "box"}
+        assert set(d) == {"category", "score", "mask", "box", "clip_score", "sam_score"}
+        # The score is sqrt of its two factors (zip-no-sam: SAM's factor is 1).
+        assert 0.0 <= d["clip_score"] <= 1.0 and 0.0 <= d["sam_score"] <= 1.0
+        assert d["score"] == pytest.approx((d["clip_score"] * d["sam_score"]) ** 0.5, rel=1e-5)
         assert d["category"] in names
         assert 0.0 <= d["score"] <= 1.0 and isinstance(d["score"], float)
         assert d["mask"].shape == (H, W) and d["mask"].dtype == bool and d["mask"].any()

@@ -177,7 +177,8 @@ def test_one_self_training_round_end_to_end_then_resume(one_round, synthetic_dat
     (out / "round1" / "last_checkpoint").write_text("model_0000001.pth")
     preds_mtime = os.path.getmtime(out / "round1" / "predictions.json")
     round0_mtime = os.path.getmtime(out / "round0" / "model_final.pth")
-    caplog.set_level("INFO", logger="zip_d2.selftrain.rounds")
+    # zip_d2's loggers: the rounds' and zip_d2.engine.train's (which logs "training from").
+    caplog.set_level("INFO", logger="zip_d2")
     # The same inputs as the command: a run directory resumes only with them.
     evaluation = [["selftrain_eval", synthetic_dataset["val"],
                    os.path.join(synthetic_dataset["root"], "val")]]
@@ -220,6 +221,9 @@ def test_a_run_directory_is_resumed_only_with_the_inputs_it_was_made_with(synthe
                                weights=str(weights), **kwargs).run()
 
     run(labels)
+    # A record binds its directory once a round holds work (a record alone binds nothing).
+    os.makedirs(out / "round1")
+    (out / "round1" / "predictions.json").write_text("[]")
     recorded = (out / "self_train.json").read_text()
     run(labels)  # the same inputs resume
     with pytest.raises(ValueError, match="other inputs") as e:
@@ -245,7 +249,6 @@ def test_a_run_directory_is_resumed_only_with_the_inputs_it_was_made_with(synthe
     assert json.loads((out / "self_train.json").read_text()) == json.loads(recorded)
 
     # --overwrite starts over with the new inputs, but never deletes one of them.
-    os.makedirs(out / "round1")
     inside = str(out / "round1" / "labels.json")
     shutil.copy(other, inside)
     with pytest.raises(ValueError, match="which --overwrite would delete"):
@@ -255,5 +258,6 @@ def test_a_run_directory_is_resumed_only_with_the_inputs_it_was_made_with(synthe
     # Rounds of an unrecorded run are not adopted either.
     stray = tmp_path / "stray"
     os.makedirs(stray / "round0")
+    (stray / "round0" / "model_final.pth").write_bytes(b"")
     with pytest.raises(ValueError, match="no record of its inputs"):
         SelfTrainingRun(config, labels, image_root, str(stray), rounds=0, weights=str(weights))

@@ -59,3 +59,27 @@ def test_touching_same_category_instances_share_a_boundary():
             found += sum(1 for b in objects[i + 1:] if b["category_id"] == a["category_id"]
                          and (grown & b["mask"]).any())
     assert found >= 10
+
+
+def test_the_tool_refuses_an_existing_dataset_and_overwrite_leaves_no_stale_image(tmp_path):
+    from conftest import run_tool
+
+    out = tmp_path / "shapes"
+    small = ["--width", "96", "--height", "80", "--seed", "0"]
+    assert run_tool("make_synthetic_dataset.py", "--out", out, "--num-train", "5",
+                    "--num-val", "2", *small).returncode == 0
+    (out / "train" / "notes.txt").write_text("the user's own file")
+    before = sorted(p.name for p in (out / "train").iterdir())
+    res = run_tool("make_synthetic_dataset.py", "--out", out, "--num-train", "2",
+                   "--num-val", "1", *small)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "--overwrite" in res.stderr and str(out) in res.stderr
+    assert sorted(p.name for p in (out / "train").iterdir()) == before  # nothing touched
+    res = run_tool("make_synthetic_dataset.py", "--out", out, "--num-train", "2",
+                   "--num-val", "1", "--overwrite", *small)
+    assert res.returncode == 0, res.stderr
+    # The smaller dataset's images only, and the file the tool did not write.
+    assert sorted(p.name for p in (out / "train").iterdir()) == [
+        "notes.txt", "train_000001.png", "train_000002.png"]
+    assert sorted(p.name for p in (out / "val").iterdir()) == ["val_000001.png"]
+    assert len(json.load(open(out / "train.json"))["images"]) == 2

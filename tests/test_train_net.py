@@ -78,3 +78,35 @@ def test_eval_only_reports_class_aware_and_class_agnostic_ap(trained, synthetic_
     log = res.stderr + res.stdout
     for task in ("bbox", "segm", "bbox_agnostic", "segm_agnostic"):
         assert f"copypaste: Task: {task}" in log, task
+
+
+def test_checkpoints_record_the_classes_and_eval_only_matches_them_by_name(
+        trained, synthetic_dataset, tmp_path):
+    from zip_d2.engine.class_names import checkpoint_class_names
+
+    out, _ = trained
+    with open(synthetic_dataset["train"]) as f:
+        names = [c["name"] for c in sorted(json.load(f)["categories"], key=lambda c: c["id"])]
+    assert checkpoint_class_names(os.path.join(out, "model_final.pth")) == names
+    # The val file again, its category ids permuted (names kept): the same numbers.
+    with open(synthetic_dataset["val"]) as f:
+        data = json.load(f)
+    new_id = {1: 3, 2: 1, 3: 4, 4: 2}
+    for c in data["categories"]:
+        c["id"] = new_id[c["id"]]
+    for a in data["annotations"]:
+        a["category_id"] = new_id[a["category_id"]]
+    permuted = tmp_path / "val_permuted.json"
+    permuted.write_text(json.dumps(data))
+    res = run_tool("train_net.py", "--config-file", CONFIG, "--eval-only",
+                   *registrations(synthetic_dataset), "--register-dataset", "synthetic_val_perm",
+                   permuted, os.path.join(synthetic_dataset["root"], "val"), *FAST,
+                   "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
+                   "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+                   "DATASETS.TEST", "('synthetic_val', 'synthetic_val_perm')",
+                   "OUTPUT_DIR", tmp_path / "eval")
+    assert res.returncode == 0, res.stderr[-3000:]
+    record = metrics(tmp_path / "eval")[-1]
+    for key in ("bbox/AP", "bbox/AP50", "segm/AP", "bbox/AP-circle", "bbox/AP-hexagon"):
+        same, permuted = record[f"synthetic_val/{key}"], record[f"synthetic_val_perm/{key}"]
+        assert permuted == pytest.approx(same, nan_ok=True), key

@@ -10,7 +10,9 @@ import torch
 from conftest import load_tool, run_tool
 
 CONFIG = "configs/synthetic/mask_rcnn_R18_synthetic.yaml"
-ITERS = 30
+# detectron2 writes metrics.json every 20 iterations, each loss the median of the last 20: 40
+# iterations give two records over disjoint windows (iterations 0-19 and 20-39).
+ITERS = 40
 FAST = ["INPUT.MIN_SIZE_TRAIN", "(80,)", "INPUT.MIN_SIZE_TEST", "80", "SOLVER.IMS_PER_BATCH", "4",
         "SOLVER.WARMUP_ITERS", "5", "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", str(ITERS),
         "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0",
@@ -50,10 +52,16 @@ def test_two_cpu_processes_train_and_the_loss_falls(two_processes):
     with open(os.path.join(out, "metrics.json")) as f:
         records = [json.loads(line) for line in f if line.strip()]
     losses = [r for r in records if "total_loss" in r]
-    assert len(losses) >= 2
+    assert [r["iteration"] for r in losses] == [19, ITERS - 1], losses
     # Losses are averaged over both processes by detectron2 before rank 0 writes them.
-    assert losses[-1]["loss_rpn_cls"] < 0.6 * losses[0]["loss_rpn_cls"], losses
-    assert losses[-1]["total_loss"] < losses[0]["total_loss"], losses
+    # The RPN's objectness loss (fixed anchor targets) falls fastest from scratch, and the mask
+    # loss, on foreground RoIs only, has to fall. The total does not: as the RPN learns, more
+    # sampled RoIs are foreground and the box regression loss (summed over the foreground,
+    # divided by all sampled RoIs) rises, about doubling here; whether it outweighs the other
+    # losses' fall within a few dozen iterations depends on the last bits of the CPU's kernels.
+    first, last = losses
+    assert last["loss_rpn_cls"] < 0.6 * first["loss_rpn_cls"], losses
+    assert last["loss_mask"] < first["loss_mask"], losses
 
 
 def test_only_rank_0_writes_checkpoints_metrics_tensorboard_and_wandb(two_processes):

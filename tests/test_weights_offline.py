@@ -1,5 +1,5 @@
 """Missing weights are found in seconds, before any model is built or worker started, and
-reported in one line naming every missing model and the key that provides it.
+reported with one line per missing model naming the key that provides it.
 
 "No network" is made independent of the machine running the tests: every proxy variable points
 at a local port that refuses connections (or at a listener that never answers), and every
@@ -174,25 +174,30 @@ def test_unreachable_hub_stops_the_job_in_seconds_with_one_line_naming_every_wei
     elapsed = time.perf_counter() - start
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and elapsed < 10, (rc, elapsed, err)
-    assert len(err) == 1 and err[0].startswith("error: missing weights"), err
-    for what, key in [("CLIP ViT-B/16", "PSEUDO.CLIP.PRETRAINED"),
-                      ("CLIP RN50x64", "PSEUDO.BOUNDARY.PRETRAINED"),
-                      ("SAM ViT-H", "PSEUDO.SAM.CHECKPOINT")]:
-        assert f"{what}: set {key} to a local copy of https://" in err[0]
+    assert len(err) == 4 and err[0].startswith("error: missing weights"), err
+    for line, (what, key) in zip(err[1:], [("CLIP ViT-B/16", "PSEUDO.CLIP.PRETRAINED"),
+                                           ("CLIP RN50x64", "PSEUDO.BOUNDARY.PRETRAINED"),
+                                           ("SAM ViT-H", "PSEUDO.SAM.CHECKPOINT")]):
+        assert line.startswith(f"  {what}: set {key} to a local copy of https://"), line
+    # Where a download is kept: the SAM file, open_clip's hub cache for CLIP.
+    assert err[3].endswith(f"(or save it as {empty_caches / 'cache' / 'sam_vit_h_4b8939.pth'})")
+    assert "(downloads are kept in " in err[1]
     assert "huggingface.co unreachable" in err[0]
     assert not os.path.exists(str(out) + ".shards")
 
 
 def test_offline_cli_prints_one_line_and_no_download_retries(tmp_path, refusing_port):
-    """What `make demo` prints on a machine without network: one line on stderr, nothing else."""
-    out = tmp_path / "labels.json"
+    """What `make demo` prints on a machine without network: one line per missing model on
+    stderr after a head line, nothing else, and no output folder left behind."""
+    out = tmp_path / "demo" / "labels.json"
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "generate_pseudo_labels.py"), "--images",
          os.path.join(REPO, "datasets", "demo", "images"), "--config", PAPER, "--out", str(out)],
         env=offline_env(tmp_path, refusing_port), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: missing weights"), \
+    assert proc.stderr.count("\n") == 4 and proc.stderr.startswith("error: missing weights"), \
         proc.stderr
+    assert not out.parent.exists()
     assert "Retrying" not in proc.stderr
     assert all(w in proc.stderr for w in ("CLIP ViT-B/16", "CLIP RN50x64", "SAM ViT-H"))
 
@@ -205,7 +210,7 @@ def test_every_missing_file_is_named_in_the_one_line(empty_caches):
     with pytest.raises(MissingWeightsError) as e:
         require_weights(required_weights(cfg))
     msg = str(e.value)
-    assert "\n" not in msg
+    assert len(msg.splitlines()) == 4
     assert f"PSEUDO.CLIP.PRETRAINED names the file '{empty_caches / 'vit.pt'}'" in msg
     assert "PSEUDO.BOUNDARY.PRETRAINED 'laion-nonsense' is neither a file nor" in msg
     assert f"PSEUDO.SAM.CHECKPOINT names the file '{empty_caches / 'sam.pth'}'" in msg

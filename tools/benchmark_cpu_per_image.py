@@ -6,7 +6,7 @@ then on the CPU the fragment discovery, and after SAM the threshold / cross-clas
 boxes / formatting of the detections; a writer thread then turns them into COCO records (RLE).
 This times those CPU stages at the paper preset's sizes on a constructed COCO-sized scene:
 
-- a 640x480 image: clustering grid 128x171 (short side 2048, stride 16), K=20 clusters from
+- a 640x480 image: clustering grid 128x170 (short side 2048, stride 16), K=20 clusters from
   constructed features (tools/benchmark_discovery.py's touching-ellipse scene), 5 classes with
   activations on the 32x32 ViT grid, the paper's discovery thresholds;
 - 64 SAM-like masks at 640x480: 16 objects, each found 4 times (as when several classes or
@@ -20,7 +20,11 @@ time per image at 64 detections (wall time is printed beside it; on a shared mac
 measures the other processes).
 With --device cuda the masks start on the GPU, where NMS and boxes then run.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -30,9 +34,6 @@ import platform
 import statistics
 import sys
 import time
-
-import numpy as np
-import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_MS = 15.0
@@ -74,27 +75,9 @@ def _time_stages(stages, repeats, sync):
     return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in stages}
 
 
-def sam_like_masks(rng, n, height, width):
-    """(n, H, W) bool: n // 4 ellipses, each 4 times (jittered copies, halves), and (n,) scores
-    in [0.2, 1]."""
-    yy, xx = np.mgrid[:height, :width].astype(np.float32)
-    out = np.zeros((n, height, width), bool)
-    objects = max(1, n // 4)
-    centres = rng.uniform([0.1 * height, 0.1 * width], [0.9 * height, 0.9 * width], (objects, 2))
-    radii = rng.uniform([0.04 * height, 0.04 * width], [0.25 * height, 0.2 * width], (objects, 2))
-    for i in range(n):
-        (cy, cx), (ry, rx) = centres[i % objects], radii[i % objects]
-        s = rng.uniform(0.9, 1.1)
-        cy, cx = cy + rng.normal(0, 3), cx + rng.normal(0, 3)
-        m = ((yy - cy) / (ry * s)) ** 2 + ((xx - cx) / (rx * s)) ** 2 <= 1
-        if i // objects == 3:  # a part: one half of the object
-            m &= xx < cx
-        out[i] = m
-    return out, rng.uniform(0.2, 1.0, n).astype(np.float32)
-
-
 def class_activations(rng, classes, grid=32):
     """(C, grid, grid) float32 in [0, 1]: two or three smooth blobs per class."""
+    import numpy as np
     yy, xx = np.mgrid[:grid, :grid]
     act = np.zeros((classes, grid, grid), np.float32)
     for c in range(classes):
@@ -125,10 +108,11 @@ def build(device):
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from benchmark_discovery import synthetic_scene
+    import numpy as np
+    import torch
 
     import zip_d2
+    from zip_d2.benchmarks.inputs import sam_like_masks, synthetic_scene
     from zip_d2.labels.coco_output import detections_to_annotations
     from zip_d2.pseudo import clues, masks
     from zip_d2.pseudo.clusters import short_side_size

@@ -15,7 +15,11 @@ Examples:
   python tools/benchmark_discovery.py --device cuda --what discovery,kmeans,image \
       --config configs/pseudo/zip_paper.yaml --precision fp16
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -26,24 +30,11 @@ import statistics
 import sys
 import time
 
-import numpy as np
-import torch
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _reference_loop():
-    """The per-fragment oracle from tests/discovery_reference.py (test code, not the package)."""
-    import importlib.util
-
-    path = os.path.join(REPO, "tests", "discovery_reference.py")
-    spec = importlib.util.spec_from_file_location("discovery_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.discover_instances_loop
-
-
 def _sync(device):
+    import torch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -61,42 +52,12 @@ def _median_ms(fn, repeats, warmup, device):
     return statistics.median(times), times
 
 
-def synthetic_scene(grid_hw, k, seed=0):
-    """Cluster map and semantic region for a scene of touching ellipses on a grid.
-
-    Features: one random vector per object, a shared "boundary" vector on cells where two
-    objects meet or an object meets the background, plus spatially smooth noise; clustered
-    with k-means (K=k).
-    Constructed features: this exercises the discovery step, not CLIP.
-    """
-    from scipy import ndimage
-
-    from zip_d2.pseudo.clusters import kmeans
-
-    rng = np.random.default_rng(seed)
-    h, w = grid_hw
-    yy, xx = np.mgrid[:h, :w]
-    obj = np.zeros((h, w), np.int64)
-    for i in range(1, 9):
-        cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.1, 0.9) * w
-        ry, rx = rng.uniform(0.1, 0.25) * h, rng.uniform(0.08, 0.2) * w
-        obj[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = i
-    edge = ndimage.morphological_gradient(obj, size=3) > 0
-    d = 16
-    protos = rng.normal(size=(10, d)) * 3
-    # CNN features vary smoothly in space, so the noise is smoothed too (sigma 1 cell).
-    noise = ndimage.gaussian_filter(rng.normal(size=(h, w, d)), sigma=(1, 1, 0)) * 2
-    feats = protos[obj] + noise
-    feats[edge] = protos[9] + noise[edge]
-    labels, _ = kmeans(torch.from_numpy(feats.reshape(-1, d)).float(), k, 100)
-    cluster_map = labels.view(h, w).numpy()
-    region = ndimage.binary_dilation(obj > 0, iterations=2)
-    return cluster_map, region
-
-
 def bench_discovery(args, device):
-    from zip_d2.pseudo.instances import discover_instances, split_fragments
-    discover_instances_loop = _reference_loop()
+    import torch
+
+    from zip_d2.benchmarks.discovery_reference import discover_instances_loop
+    from zip_d2.benchmarks.inputs import synthetic_scene
+    from zip_d2.pseudo.instances import DiscoveryParams, discover_instances, split_fragments
 
     h, w = (int(v) for v in args.grid.split("x"))
     cm, region = synthetic_scene((h, w), args.k, args.seed)
@@ -104,7 +65,7 @@ def bench_discovery(args, device):
               min_instance_cells=args.min_cells)
 
     def fast():
-        return discover_instances(split_fragments(cm), region, **kw)
+        return discover_instances(split_fragments(cm), region, DiscoveryParams(**kw))
 
     def slow():
         return discover_instances_loop(cm, region, **kw)
@@ -124,6 +85,8 @@ def bench_discovery(args, device):
 
 
 def bench_kmeans(args, device):
+    import torch
+
     from zip_d2.pseudo.clusters import kmeans
 
     g = torch.Generator(device="cpu").manual_seed(args.seed)
@@ -146,6 +109,8 @@ def bench_kmeans(args, device):
 
 
 def bench_image(args, device):
+    import numpy as np
+
     from zip_d2.config import setup_cfg
     from zip_d2.pseudo import build_labeler, clues
 
@@ -235,6 +200,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write the numbers to this file")
     args = ap.parse_args(argv)
+    import torch
 
     device = torch.device(args.device)
     torch.manual_seed(args.seed)

@@ -18,7 +18,11 @@ times, interleaved and from the page cache, what a loader worker does per image:
 Prints medians; the variants run in a rotating order so that none always runs first. The machine
 may be shared: compare the ratios, which are measured in one run.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse

@@ -17,7 +17,11 @@ The acceptance check of issue 5 is the open-vocabulary head's overhead over the 
 
     python tools/benchmark_heads.py --iters 20 --rounds 3
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -26,15 +30,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
-import torch
-
-from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances
-from detectron2.utils.events import EventStorage
-
-import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads and proposal generators)
-from zip_d2.config import setup_cfg
 from zip_d2.data.synthetic import SHAPES, SceneParams, render_scene
 
 VARIANTS = {
@@ -67,6 +62,10 @@ def parse_args(argv=None):
 
 def synthetic_batch(batch_size, device, seed=0, params=SceneParams()):
     """Detectron2 training inputs rendered by zip_d2.data.synthetic (fixed seed)."""
+    import numpy as np
+    import torch
+
+    from detectron2.structures import BitMasks, Instances
     rng = np.random.default_rng(seed)
     batch = []
     for _ in range(batch_size):
@@ -82,6 +81,12 @@ def synthetic_batch(batch_size, device, seed=0, params=SceneParams()):
 
 
 def build(variant, device, opts, num_classes):
+    import torch
+
+    from detectron2.modeling import build_model
+
+    import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads)
+    from zip_d2.config import setup_cfg
     config_file, variant_opts = VARIANTS[variant]
     vocab = ",".join(SHAPES[:num_classes])
     cfg = setup_cfg(config_file, ["MODEL.ROI_BOX_HEAD.OPEN_VOCAB.VOCABULARY", vocab,
@@ -96,6 +101,7 @@ def build(variant, device, opts, num_classes):
 
 def train_iterations(model, optimizer, batch, n, device):
     """Run n training iterations; return [(wall seconds, process CPU seconds)] per iteration."""
+    import torch
     times = []
     for _ in range(n):
         if device.startswith("cuda"):
@@ -114,6 +120,9 @@ def train_iterations(model, optimizer, batch, n, device):
 
 def predictor_time(model, rois, reps, device):
     """Median CPU/wall seconds of the box predictor alone: forward + losses + backward."""
+    import torch
+
+    from detectron2.structures import Boxes, Instances
     predictor = model.roi_heads.box_predictor
     in_dim = model.roi_heads.box_head.output_shape.channels
     gen = torch.Generator().manual_seed(0)
@@ -138,6 +147,9 @@ def predictor_time(model, rois, reps, device):
 
 def main(argv=None):
     args = parse_args(argv)
+    import torch
+
+    from detectron2.utils.events import EventStorage
     if args.threads:
         torch.set_num_threads(args.threads)
     params = SceneParams()

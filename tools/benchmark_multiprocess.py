@@ -12,7 +12,11 @@ iterations), the median of each mode, their ratio, and PASS/FAIL against the tar
 (1.3 on the 2-core development machine). No evaluation runs. Note the load (`uptime`) beside
 the numbers: the machine is shared.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse

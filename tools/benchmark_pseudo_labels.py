@@ -14,7 +14,11 @@ GPU synchronised around every stage so each gets its own time; (2) the real job 
 writer thread, shard files, merge) for the end-to-end rate. The targets from the issue (>= 5
 images/s, <= 16 GB peak GPU memory per process) are checked when a GPU is used.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -24,6 +28,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+
+from zip_d2.benchmarks.inputs import make_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_IMAGES_PER_S = 5.0
@@ -47,25 +53,6 @@ def parse_args(argv=None):
     p.add_argument("--json-out", help="also write the numbers here")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides")
     return p.parse_args(argv)
-
-
-def make_images(folder, num, width, height):
-    import cv2
-    import numpy as np
-
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(num):
-        img = np.empty((height, width, 3), np.uint8)
-        img[:] = rng.integers(40, 200, 3)
-        for _ in range(6):
-            color = tuple(int(v) for v in rng.integers(0, 255, 3))
-            center = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-            axes = (int(rng.integers(width // 20, width // 5)),
-                    int(rng.integers(height // 20, height // 5)))
-            cv2.ellipse(img, center, axes, float(rng.uniform(0, 180)), 0, 360, color, -1)
-        cv2.imwrite(os.path.join(folder, f"bench_{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return folder
 
 
 class StageTimer:

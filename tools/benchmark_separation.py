@@ -15,7 +15,11 @@ a disc to the new rule, and discovery takes <= 20 ms on the 128x171 grid.
 Example:
   python tools/benchmark_separation.py --seeds 8 --json work/separation.json
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -62,7 +66,7 @@ def run(args):
         touching_pairs,
     )
     from zip_d2.pseudo.clusters import kmeans
-    from zip_d2.pseudo.instances import discover_instances, split_fragments
+    from zip_d2.pseudo.instances import DiscoveryParams, discover_instances, split_fragments
 
     torch.set_num_threads(args.threads)
     h, w = args.grid
@@ -87,8 +91,8 @@ def run(args):
                 for _ in range(args.repeats):  # rules interleaved, so load changes hit both
                     t = time.perf_counter()
                     inst = discover_instances(split_fragments(cluster_map), region,
-                                              min_instance_cells=args.min_cells,
-                                              min_inscribed_radius=radius)
+                                              DiscoveryParams(min_instance_cells=args.min_cells,
+                                                              min_inscribed_radius=radius))
                     times[name].append((time.perf_counter() - t) * 1e3)
                 c = separation_counts(objects, inst.masks())
                 for key in COUNTS:

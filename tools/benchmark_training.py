@@ -9,7 +9,11 @@ the wall time of the training run and the final box/mask AP and AP50 on the val 
 PASS/FAIL against the foundation target (at most 5 minutes, box AP50 >= 50). Run it on an idle
 machine: the wall time is the measurement.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -19,8 +23,8 @@ import subprocess
 import sys
 import time
 
-import torch
-import yaml
+# Imported in main() after the arguments are parsed, so that --help imports no torch.
+torch = yaml = None
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs/synthetic/mask_rcnn_R18_synthetic.yaml")
@@ -33,6 +37,9 @@ def main(argv=None):
     p.add_argument("--max-iter", type=int, default=600)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
     args = p.parse_args(argv)
+    global torch, yaml
+    import torch
+    import yaml
 
     if not os.path.exists(os.path.join(args.data, "val.json")):
         subprocess.run([sys.executable, os.path.join(REPO, "tools/make_synthetic_dataset.py"),

@@ -17,7 +17,11 @@ image files, folders, glob patterns and video files; --output is a folder (one d
 input) or, for a single input, a file; without it the detections are only printed. The device
 is the GPU when there is one (--cpu forces the CPU).
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse

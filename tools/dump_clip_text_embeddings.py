@@ -10,14 +10,18 @@ and the prompts. Point ``MODEL.ROI_BOX_HEAD.OPEN_VOCAB.EMBEDDINGS`` (training) o
     python tools/dump_clip_text_embeddings.py --vocabulary "cat,dog" --templates single \
         --clip-model ViT-B-16 --pretrained /path/to/ViT-B-16.pt --out work/pets.pth
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
 import sys
 
-from zip_d2.models import MissingWeightsError
-from zip_d2.text import TEMPLATES, build_text_embeddings, load_vocabulary
+# zip_d2.text's prompt sets (checked against it after parsing; --help imports no torch).
+TEMPLATE_SETS = ("ensemble", "single")
 
 
 def parse_args(argv=None):
@@ -33,7 +37,7 @@ def parse_args(argv=None):
         "--pretrained", default="openai", help="open_clip pretrained tag or a local checkpoint file"
     )
     parser.add_argument(
-        "--templates", default="ensemble", choices=sorted(TEMPLATES),
+        "--templates", default="ensemble", choices=TEMPLATE_SETS,
         help="prompt set: CLIP's 80 ImageNet templates + 5 scene templates, or one template",
     )
     parser.add_argument("--device", default="cpu", help='"cpu" or "cuda"')
@@ -46,7 +50,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from zip_d2.data.paths import refuse_overwriting_inputs
+    from zip_d2.models import MissingWeightsError
+    from zip_d2.text import TEMPLATES, build_text_embeddings, load_vocabulary
+
+    assert set(TEMPLATE_SETS) == set(TEMPLATES), "TEMPLATE_SETS is out of date"
     try:
+        refuse_overwriting_inputs({"--out": args.out}, {"--vocabulary": args.vocabulary,
+                                                        "--pretrained": args.pretrained})
         names = [c["name"] for c in load_vocabulary(args.vocabulary)]
         emb = build_text_embeddings(
             names, args.clip_model, args.pretrained, templates=args.templates,

@@ -9,17 +9,16 @@ or --base/--novel name lists for other data.
     python tools/eval_ov_coco.py --results \
         output/ov_coco_annotation_free/inference/coco_2017_val_ov_all/coco_instances_results.json
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
 import json
 import sys
-
-from detectron2.data import MetadataCatalog
-
-from zip_d2.data.validate import DatasetError, load_json
-from zip_d2.evaluation.ov_coco import evaluate_ov_results
 
 
 def main(argv=None):
@@ -30,6 +29,11 @@ def main(argv=None):
     p.add_argument("--base", default=None, help="comma-separated base class names")
     p.add_argument("--novel", default=None, help="comma-separated novel class names")
     args = p.parse_args(argv)
+    from detectron2.data import MetadataCatalog
+
+    from zip_d2.data.validate import DatasetError, load_json
+    from zip_d2.evaluation.ov_coco import evaluate_ov_results
+
     meta = MetadataCatalog.get("coco_2017_val_ov_all")
     base = args.base.split(",") if args.base else meta.ov_base_classes
     novel = args.novel.split(",") if args.novel else meta.ov_novel_classes

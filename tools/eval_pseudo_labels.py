@@ -5,9 +5,14 @@
         --gt $DETECTRON2_DATASETS/coco/annotations/instances_val2017.json [--class-agnostic]
 
 Images are matched by file_name and categories by name; only images the pseudo-labels cover
-are evaluated (skipped images are counted and reported).
+are evaluated (skipped images are counted and reported). Both files are validated first; a
+problem is one line and exit status 2.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -24,16 +29,20 @@ def main(argv=None):
     p.add_argument("--json-out", help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
 
+    from zip_d2.data.paths import refuse_overwriting_inputs
     from zip_d2.data.validate import DatasetError, load_json
     from zip_d2.evaluation.pseudo_labels import EvalError, evaluate_pseudo_labels, format_table
 
     try:
+        refuse_overwriting_inputs({"--json-out": args.json_out}, {"--pred": args.pred,
+                                                                  "--gt": args.gt})
         pred, gt = load_json(args.pred), load_json(args.gt)
-        metrics = evaluate_pseudo_labels(pred, gt, class_agnostic=args.class_agnostic)
+        metrics = evaluate_pseudo_labels(pred, gt, class_agnostic=args.class_agnostic,
+                                         pred_name=args.pred, gt_name=args.gt)
     except (DatasetError, EvalError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    info = pred.get("info", {})
+    info = pred.get("info") if isinstance(pred.get("info"), dict) else {}
     print(f"pseudo-labels: {args.pred} (method {info.get('method', '?')}"
           f"{', RANDOM WEIGHTS' if info.get('random_weights') else ''})")
     print(f"ground truth: {args.gt}; {metrics['images']} images, {metrics['detections']} "

@@ -7,15 +7,20 @@ Every GPU of every node (shards on a filesystem all nodes see):
     torchrun --nproc_per_node 8 tools/generate_pseudo_labels.py \
         --coco-json $DETECTRON2_DATASETS/coco/annotations/instances_train2017.json \
         --images $DETECTRON2_DATASETS/coco/train2017 --out work/train2017_zip.json
+On SLURM, as an array of independent tasks (--shard) and a merge job: tools/submit_slurm.py label.
 
 Finished images are appended to OUT.json.shards/ as they finish; rerunning the same command
 after a crash or kill continues where it stopped (images whose file changed since are labeled
 again; another input folder or other settings are refused). At the end the shards are merged
 into OUT.json and validated. OUT.json is replaced only if this job wrote it (else --overwrite).
 Exit status: 0 done, 1 merged but validation found problems, 2 the job could not start (nothing
-was labeled) or could not merge (see the message).
+was labeled) or could not merge (see the message), 130 interrupted (Ctrl-C; rerun to continue).
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -28,6 +33,13 @@ from zip_d2.labels.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 # Found from this file, so the tool works from any directory.
 PAPER_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "configs", "pseudo", "zip_paper.yaml")
+
+
+def parse_shard(text):
+    rank, sep, world_size = text.partition("/")
+    if not (sep and rank.isdigit() and world_size.isdigit() and int(rank) < int(world_size)):
+        raise argparse.ArgumentTypeError(f"expected RANK/N with 0 <= RANK < N, got {text!r}")
+    return int(rank), int(world_size)
 
 
 def parse_args(argv=None):
@@ -67,6 +79,10 @@ def parse_args(argv=None):
                      help="on resume, try again the images recorded as skipped")
     job.add_argument("--max-consecutive-failures", type=int, default=50,
                      help="stop when the labeler fails on this many images in a row")
+    job.add_argument("--shard", metavar="RANK/N", type=parse_shard,
+                     help="label only rank RANK's share as one of N independent tasks (a SLURM "
+                          "array task: tools/submit_slurm.py sets it) and do not merge; "
+                          "tools/merge_pseudo_labels.py merges once all N have finished")
     job.add_argument("--no-progress", action="store_true", help="no progress bar")
     job.add_argument("--no-validate", action="store_true", help="skip validation after merge")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
@@ -74,8 +90,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.images and not args.coco_json:
         p.error("give --images DIR or --coco-json FILE")
-    if len(args.opts) % 2:
-        p.error(f"config overrides must be KEY VALUE pairs, got {args.opts}")
+    from zip_d2.config import SetupError, check_overrides
+
+    try:
+        check_overrides(args.opts)
+    except SetupError as e:
+        p.error(str(e))
     return args
 
 
@@ -93,10 +113,26 @@ def flag_settings(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        return run(args, argv)
+    except KeyboardInterrupt:  # Ctrl-C: every finished image is already in a shard
+        print(f"interrupted; finished images are kept in {args.out}.shards, rerun the same "
+              "command to continue", file=sys.stderr)
+        return 130
+
+
+def run(args, argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from zip_d2.config import SetupError, setup_cfg
     from zip_d2.labels.images import InputError
-    from zip_d2.labels.job import JobError, JobOptions, run_job, summary_lines
+    from zip_d2.labels.job import (
+        JobError,
+        JobOptions,
+        missing_folders,
+        remove_empty_folders,
+        run_job,
+        summary_lines,
+    )
     from zip_d2.labels.shards import ShardError
     from zip_d2.models import MissingWeightsError
 
@@ -107,15 +143,18 @@ def main(argv=None):
                       retry_skipped=args.retry_skipped, progress=not args.no_progress,
                       validate=not args.no_validate,
                       max_consecutive_failures=args.max_consecutive_failures,
-                      command=list(sys.argv if argv is None else argv), config_file=args.config)
+                      command=list(sys.argv if argv is None else argv), config_file=args.config,
+                      shard=args.shard)
     try:
         cfg = setup_cfg(args.config, args.opts, settings=flag_settings(args))
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    new_folders = missing_folders(args.out)
     try:
         result = run_job(cfg, opts)
     except (JobError, InputError, MissingWeightsError, ShardError) as e:
+        remove_empty_folders(new_folders)  # a refused job leaves no empty output folder
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

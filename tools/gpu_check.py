@@ -25,7 +25,11 @@ Check a folder of wheels for that machine (one version each, cp312/pure tags, ev
 carried or among the GPU image's packages listed below, size):
     python tools/gpu_check.py --check-wheels .whl
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -41,7 +45,6 @@ import traceback
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
-sys.path.insert(0, TOOLS)  # the benchmark scripts beside this one
 
 SECTIONS = ["environment", "postprocess", "kmeans", "tiny_cuda_vs_cpu", "train", "job"]
 # Rough seconds each section needs on an H100/H200 (model building included): a section is
@@ -56,7 +59,9 @@ GPU_IMAGE_PACKAGES = {
     "torch", "torchvision", "numpy", "scipy", "scikit-image", "opencv-python-headless", "pillow",
     "matplotlib", "tqdm", "tabulate", "cloudpickle", "tensorboard", "packaging", "pyyaml", "regex",
     "huggingface-hub", "safetensors", "timm", "portalocker", "setuptools"}
-WHEEL_LIMIT_MIB = 64  # what one call to the GPU machine carries, the working tree included
+# The GPU check's transfer size: the wheels travel with the working tree in one copy of at
+# most this many MiB, so they may take a quarter of it.
+WHEEL_LIMIT_MIB = 64
 
 
 def parse_args(argv=None):
@@ -77,6 +82,18 @@ def parse_args(argv=None):
 # -- helpers -------------------------------------------------------------------------------------
 def _say(msg):
     print(msg, flush=True)
+
+
+def _run_tool(script, argv):
+    """Run ``tools/<script>`` with this interpreter in its own process (a tool is a command,
+    not a module to import); RuntimeError naming it if it fails."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    done = subprocess.run([sys.executable, os.path.join(TOOLS, script), *argv], env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"tools/{script} {' '.join(argv)} exited with {done.returncode}")
 
 
 def _sync(device):
@@ -141,16 +158,16 @@ def environment(ctx):
 
 def postprocess(ctx):
     """Exactness of the device NMS path against the CPU path, then the per-image timing."""
-    import benchmark_cpu_per_image
     import numpy as np
     import torch
 
+    from zip_d2.benchmarks.inputs import sam_like_masks
     from zip_d2.pseudo.masks import select_masks
 
     device = ctx["device"]
     rng = np.random.default_rng(0)
     h, w, n = (480, 640, 96) if not ctx["dry"] else (60, 80, 24)
-    masks, scores = benchmark_cpu_per_image.sam_like_masks(rng, n, h, w)
+    masks, scores = sam_like_masks(rng, n, h, w)
     masks[: n // 8] = masks[n // 8: n // 4]          # exact duplicates...
     scores[: n // 8] = scores[n // 8: n // 4]        # ...with tied scores
     masks[-3:] = False                               # empty masks
@@ -178,7 +195,7 @@ def postprocess(ctx):
         argv = ["--device", where, "--json-out", path]
         if ctx["dry"]:
             argv += ["--repeats", "3"]
-        benchmark_cpu_per_image.main(argv)
+        _run_tool("benchmark_cpu_per_image.py", argv)
         with open(path, encoding="utf-8") as f:
             timings[where] = json.load(f)
     out["per_image"] = timings
@@ -228,7 +245,7 @@ def kmeans(ctx):
 
 
 def _tiny_images(ctx, n, size):
-    from benchmark_pseudo_labels import make_images
+    from zip_d2.benchmarks.inputs import make_images
 
     folder = os.path.join(ctx["tmp"], f"images_{size[0]}x{size[1]}_{n}")
     if not os.path.isdir(folder):
@@ -307,7 +324,10 @@ def train(ctx):
     root = os.path.join(ctx["tmp"], "synthetic")
     paths = make_synthetic_dataset(root, num_train=4 * batch, num_val=1, seed=0, params=params)
     out_dir = os.path.join(ctx["tmp"], "train")
+    with open(paths["train"], encoding="utf-8") as f:
+        num_classes = len(json.load(f)["categories"])  # training refuses a count that differs
     opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device,
+            "MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes),
             # Random init: inputs scaled to unit variance so a randomly initialised trunk with
             # frozen (identity) norms keeps fp16-safe activations; the cost is unchanged.
             "MODEL.PIXEL_STD", "[57.375, 57.120, 58.395]",
@@ -366,8 +386,6 @@ def train(ctx):
 
 
 def job(ctx):
-    import benchmark_pseudo_labels
-
     path = os.path.join(ctx["tmp"], "pseudo_labels.json")
     overrides = []
     if ctx["dry"]:
@@ -381,7 +399,7 @@ def job(ctx):
         # Random CLIP weights give no class a probability of 0.1, so nothing would reach SAM:
         # keep the top 5 classes, as a real image with five confident classes would.
         overrides = ["PSEUDO.CLIP.MIN_PROB", "0.0"]
-    benchmark_pseudo_labels.main(argv + ["--json-out", path] + overrides)
+    _run_tool("benchmark_pseudo_labels.py", argv + ["--json-out", path] + overrides)
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -438,8 +456,8 @@ def check_wheels(folder):
         elif needed in carried and not req.specifier.contains(str(carried[needed]),
                                                                prereleases=True):
             problems.append(f"{dist} needs {req}, but {needed} {carried[needed]} is carried")
-    print(f"  {len(wheels)} wheels, {total / 2 ** 20:.1f} MiB of the {WHEEL_LIMIT_MIB} MiB a "
-          "call to the GPU machine carries")
+    print(f"  {len(wheels)} wheels, {total / 2 ** 20:.1f} MiB (the GPU check's transfer, "
+          f"working tree included, is at most {WHEEL_LIMIT_MIB} MiB)")
     if total > WHEEL_LIMIT_MIB * 2 ** 20 / 4:
         problems.append(f"{total / 2 ** 20:.1f} MiB of wheels leaves too little of "
                         f"{WHEEL_LIMIT_MIB} MiB for the working tree")

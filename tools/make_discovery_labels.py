@@ -11,7 +11,11 @@ which says "discovery-made, constructed features".
     python tools/make_discovery_labels.py --gt work/synthetic/train.json \
         --out work/synthetic/discovery_new_train.json --min-inscribed-radius 2 --seed 0
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse

@@ -10,14 +10,15 @@ registered dataset names coco_2017_train_ov_base, coco_2017_train_ov_all, coco_2
     python tools/make_ov_coco_splits.py                    # both splits
     python tools/make_ov_coco_splits.py --splits val2017   # evaluation files only
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
 import sys
-
-from zip_d2.data.ov_coco import make_ov_coco_splits
-from zip_d2.data.validate import DatasetError
 
 
 def main(argv=None):
@@ -28,6 +29,9 @@ def main(argv=None):
     p.add_argument("--splits", nargs="+", default=["train2017", "val2017"],
                    choices=["train2017", "val2017"])
     args = p.parse_args(argv)
+    from zip_d2.data.ov_coco import make_ov_coco_splits
+    from zip_d2.data.validate import DatasetError
+
     try:
         written = make_ov_coco_splits(args.root, args.splits)
     except DatasetError as e:

@@ -5,7 +5,11 @@
 
 Writes OUT/train.json, OUT/val.json and the images under OUT/train/ and OUT/val/.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -29,12 +33,16 @@ def main(argv=None):
                    help="probability that an object is placed touching one of its category")
     p.add_argument("--num-categories", type=int, default=d.num_categories,
                    help=f"how many of {', '.join(SHAPES)} to use")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a dataset already in --out (its JSONs and images are removed "
+                        "first); without it an existing dataset is refused")
     args = p.parse_args(argv)
     try:
         params = SceneParams(width=args.width, height=args.height, min_objects=args.min_objects,
                              max_objects=args.max_objects, touch_prob=args.touch_prob,
                              num_categories=args.num_categories)
-        paths = make_synthetic_dataset(args.out, args.num_train, args.num_val, args.seed, params)
+        paths = make_synthetic_dataset(args.out, args.num_train, args.num_val, args.seed, params,
+                                       overwrite=args.overwrite)
     except (ValueError, OSError) as e:
         print(f"make_synthetic_dataset: error: {e}", file=sys.stderr)
         return 2

@@ -1,19 +1,26 @@
 #!/usr/bin/env python
-"""Merge a pseudo-label job's shards into one COCO JSON, then validate it.
+"""Merge a pseudo-label job's shards into one COCO JSON, validating each record as written.
 
 The job does this itself at the end; use this tool when ranks ran on machines without a shared
-filesystem (copy every OUT.json.shards/rank*.jsonl into one folder first), or to inspect a job
-that is still running (--allow-partial). OUT is replaced only if these shards wrote it (or with
---overwrite), and is recorded as theirs, so the job may replace it later.
+filesystem (copy every OUT.json.shards/rank*.jsonl into rank 0's folder first), or to inspect a
+job that is still running (--allow-partial). Every shard must carry the settings of the job.json
+beside it (labeler, vocabulary and its order, input, decoding): a rank file of another job is
+refused, naming it. OUT is replaced only if these shards wrote it (or with --overwrite), and is
+recorded as theirs, so the job may replace it later.
 
     python tools/merge_pseudo_labels.py --out work/demo.json [--shards work/demo.json.shards]
 
 Exit status: 0 merged and valid, 1 merged but validation found problems, 2 could not merge.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
+import os
 import sys
 
 
@@ -31,16 +38,19 @@ def main(argv=None):
 
     from zip_d2.data.validate import CocoValidator
     from zip_d2.labels import shards
+    from zip_d2.labels.coco_output import recorded_image_root
 
     shard_dir = args.shards or shards.shard_dir_for(args.out)
     checker = None
     try:
         plan = shards.MergePlan(shard_dir, allow_partial=args.allow_partial)
-        listing = plan.job.get("input", {}).get("coco_json")
-        shards.check_output_replaceable(args.out, shard_dir, {"the job's --coco-json": listing},
-                                        args.overwrite)
+        job_input = plan.job.get("input")
+        listing = job_input.get("coco_json") if isinstance(job_input, dict) else None
+        inputs = [("the job's --coco-json", listing), ("the shard manifest", os.path.join(
+            shard_dir, shards.MANIFEST)), *(("shard", p) for p in plan.paths)]
+        shards.check_output_replaceable(args.out, shard_dir, inputs, args.overwrite)
         if not args.no_validate:
-            root = args.image_root or plan.job["input"]["image_root"]
+            root = args.image_root or recorded_image_root({"info": {"job": plan.job}})
             checker = CocoValidator(image_root=root, check_image_sizes=True,
                                     check_segmentations=True)
         # validated as it is written, one record at a time

@@ -16,7 +16,11 @@ a machine without one (see --help).
     # from an existing detector (round 0 not trained here):
     python tools/self_train.py ... --weights output/round0/model_final.pth --rounds 1
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import argparse
@@ -94,7 +98,7 @@ def main(argv=None):
                               overwrite=args.overwrite)
         check_launch(run.base_cfg, args.num_gpus, args.num_machines, args.machine_rank,
                      args.dist_url)
-        run.check_weights()  # every missing weight in one line, before round 0 starts
+        run.preflight()  # weights, labels, classes: one line before anything is written
     except REPORTED as e:
         print(f"self_train: error: {e}", file=sys.stderr)
         return 2

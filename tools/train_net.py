@@ -10,7 +10,11 @@ On a machine without a GPU, --num-gpus N trains with N CPU processes (see --help
         --register-dataset synthetic_train work/synthetic/train.json work/synthetic/train \
         --register-dataset synthetic_val work/synthetic/val.json work/synthetic/val
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
 
 # isort: split
 import sys
@@ -26,6 +30,7 @@ from zip_d2.data.validate import DatasetError
 from zip_d2.engine import Trainer
 from zip_d2.engine.distributed import LAUNCH_HELP, check_launch, set_cpu_threads
 from zip_d2.engine.setup import add_register_argument, inference_cfg, preflight
+from zip_d2.engine.train import train_detector
 
 
 def main(args):
@@ -36,13 +41,13 @@ def main(args):
     set_cpu_threads()
     register_from_cfg(cfg)  # spawned workers start with empty catalogs; checks ran in cli()
     if args.eval_only:
-        model, iteration = Trainer.build_inference_model(cfg, resume=args.resume)
-        results = Trainer.test(cfg, model)
-        Trainer.write_eval_results(cfg, results, iteration)
+        model, iteration, class_names = Trainer.build_inference_model(cfg, resume=args.resume)
+        results = Trainer.test(inference_cfg(cfg), model, class_names=class_names)
+        # One stamp for one checkpoint: the iterations its weights were trained for, as the
+        # end-of-training evaluation stamps it (detectron2 saves model_final at MAX_ITER - 1).
+        Trainer.write_eval_results(cfg, results, None if iteration is None else iteration + 1)
         return results
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    return train_detector(cfg, resume=args.resume)
 
 
 def parse_args(argv=None):
@@ -53,6 +58,10 @@ def parse_args(argv=None):
 
 def cli(argv=None):
     args = parse_args(argv)
+    if not args.config_file:
+        print("train_net: error: give --config-file, the detector's config (e.g. "
+              "configs/synthetic/mask_rcnn_R18_synthetic.yaml)", file=sys.stderr)
+        return 2
     try:
         cfg = setup_cfg(args.config_file, args.opts, args.register_dataset)
         check_launch(cfg, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url,

@@ -4,7 +4,9 @@
 below are its sections, one per stage of the data flow, so a reader finds a key next to the
 keys of the same stage. Each key has its default and a one-line comment.
 """
+import difflib
 import os
+import re
 
 import yaml
 
@@ -41,6 +43,40 @@ def _one_line(e):
     return " ".join(str(e).strip("'\"").split()) or type(e).__name__
 
 
+def check_overrides(opts):
+    """SetupError unless ``opts`` are KEY VALUE pairs; a tool flag among them (``--overwrite``
+    typed after the overrides) is named, with where it belongs."""
+    flags = [o for o in opts if re.fullmatch(r"--[A-Za-z][\w-]*(=.*)?", str(o))]
+    if flags:
+        raise SetupError(f"{flags[0]} comes after the KEY VALUE config overrides, where it is "
+                         "read as a key: move it before them")
+    if len(opts) % 2:
+        raise SetupError(f"config overrides must be KEY VALUE pairs, got {' '.join(opts)}")
+
+
+def _all_keys(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, CN):
+            yield from _all_keys(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def nearest_keys_hint(cfg, message):
+    """``message`` ("Non-existent key: X" from yacs) plus the config's nearest existing keys."""
+    found = re.search(r"Non-existent (?:config )?key: ([\w.]+)", message)
+    if not found:
+        return message
+    wrong = found.group(1)
+    keys = list(_all_keys(cfg))
+    near = difflib.get_close_matches(wrong, keys, n=3, cutoff=0.8)
+    if not near:  # a wrong last part: the keys of the same section
+        section = wrong.rsplit(".", 1)[0] + "."
+        near = difflib.get_close_matches(wrong, [k for k in keys if k.startswith(section)],
+                                         n=3, cutoff=0.5)
+    return message + (f" (did you mean {' or '.join(near)}?)" if near else "")
+
+
 def _set_key(cfg, key, value):
     """``cfg.<key> = value`` for a dotted key that must exist, keeping the default's type."""
     node, *path = [cfg] + key.split(".")
@@ -70,8 +106,7 @@ def setup_cfg(config_file=None, opts=(), register=(), settings=None):
     cfg = get_cfg()
     if config_file and not os.path.isfile(config_file):
         raise SetupError(f"config file not found: {config_file}")
-    if len(opts) % 2:
-        raise SetupError(f"config overrides must be KEY VALUE pairs, got {' '.join(opts)}")
+    check_overrides(opts)
     steps = ((config_file, cfg.merge_from_file, config_file),
              ("command-line flags", lambda s: [_set_key(cfg, k, v) for k, v in s.items()],
               settings),
@@ -85,7 +120,8 @@ def setup_cfg(config_file=None, opts=(), register=(), settings=None):
             raise SetupError(f"bad config in {source}: {e}") from None
         except (KeyError, ValueError, AssertionError, TypeError, AttributeError,
                 yaml.YAMLError) as e:
-            raise SetupError(f"bad config in {source}: {_one_line(e)}") from None
+            raise SetupError(f"bad config in {source}: "
+                             f"{nearest_keys_hint(cfg, _one_line(e))}") from None
     cfg.ZIP.DATASETS.REGISTER = [list(r) for r in cfg.ZIP.DATASETS.REGISTER] + [
         list(r) for r in register]
     cfg.freeze()
@@ -149,6 +185,12 @@ def _add_pseudo_config(cfg):
     # Weight download cache for SAM and CLIP ("" = ~/.cache/zip_d2 for SAM, open_clip's
     # ~/.cache/clip for CLIP).
     cfg.PSEUDO.CACHE_DIR = ""
+    # How every model input (surgery, classification, boundary; sam-clip's crops) is resized
+    # from the image: "pil" = PIL bicubic (a = -0.5, antialiased when downscaling), what the
+    # authors' torchvision Resize on PIL images runs, bit for bit, done in the job's loader
+    # workers; "opencv" = cv2 INTER_CUBIC (a = -0.75, no antialiasing), zip_d2 before issue 20:
+    # up to 110 grey levels from PIL at 224x224 (README, "Model inputs").
+    cfg.PSEUDO.RESIZE = "pil"
 
     cfg.PSEUDO.CLIP = CN()
     # open_clip model for semantic clues (classification and CLIP Surgery activation).
@@ -185,6 +227,10 @@ def _add_pseudo_config(cfg):
     cfg.PSEUDO.BOUNDARY.PRETRAINED = "openai"
     # Image short side fed to the trunk (aspect kept); features come out at stride 16.
     cfg.PSEUDO.BOUNDARY.SHORT_SIDE = 2048
+    # Long side of the boundary input: "truncate" = int(SHORT_SIDE * long / short), the authors'
+    # torchvision Resize(SHORT_SIDE) (480x640 -> 2048x2730, grid 128x170); "round16" = both
+    # sides rounded to multiples of 16 (2048x2736, grid 128x171), zip_d2 before issue 20.
+    cfg.PSEUDO.BOUNDARY.SIZE_RULE = "truncate"
     # Number of k-means clusters K.
     cfg.PSEUDO.BOUNDARY.NUM_CLUSTERS = 20
     # Maximum k-means iterations (stops earlier when centroids stop moving).

@@ -2,15 +2,15 @@
 
 In the spirit of ``open_clip.create_model(name, pretrained)``: a model name plus a weight source
 (a pretrained tag such as ``"openai"``, or a local checkpoint file). Weights are never silently
-replaced by random ones: missing weights raise :class:`MissingWeightsError` with one line saying
-what is missing and how to provide it; random initialisation happens only when the caller asks
-for it (test presets) and is announced with a loud banner every time.
+replaced by random ones: missing weights raise :class:`MissingWeightsError` with one line per
+missing model saying what is missing and how to provide it; random initialisation happens only
+when the caller asks for it (test presets) and is announced with a loud banner every time.
 
 Where weights come from is decided without the network (:class:`WeightSource`); a download is
 tried only after one short probe of its host says the host answers, so a machine without
-network learns in seconds, in one line, every weight it lacks and the config key that provides
-it (:func:`require_weights`). Set ``ZIP_D2_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) to skip the
-probe and forbid downloads: weights must then already be in the caches or given as files.
+network learns in seconds, one line per model, every weight it lacks and the config key that
+provides it (:func:`require_weights`). Set ``ZIP_D2_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) to skip
+the probe and forbid downloads: weights must then already be in the caches or given as files.
 """
 from __future__ import annotations
 
@@ -114,6 +114,8 @@ class WeightSource:
     local: the file on this machine that holds the weights; "" when there is none yet.
     url: where a download would fetch them from when ``local`` is ""; "" when none can.
     cache: the plain file a download is kept in ("" when the cache is not one plain file).
+    cache_dir: the folder a download is kept in when it is not one plain file (open_clip's
+        Hugging Face hub downloads), else "".
     problem: why no download can provide them, whatever the network ("" when one can).
     """
 
@@ -123,6 +125,7 @@ class WeightSource:
     local: str = ""
     url: str = ""
     cache: str = ""
+    cache_dir: str = ""
     problem: str = ""
 
 
@@ -177,8 +180,11 @@ def clip_weight_source(name: str, pretrained: str, cache_dir: str = "",
             f"{key} '{pretrained}' is neither a file nor one of open_clip's tags for {name} "
             f"({tags})"))
     cache_dir = _clip_cache_dir(cache_dir)
-    return replace(source, local=_cached_clip_file(tag_cfg, cache_dir),
-                    url=_clip_download_url(tag_cfg))
+    url = _clip_download_url(tag_cfg)
+    plain = url == tag_cfg.get("url")  # no hub client: open_clip keeps the file as it is named
+    return replace(source, local=_cached_clip_file(tag_cfg, cache_dir), url=url,
+                   cache=os.path.join(cache_dir, os.path.basename(url)) if plain else "",
+                   cache_dir="" if plain else cache_dir)
 
 
 def sam_weight_source(model_type: str, checkpoint: str = "", cache_dir: str = "",
@@ -287,10 +293,54 @@ def _download_blockers(urls: Sequence[str]) -> Dict[str, str]:
             if answers[urllib.parse.urlparse(u).netloc]}
 
 
+def _checked(source: WeightSource) -> WeightSource:
+    """``source``, or when its local file is unreadable, that file named as its problem."""
+    why = unreadable_weights(source.local) if source.local else ""
+    if not why:
+        return source
+    fix = ("delete it to download it again" if source.cache == source.local or source.url
+           else f"give a good copy as {source.key}")
+    return replace(source, local="", problem=(
+        f"{source.key} file {source.local} is not a usable checkpoint: {why}; {fix}"))
+
+
+def _home(path: str) -> str:
+    """``path`` with the home directory written as ``~`` (shorter lines)."""
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if home != "~" and path.startswith(home + os.sep) else path
+
+
+def unreadable_weights(path: str) -> str:
+    """Why the weight file ``path`` cannot be a checkpoint (empty, a safetensors file with a
+    broken header, a truncated zip-format torch file), or "" when it may be one. Cheap: reads
+    the header or the zip directory, never the tensors."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "it is empty"
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt"):
+                return ""
+        with open(path, "rb") as f:
+            zip_format = f.read(4) == b"PK\x03\x04"  # torch.save's format since torch 1.6
+        if zip_format:
+            import zipfile
+
+            with zipfile.ZipFile(path):
+                return ""
+    except Exception as e:  # safetensors, zipfile and the OS each raise their own types
+        return f"it cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:80]})"
+    return ""
+
+
 def require_weights(sources: Sequence[WeightSource]) -> None:
     """Return if every source is on this machine or can be downloaded now; otherwise raise
-    :class:`MissingWeightsError` with ONE line naming every missing model, the key that
-    provides it and where to get it. Costs at most one short probe per download host."""
+    :class:`MissingWeightsError`: a head line (why nothing can be downloaded), then ONE line
+    per missing model naming the key that provides it, where to get it and where a download
+    is kept. Costs at most one short probe per download host."""
+    sources = [_checked(s) for s in sources]
     todo = [s for s in sources if not s.local]
     blocked = _download_blockers([s.url for s in todo if not s.problem])
     missing = [s for s in todo if s.problem or not s.url or s.url in blocked]
@@ -301,13 +351,16 @@ def require_weights(sources: Sequence[WeightSource]) -> None:
         if s.problem:
             fixes.append(f"{s.what}: {s.problem}")
         else:
-            keep = f" (or save it as {s.cache})" if s.cache else ""
+            keep = (f" (or save it as {_home(s.cache)})" if s.cache else
+                    f" (downloads are kept in {_home(s.cache_dir)})" if s.cache_dir else "")
             fixes.append(f"{s.what}: set {s.key} to a local copy of {s.url}{keep}")
     reasons = sorted({blocked[s.url] for s in missing if s.url in blocked})
-    head = f"missing weights ({'; '.join(reasons)})" if reasons else "missing weights"
-    tail = (". Run once with network access to download them into the caches instead"
-            if reasons else "")
-    raise MissingWeightsError(f"{head}: {'; '.join(fixes)}{tail}.")
+    what = "missing weights" if any(not s.problem or "not a usable checkpoint" not in s.problem
+                                    for s in missing) else "unusable weights"
+    head = f"{what} ({'; '.join(reasons)})" if reasons else what
+    tail = "; run once with network access to fill the caches, or" if reasons else ";"
+    raise MissingWeightsError("\n".join([f"{head}{tail} give files:"]
+                                         + [f"  {fix}" for fix in fixes]))
 
 
 @dataclass
@@ -337,9 +390,9 @@ def _resolve_clip_weights(name: str, pretrained: str, cache_dir: str, key: str) 
     from open_clip.pretrained import download_pretrained
 
     source = clip_weight_source(name, pretrained, cache_dir, key)
-    if source.local:
+    if source.local and not unreadable_weights(source.local):
         return source.local
-    require_weights([source])
+    require_weights([source])  # names an unreadable file, a missing one or a blocked host
     how = f"set {key} to a local copy of {source.url}"
     try:
         path = download_pretrained(open_clip.get_pretrained_cfg(name, pretrained),
@@ -528,7 +581,7 @@ def _download_checked(url: str, dst: str) -> None:
 
 def _resolve_sam_checkpoint(model_type: str, checkpoint: str, cache_dir: str, key: str) -> str:
     source = sam_weight_source(model_type, checkpoint, cache_dir, key)
-    if source.local:
+    if source.local and not unreadable_weights(source.local):
         return source.local
     require_weights([source])
     os.makedirs(os.path.dirname(source.cache), exist_ok=True)

@@ -6,11 +6,19 @@ matches one known message from one library, about that library's own code, which
 nothing about; every other warning still shows. The library itself changes no global state on
 import: only the tools opt in.
 """
+import importlib.util
 import logging
 import re
 import warnings
 
 __all__ = ["KNOWN_NOISE"]
+
+# The tools' first import is this module, and each catches ModuleNotFoundError around it to say
+# which Python to use: a Python that finds zip_d2 (PYTHONPATH) but not its environment's
+# packages is told here, before a traceback from deep inside an import could.
+for _package in ("torch", "detectron2"):
+    if importlib.util.find_spec(_package) is None:
+        raise ModuleNotFoundError(f"No module named {_package!r}", name=_package)
 
 # (category, message regex). Warnings are matched on their message, so a library moving the
 # call elsewhere keeps it silenced; each pattern is specific enough that nothing else matches.

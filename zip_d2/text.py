@@ -55,6 +55,9 @@ def _fill(template: Template, name: str) -> str:
 
 _VOCABULARY_FORMS = ("a vocabulary is 'coco', 'lvis', an existing file with one class name a "
                      "line, or a comma-separated list 'a,b,c' ('a,' for a single class)")
+# Extensions of a vocabulary file: a comma list ending in one is a file name with a comma in it.
+_FILE_EXTENSIONS = (".txt", ".text", ".names", ".csv", ".tsv", ".json", ".yaml", ".yml", ".list")
+_QUOTES = "'\""
 
 
 def looks_like_path(spec: str) -> bool:
@@ -63,14 +66,54 @@ def looks_like_path(spec: str) -> bool:
     return os.sep in spec or "/" in spec or bool(os.path.splitext(spec)[1])
 
 
+def _list_looks_like_path(spec: str) -> bool:
+    # Class names hold no path separator; a list ending in a file extension is a file name
+    # ("classes,v2.txt"). A dot elsewhere is a class name's ("st. bernard,dog").
+    return os.sep in spec or "/" in spec or spec.lower().endswith(_FILE_EXTENSIONS)
+
+
+def _read_vocabulary_file(spec: str) -> List[str]:
+    try:
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of a class name.
+        with open(spec, encoding="utf-8-sig") as f:
+            return [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Vocabulary file {spec} is not UTF-8 text ({e.reason} at byte "
+                         f"{e.start}); save it as UTF-8.") from None
+    except OSError as e:
+        raise ValueError(f"Vocabulary file {spec} cannot be read: {e.strerror or e}.") from None
+
+
+def _list_names(spec: str) -> List[str]:
+    """Class names of a comma list; a bracketed list "[a, b]" (optionally quoted items, as
+    Python or JSON writes a list) means the same as "a, b"."""
+    body = spec.rstrip(", ")
+    bracketed = body.startswith("[") and body.endswith("]")
+    if bracketed:
+        body = body[1:-1]
+    names = []
+    for part in (n.strip() for n in body.split(",")):
+        if bracketed and len(part) >= 2 and part[0] == part[-1] and part[0] in _QUOTES:
+            part = part[1:-1].strip()
+        if not part:
+            continue
+        if part[0] in "[]" + _QUOTES or part[-1] in "[]" + _QUOTES:
+            raise ValueError(f"Vocabulary list {spec!r}: class name {part!r} starts or ends with "
+                             f"a bracket or quote; write the list as a,b,c or [a, b, c].")
+        names.append(part)
+    return names
+
+
 def load_vocabulary(spec: str) -> List[dict]:
     """COCO-style categories ``[{"id": int, "name": str}, ...]`` for a vocabulary spec.
 
     spec: "coco" (80 thing classes, COCO ids), "lvis" (LVIS v1, 1203 classes), a path to an
-    existing text file (one name per non-empty line, ids 1..N), or a comma-separated list
-    "a,b,c" (ids 1..N); a single class is a list with a trailing comma, "zebra,".
-    Raises ValueError for anything else (a missing file, a bare word that is none of these:
-    never silently a one-class vocabulary), an empty vocabulary or duplicate names.
+    existing UTF-8 text file (one name per non-empty line, ids 1..N; a byte-order mark is
+    dropped), or a comma-separated list "a,b,c" (ids 1..N); a single class is a list with a
+    trailing comma, "zebra,". A list may be written in brackets, "[a, b]" or "['a', 'b']".
+    Raises ValueError for anything else (a missing file, also one whose name holds a comma; a
+    folder; a file that is not UTF-8; a bare word that is none of these: never silently a
+    one-class vocabulary), an empty vocabulary or duplicate names.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"Vocabulary spec is empty: {spec!r}; {_VOCABULARY_FORMS}.")
@@ -86,12 +129,16 @@ def load_vocabulary(spec: str) -> List[dict]:
             {"id": c["id"], "name": c["name"]}
             for c in sorted(LVIS_CATEGORIES, key=lambda c: c["id"])
         ]
+    if os.path.isdir(spec):
+        raise ValueError(f"Vocabulary {spec} is a folder; give a file with one class name a "
+                         "line inside it.")
     if os.path.isfile(spec):
-        with open(spec, encoding="utf-8") as f:
-            names = [line.strip() for line in f if line.strip()]
+        names = _read_vocabulary_file(spec)
         where = f"file {spec}"
-    elif "," in spec:
-        names = [n.strip() for n in spec.split(",") if n.strip()]
+    elif os.path.exists(spec):
+        raise ValueError(f"Vocabulary {spec} is not a regular file; {_VOCABULARY_FORMS}.")
+    elif ("," in spec or spec.startswith("[")) and not _list_looks_like_path(spec):
+        names = _list_names(spec)
         where = f"list {spec!r}"
     elif looks_like_path(spec):
         raise ValueError(f"Vocabulary file {spec} does not exist; {_VOCABULARY_FORMS}.")

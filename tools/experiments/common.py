@@ -26,7 +26,6 @@ import time
 import numpy as np
 import torch
 
-from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads)
@@ -34,9 +33,10 @@ from zip_d2.config import setup_cfg
 from zip_d2.data.coco_json import load_json, write_json_atomic  # noqa: F401  (load_json: report.py)
 from zip_d2.data.simulate import SimulationParams, write_simulated_pseudo_labels
 from zip_d2.data.synthetic import SceneParams, make_synthetic_dataset
-from zip_d2.engine.setup import preflight
+from zip_d2.engine.setup import inference_cfg, preflight
+from zip_d2.engine.train import droploss_opts as engine_droploss_opts
+from zip_d2.engine.train import final_checkpoint, is_finished, train_detector
 from zip_d2.evaluation.coco_eval import coco_from_dict, coco_stats
-from zip_d2.modeling.droploss import DROPLOSS_HEADS
 from zip_d2.pseudo.discovery_labels import (
     DISCOVERY_LABEL,
     DiscoveryLabelParams,
@@ -158,8 +158,8 @@ def label_quality(labels_json, gt_json):
 
 def evaluate_checkpoint(weights, name, gt_json, image_root, config=CONFIG, opts=()):
     """Box and mask AP/AP50 (class-aware) of a checkpoint on a ground-truth set."""
-    cfg = setup_cfg(config, list(opts) + ["DATASETS.TRAIN", "()", "DATASETS.TEST", f"('{name}',)"],
-                    [[name, gt_json, image_root]])
+    cfg = inference_cfg(setup_cfg(config, list(opts), [[name, gt_json, image_root]]),
+                        test=[name])
     preflight(cfg, train=False)
     results = predict_dataset(cfg, weights, name)
     return {"box": coco_ap(gt_json, results, "bbox"), "mask": coco_ap(gt_json, results, "segm")}
@@ -167,34 +167,25 @@ def evaluate_checkpoint(weights, name, gt_json, image_root, config=CONFIG, opts=
 
 def droploss_opts(config=CONFIG):
     """KEY VALUE overrides that train ``config``'s RoI heads with DropLoss (CutLER's round 0)."""
-    name = setup_cfg(config, []).MODEL.ROI_HEADS.NAME
-    return ["MODEL.ROI_HEADS.NAME", DROPLOSS_HEADS[name],
-            "MODEL.ROI_HEADS.DROPLOSS.ENABLED", "True"]
+    return engine_droploss_opts(setup_cfg(config, []))
 
 
 def train(out_dir, train_name, train_json, image_root, opts=(), config=CONFIG):
     """Train once, seeded by the config's SEED; ``(checkpoint, whole seconds)``.
 
-    Skipped when ``out_dir/model_final.pth`` exists; an interrupted training resumes from its
-    last checkpoint. Seconds: the time of all its iterations, from metrics.json (a resumed
-    run's earlier sessions included), or None if there is none."""
-    from zip_d2.engine import Trainer
-
-    final = os.path.join(out_dir, "model_final.pth")
+    Skipped when the training in ``out_dir`` finished (:func:`zip_d2.engine.train.is_finished`);
+    an interrupted training resumes from its last checkpoint. Seconds: the time of all its
+    iterations, from metrics.json (a resumed run's earlier sessions included), or None if there
+    is none."""
+    final = final_checkpoint(out_dir)
     metrics = os.path.join(out_dir, "metrics.json")
-    if os.path.isfile(final):
+    if is_finished(out_dir):
         return final, round(training_seconds(metrics)) if os.path.isfile(metrics) else None
     cfg = setup_cfg(config, list(opts) + ["DATASETS.TRAIN", f"('{train_name}',)",
                                           "DATASETS.TEST", "()", "OUTPUT_DIR", out_dir],
                     [[train_name, train_json, image_root]])
     preflight(cfg, train=True)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "config.yaml"), "w") as f:
-        f.write(cfg.dump())
-    seed_all_rng(cfg.SEED)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=True)
-    trainer.train()
+    train_detector(cfg, resume=True, seed=cfg.SEED)
     return final, round(training_seconds(metrics))
 
 

@@ -1,7 +1,7 @@
 """Datasets: synthetic scenes with exact ground truth, COCO JSON validation and registration.
 
-Importing ``zip_d2.data.register`` (what training does to register datasets) registers the
-open-vocabulary COCO names (``coco_2017_*_ov_*``) under ``$DETECTRON2_DATASETS``, as importing
-detectron2 registers its builtin ones. This package itself imports neither torch nor
-detectron2, so the label tools (merge, validation) start in a fraction of the memory.
+The open-vocabulary COCO names (``coco_2017_*_ov_*``) are registered under
+``$DETECTRON2_DATASETS`` when ``zip_d2.data.register`` (every training tool's registration) or
+``zip_d2.data.ov_coco`` is imported; importing this package alone imports no torch or
+detectron2, so tools that only read and write COCO JSON start (and answer --help) quickly.
 """

@@ -25,6 +25,7 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from .coco_json import DatasetError, load_json, write_json_atomic
+from .paths import refuse_overwriting_inputs
 from .register import EXTRA_ANNOTATION_KEYS
 from .validate import validate_coco
 
@@ -99,6 +100,10 @@ def make_ov_coco_splits(root=None, splits=("train2017", "val2017")):
         if not os.path.isfile(src):
             raise DatasetError(f"COCO annotation file not found: {src} (set $DETECTRON2_DATASETS "
                                "to the folder holding coco/annotations)")
+        outputs = [fname for fname, image_dir, _ in OV_COCO_DATASETS.values() if image_dir == split]
+        outputs += ["ov_coco_vocabulary_65.txt", "ov_coco_vocabulary_48_base.txt"]
+        refuse_overwriting_inputs([("output", os.path.join(ann_dir, f)) for f in outputs],
+                                  {"COCO annotation file": src})
         coco = load_json(src)
         for name, (fname, image_dir, which) in OV_COCO_DATASETS.items():
             if image_dir != split:

@@ -6,12 +6,14 @@ COCO JSON — synthetic data, pseudo-labels, label subsets — without a code ed
 """
 import logging
 import os
+from collections.abc import Iterator
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .json_stream import read_categories
-from .validate import DatasetError, check_coco
+from .coco_json import unset_datasets_hint
+from .json_stream import iter_object, read_categories
+from .validate import DatasetError, check_coco, truncated_image  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ def register_coco_json(name, json_file, image_root):
     if os.path.isfile(json_file):
         try:
             cats = sorted(read_categories(json_file), key=lambda c: c["id"])
-        except (DatasetError, TypeError, KeyError):
+        except (DatasetError, TypeError, KeyError, AttributeError):
             cats = []  # check_datasets reports the problem in one line
         if cats:
             meta["thing_classes"] = [c["name"] for c in cats]
@@ -59,7 +61,10 @@ def register_coco_json(name, json_file, image_root):
 
 
 def register_from_cfg(cfg):
-    """Register every [name, json_file, image_root] triple of ``cfg.ZIP.DATASETS.REGISTER``."""
+    """Register every [name, json_file, image_root] triple of ``cfg.ZIP.DATASETS.REGISTER``
+    (and zip_d2's OV-COCO names, as detectron2 registers its builtin ones)."""
+    from . import ov_coco  # noqa: F401  (registers the OV-COCO names; it imports this module)
+
     for entry in cfg.ZIP.DATASETS.REGISTER:
         if len(entry) != 3:
             raise DatasetError(
@@ -68,7 +73,7 @@ def register_from_cfg(cfg):
         register_coco_json(*entry)
 
 
-def check_datasets(cfg, names=None, require_annotations=()):
+def check_datasets(cfg, names=None, require_annotations=(), require_masks=()):
     """Validate the COCO JSON behind each dataset name before any work starts: fields, ids,
     categories, image files (and sizes), and that every box and segmentation lies inside its
     image (an annotation that does not is an error, never clipped in silence).
@@ -78,10 +83,16 @@ def check_datasets(cfg, names=None, require_annotations=()):
         names (list[str] or None): dataset names; default: DATASETS.TRAIN + DATASETS.TEST.
         require_annotations (iterable[str]): names that must hold at least one annotation
             (training sets: detectron2 would otherwise fail later with an assertion).
+        require_masks (iterable[str]): names whose every annotation (crowd ones aside) must
+            have a segmentation (training sets of a mask model, whose mask head fails on a box
+            without one). Any other dataset of a config must have masks on all its
+            annotations or on none (box-only test sets are evaluated on boxes only).
 
     Raises:
         DatasetError: one line naming the dataset, the file and the first problem.
     """
+    from . import ov_coco  # noqa: F401  (registers the OV-COCO names; it imports this module)
+
     if names is None:
         names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     registered = set(DatasetCatalog.list())
@@ -98,20 +109,42 @@ def check_datasets(cfg, names=None, require_annotations=()):
         if not os.path.isfile(json_file):
             raise DatasetError(
                 f"dataset {name!r}: JSON file not found: {json_file}"
-                + _builtin_hint(json_file)
+                + (_builtin_hint(json_file) or unset_datasets_hint(json_file))
             )
         try:
             # Geometry too: detectron2's mapper silently clips a box that lies outside its
             # image, which trains on a box nobody drew.
             counts = check_coco(json_file, image_root,
                                 check_image_sizes=cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES,
-                                check_segmentations=True)
+                                check_segmentations=True,
+                                check_complete=cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES)
         except DatasetError as e:
             raise DatasetError(f"dataset {name!r}: {e}") from None
         if name in require_annotations and not counts["annotations"]:
             raise DatasetError(f"dataset {name!r}: {json_file} has no annotations to train on")
+        bare, instances = counts["without_segmentation"], counts["instances"]
+        if bare and (name in require_masks or (cfg.MODEL.MASK_ON and bare < instances)):
+            raise DatasetError(
+                f"dataset {name!r}: {json_file}: {bare} of {instances} annotations have no "
+                f"segmentation (first: annotation id {counts['first_without_segmentation']})"
+                + (", and MODEL.MASK_ON trains a mask on each; add masks, or set MODEL.MASK_ON "
+                   "False to train boxes only" if name in require_masks else
+                   "; give every annotation a mask, or none (boxes only)"))
         logger.info("dataset %r: %d images, %d annotations, %d categories: OK", name,
                     counts["images"], counts["annotations"], counts["categories"])
+
+
+def has_masks(json_file):
+    """Whether any annotation of the COCO JSON file has a segmentation (box-only ground truth
+    is evaluated on boxes only). Read as a stream, up to the first annotation that has one."""
+    pairs = iter_object(json_file)
+    try:
+        for key, value in pairs:
+            if key == "annotations" and isinstance(value, Iterator):
+                return any(isinstance(a, dict) and a.get("segmentation") for a in value)
+        return False
+    finally:
+        pairs.close()
 
 
 def _builtin_hint(json_file):
@@ -121,7 +154,3 @@ def _builtin_hint(json_file):
                 "see datasets/README.md for the layout)")
     return ""
 
-
-# Last: ov_coco uses this module's EXTRA_ANNOTATION_KEYS. Registers the OV-COCO dataset names
-# wherever datasets are registered.
-from . import ov_coco  # noqa: E402,F401

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from .coco_json import DatasetError, load_json, write_json_atomic
+from .paths import refuse_overwriting_inputs
 from .rle import segmentation_to_mask
 from .synthetic import mask_to_annotation
 from .validate import validate_coco
@@ -145,6 +146,7 @@ def simulate_pseudo_labels(gt, params=SimulationParams(), seed=0, source=""):
 
 def write_simulated_pseudo_labels(gt_json, out_json, params=SimulationParams(), seed=0):
     """Read ``gt_json``, degrade it, validate and write ``out_json`` atomically; return the dict."""
+    refuse_overwriting_inputs({"--out": out_json}, {"--gt": gt_json})
     data = simulate_pseudo_labels(load_json(gt_json), params, seed, source=os.path.abspath(gt_json))
     problems = validate_coco(data, check_segmentations=True)
     if problems:

@@ -18,9 +18,12 @@ Schedules (``scaled_schedule``): the subset is trained for as many *epochs* as t
 schedule gives the full dataset, i.e. iterations and LR steps scale linearly with the label
 fraction, with a floor so tiny subsets still get a usable schedule.
 """
+import os
+
 import numpy as np
 
-__all__ = ["LABEL_PERCENTS", "make_label_subset", "subset_size", "scaled_schedule"]
+__all__ = ["LABEL_PERCENTS", "make_label_subset", "subset_size", "scaled_schedule",
+           "subset_file_name", "percent_text"]
 
 # The label budgets of CutLER's label-efficient table.
 LABEL_PERCENTS = (1, 2, 5, 10)
@@ -33,6 +36,19 @@ def subset_size(num_images, percent):
     if num_images < 1:
         raise ValueError("the dataset has no images")
     return max(1, int(np.floor(num_images * percent / 100.0 + 0.5)))
+
+
+def percent_text(percent):
+    """A percentage written exactly (10 -> "10", 0.5 -> "0.5", 10.0000001 -> "10.0000001")."""
+    text = repr(float(percent))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def subset_file_name(coco_json, percent, seed):
+    """``<stem>_<p>pct_seed<seed>.json`` for a subset of ``coco_json``; ``p`` is
+    :func:`percent_text`, so two different percentages never share a file."""
+    stem = os.path.splitext(os.path.basename(coco_json))[0]
+    return f"{stem}_{percent_text(percent)}pct_seed{seed}.json"
 
 
 def make_label_subset(coco, percent, seed, source=""):

@@ -8,7 +8,9 @@ for, where a class-level region covers two instances and only a boundary separat
 Everything is deterministic given the seed. Masks are exact: each object is rasterised, drawn
 in order, and its ground-truth mask is what remains visible after later objects occlude it.
 """
+import json
 import os
+import re
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -181,8 +183,57 @@ def make_synthetic_split(out_dir, split, num_images, seed, params=SceneParams())
     return json_path
 
 
-def make_synthetic_dataset(out_dir, num_train=200, num_val=50, seed=0, params=SceneParams()):
-    """Write a train and a val split; return {"train": json_path, "val": json_path}."""
+SPLITS = ("train", "val")
+
+
+def _written_files(out_dir, split):
+    """The files a split written by this module left in ``out_dir``: its JSON and its images
+    (those the JSON lists, and any ``<split>_NNNNNN.png``, in case the JSON is gone or broken)."""
+    json_path = os.path.join(out_dir, f"{split}.json")
+    image_dir = os.path.join(out_dir, split)
+    names = set()
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            names.update(im["file_name"] for im in json.load(f)["images"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if os.path.isdir(image_dir):
+        pattern = re.compile(rf"{split}_\d{{6}}\.png")
+        names.update(n for n in os.listdir(image_dir) if pattern.fullmatch(n))
+    images = [os.path.join(image_dir, n) for n in sorted(names)
+              if isinstance(n, str) and os.path.basename(n) == n]
+    return [p for p in [json_path, *images] if os.path.isfile(p)]
+
+
+def remove_synthetic_dataset(out_dir):
+    """Delete the files an earlier :func:`make_synthetic_dataset` wrote in ``out_dir`` (nothing
+    else; an image folder left empty goes too). Returns how many files were removed."""
+    removed = 0
+    for split in SPLITS:
+        for path in _written_files(out_dir, split):
+            os.remove(path)
+            removed += 1
+        image_dir = os.path.join(out_dir, split)
+        if os.path.isdir(image_dir) and not os.listdir(image_dir):
+            os.rmdir(image_dir)
+    return removed
+
+
+def make_synthetic_dataset(out_dir, num_train=200, num_val=50, seed=0, params=SceneParams(),
+                           overwrite=False):
+    """Write a train and a val split; return {"train": json_path, "val": json_path}.
+
+    A dataset already in ``out_dir`` is refused (ValueError), or with ``overwrite`` removed
+    first, so that no stale image of a larger earlier dataset stays beside the new one."""
+    if min(num_train, num_val) < 1:
+        raise ValueError(f"--num-train and --num-val must be >= 1, got {num_train}, {num_val}")
+    old = [p for split in SPLITS for p in _written_files(out_dir, split)]
+    if old and not overwrite:
+        raise ValueError(f"{out_dir} already holds a synthetic dataset ({len(old)} files, e.g. "
+                         f"{old[0]}); pass --overwrite to replace it (its files are removed "
+                         "first) or choose another --out")
+    if old:
+        remove_synthetic_dataset(out_dir)
     return {
         "train": make_synthetic_split(out_dir, "train", num_train, seed, params),
         "val": make_synthetic_split(out_dir, "val", num_val, seed, params),

@@ -21,10 +21,13 @@ import torch
 from detectron2.data.catalog import Metadata
 
 from ..config import SetupError, setup_cfg
+from ..data.paths import OverwriteError, refuse_overwriting_inputs
 from ..labels.images import IMAGE_EXTENSIONS, list_image_paths
+from ..modeling.vocabulary import uses_open_vocab_heads
 from ..models import MissingWeightsError
 from ..text import TextEmbeddings, load_vocabulary, looks_like_path
-from .setup import check_weights
+from .class_names import checkpoint_class_names, head_class_names, match_names, remap_instances
+from .setup import check_weights, inference_cfg
 
 __all__ = ["VIDEO_EXTENSIONS", "vocabulary_spec", "demo_cfg", "DemoInputs", "collect_inputs",
            "output_paths", "Demo"]
@@ -69,7 +72,9 @@ def demo_cfg(config_file: str, opts=(), weights: Optional[str] = None,
     weights: the trained checkpoint; may instead come as ``MODEL.WEIGHTS`` in ``opts`` (not from
         the config file, whose MODEL.WEIGHTS initialises training, usually a backbone only).
     vocabulary / embeddings: a vocabulary spec (:func:`vocabulary_spec`) or an embeddings file
-        from tools/dump_clip_text_embeddings.py; exactly one.
+        from tools/dump_clip_text_embeddings.py; exactly one for open-vocabulary heads. A
+        closed-set model detects the classes its checkpoint records; a vocabulary, if given,
+        chooses among them by name (a class it never learned is an error).
     device: "cpu", "cuda", or "" (cuda when available).
 
     Only the test vocabulary matters at inference (no weight depends on the number of classes:
@@ -85,10 +90,13 @@ def demo_cfg(config_file: str, opts=(), weights: Optional[str] = None,
     weights = weights or in_opts
     if not weights:
         raise SetupError("no trained weights: give --weights FILE (or --opts MODEL.WEIGHTS FILE)")
+    cfg = setup_cfg(config_file, opts)
+    if not uses_open_vocab_heads(cfg):
+        return _closed_set_demo_cfg(cfg, weights, vocabulary, embeddings, device,
+                                    confidence_threshold)
     if (vocabulary is None) == (embeddings is None):
         raise SetupError("give exactly one of: a vocabulary (--vocabulary / --custom_vocabulary) "
                          "or --embeddings")
-    cfg = setup_cfg(config_file, opts)
     cfg.defrost()
     ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
     try:
@@ -106,15 +114,42 @@ def demo_cfg(config_file: str, opts=(), weights: Optional[str] = None,
     except ValueError as e:
         raise SetupError(str(e)) from None
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(names)
-    cfg.DATASETS.TRAIN = ()
-    cfg.DATASETS.TEST = ()
-    cfg.MODEL.WEIGHTS = weights
-    cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+    return _inference_cfg(cfg, weights, device, confidence_threshold), names
+
+
+def _inference_cfg(cfg, weights, device, confidence_threshold):
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise SetupError("--device cuda but no GPU is visible; use --cpu")
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = confidence_threshold
-    cfg.freeze()
+    cfg = inference_cfg(cfg, weights=weights, test=(), device=device,
+                        score_thresh=confidence_threshold)
     check_weights(cfg)
+    return cfg
+
+
+def _closed_set_demo_cfg(cfg, weights, vocabulary, embeddings, device, confidence_threshold):
+    """A closed-set detector finds the classes it was trained on (recorded in its checkpoint);
+    a vocabulary only chooses among them, by name."""
+    if embeddings:
+        raise SetupError(f"--embeddings needs open-vocabulary heads; MODEL.ROI_HEADS.NAME "
+                         f"{cfg.MODEL.ROI_HEADS.NAME} detects the classes it was trained on "
+                         "(choose among them with --vocabulary)")
+    try:
+        wanted = None if vocabulary is None else [c["name"] for c in load_vocabulary(vocabulary)]
+    except ValueError as e:
+        raise SetupError(str(e)) from None
+    cfg = _inference_cfg(cfg, weights, device, confidence_threshold)
+    recorded = checkpoint_class_names(weights)
+    num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if recorded is not None and len(recorded) != num:
+        raise SetupError(f"{weights} was trained on {len(recorded)} classes {recorded} but "
+                         f"MODEL.ROI_HEADS.NUM_CLASSES is {num}; set MODEL.ROI_HEADS.NUM_CLASSES "
+                         f"{len(recorded)}")
+    if wanted is None and recorded is None:
+        raise SetupError(f"{weights} records no class names: give its {num} classes, in "
+                         "training order, with --vocabulary a,b,c")
+    names = wanted if wanted is not None else recorded
+    match_names(recorded, names, weights, "--vocabulary", num)  # SetupError if names unknown
     return cfg, names
 
 
@@ -175,10 +210,11 @@ def output_paths(output: Optional[str], inputs: DemoInputs) -> Callable[[str], O
             raise SetupError(f"--output {output} is one {kind} file: give one {kind} input, or a "
                              "folder for several inputs")
         targets = {everything[0]: output}
-    real_inputs = {os.path.realpath(p) for p in everything}
-    for target in targets.values():
-        if os.path.realpath(target) in real_inputs:
-            raise SetupError(f"--output would overwrite the input {target}")
+    try:
+        refuse_overwriting_inputs([("--output", t) for t in targets.values()],
+                                  [("--input", p) for p in everything])
+    except OverwriteError as e:
+        raise SetupError(str(e)) from None
     return targets.get
 
 
@@ -201,6 +237,12 @@ class Demo:
         # Not registered in MetadataCatalog: two demos in one process may differ in classes.
         self.metadata = Metadata(name="zip_d2_demo", thing_classes=list(class_names))
         self.class_names = list(class_names)
+        # The model's classes (its test vocabulary, or those its checkpoint records) to
+        # class_names, by name; detections of other classes are not shown.
+        model_names = (head_class_names(self.predictor.model)
+                       or checkpoint_class_names(cfg.MODEL.WEIGHTS))
+        self.index = match_names(model_names, class_names, cfg.MODEL.WEIGHTS, "--vocabulary",
+                                 cfg.MODEL.ROI_HEADS.NUM_CLASSES)
 
     def describe(self, instances) -> str:
         return ", ".join(f"{self.class_names[c]} {s:.2f}" for c, s in
@@ -211,7 +253,7 @@ class Demo:
         """Instances on the CPU; the drawing saved to ``out_path`` when given."""
         from detectron2.utils.visualizer import ColorMode, Visualizer
 
-        instances = self.predictor(image_bgr)["instances"].to("cpu")
+        instances = remap_instances(self.predictor(image_bgr)["instances"].to("cpu"), self.index)
         if out_path:
             os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
             vis = Visualizer(image_bgr[:, :, ::-1], self.metadata, instance_mode=ColorMode.IMAGE)
@@ -247,7 +289,8 @@ class Demo:
                 ok, frame = capture.read()
                 if not ok:
                     break
-                instances = self.predictor(frame)["instances"].to("cpu")
+                instances = remap_instances(self.predictor(frame)["instances"].to("cpu"),
+                                            self.index)
                 if writer is not None:
                     drawn = visualizer.draw_instance_predictions(frame[:, :, ::-1], instances)
                     writer.write(np.ascontiguousarray(drawn.get_image()[:, :, ::-1]))

@@ -2,6 +2,7 @@
 import logging
 import os
 import weakref
+from collections import OrderedDict
 
 import torch
 
@@ -14,7 +15,13 @@ from detectron2.engine import (
     TrainerBase,
     create_ddp_model,
 )
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation import (
+    COCOEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    inference_on_dataset,
+    print_csv_format,
+)
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.solver import get_default_optimizer_params
 from detectron2.solver.build import maybe_add_gradient_clipping
@@ -22,15 +29,37 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
-from ..config import OPTIMIZERS
 from ..data.mapper import ScoredDatasetMapper
 from ..data.shared_dataset import shared_train_dataset
 from ..evaluation import ClassAgnosticCOCOEvaluator, OVCOCOEvaluator
+from .class_names import (
+    CHECKPOINT_KEY,
+    RecordedClassNames,
+    class_index,
+    head_class_names,
+    to_dataset_classes,
+    training_class_names,
+)
 from .distributed import ddp_device_ids
-from .setup import config_dict, inference_cfg
+from .setup import check_optimizer, config_dict, inference_cfg
 from .wandb_writer import WandbWriter
 
 logger = logging.getLogger(__name__)
+
+
+def _has_masks(meta) -> bool:
+    """Whether a dataset registered by zip_d2 has a segmentation on any annotation (its JSON
+    read as a stream up to the first one); True for any other dataset."""
+    json_file = meta.get("json_file", None)
+    if not (meta.get("zip_d2_registered", False) and json_file and os.path.isfile(json_file)):
+        return True
+    from ..data.coco_json import DatasetError
+    from ..data.register import has_masks
+
+    try:
+        return has_masks(json_file)
+    except DatasetError:
+        return True  # the dataset checks report an unreadable file
 
 
 class Trainer(DefaultTrainer):
@@ -59,8 +88,14 @@ class Trainer(DefaultTrainer):
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
             model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        # Every checkpoint records the training classes, so evaluation, self-training and the
+        # demo can match its class indices to a dataset's by name (zip_d2.engine.class_names).
+        checkpointables = {}
+        names = training_class_names(cfg)
+        if names is not None:
+            checkpointables[CHECKPOINT_KEY] = RecordedClassNames(names, cfg.OUTPUT_DIR)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR,
-                                                  trainer=weakref.proxy(self))
+                                                  trainer=weakref.proxy(self), **checkpointables)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -81,9 +116,7 @@ class Trainer(DefaultTrainer):
     def build_optimizer(cls, cfg, model):
         # SGD is Detectron2's own; AdamW takes the same parameter groups (no weight decay on
         # norms per SOLVER.WEIGHT_DECAY_NORM) and the same optional gradient clipping.
-        if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
-            raise ValueError(f"SOLVER.OPTIMIZER must be {' or '.join(OPTIMIZERS)}, "
-                             f"got {cfg.SOLVER.OPTIMIZER!r}")
+        check_optimizer(cfg)  # SetupError, a ValueError
         if cfg.SOLVER.OPTIMIZER == "SGD":
             return super().build_optimizer(cfg, model)
         params = get_default_optimizer_params(
@@ -100,14 +133,57 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        if MetadataCatalog.get(dataset_name).get("evaluator_type") == "ov_coco":
+        meta = MetadataCatalog.get(dataset_name)
+        tasks = {}  # detectron2's default: the tasks the predictions allow
+        if cfg.MODEL.MASK_ON and not _has_masks(meta):
+            # COCOeval's segm evaluation fails on ground truth without segmentations.
+            logger.warning("dataset %r has no masks: evaluating boxes only", dataset_name)
+            tasks = {"tasks": ("bbox",)}
+        if meta.get("evaluator_type") == "ov_coco":
             # COCO AP plus box AP50 on base / novel / all classes (generalised setting).
-            evaluators = [OVCOCOEvaluator(dataset_name, output_dir=output_folder)]
+            evaluators = [OVCOCOEvaluator(dataset_name, output_dir=output_folder, **tasks)]
         else:
-            evaluators = [COCOEvaluator(dataset_name, output_dir=output_folder)]
+            evaluators = [COCOEvaluator(dataset_name, output_dir=output_folder, **tasks)]
         if cfg.ZIP.EVAL.CLASS_AGNOSTIC:
-            evaluators.append(ClassAgnosticCOCOEvaluator(dataset_name))
+            evaluators.append(ClassAgnosticCOCOEvaluator(dataset_name, **tasks))
         return DatasetEvaluators(evaluators)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None, class_names=None):
+        """Evaluate ``model`` on every DATASETS.TEST set, as DefaultTrainer.test does, with the
+        model's classes matched to each dataset's by name (not by index).
+
+        class_names: the model's classes in index order (e.g. recorded in its checkpoint);
+            default: the training set's. An open-vocabulary model's are its test vocabulary.
+            None and no training set: matched by position (weights that record no names).
+
+        Raises:
+            SetupError: a test set has a class the model does not know (one line).
+        """
+        if isinstance(evaluators, DatasetEvaluator):
+            evaluators = [evaluators]
+        if evaluators is not None and len(cfg.DATASETS.TEST) != len(evaluators):
+            raise ValueError(f"{len(cfg.DATASETS.TEST)} test sets but {len(evaluators)} "
+                             "evaluators")
+        names, source = head_class_names(model), "the test vocabulary"
+        if names is None:
+            names, source = class_names, "the checkpoint"
+        if names is None and cfg.DATASETS.TRAIN:
+            names = training_class_names(cfg)
+            source = f"the training set {cfg.DATASETS.TRAIN[0]!r}"
+        results = OrderedDict()
+        for idx, dataset_name in enumerate(cfg.DATASETS.TEST):
+            index = class_index(names, dataset_name, source,
+                                num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+            data_loader = cls.build_test_loader(cfg, dataset_name)
+            evaluator = (evaluators[idx] if evaluators is not None
+                         else cls.build_evaluator(cfg, dataset_name))
+            results[dataset_name] = inference_on_dataset(to_dataset_classes(model, index),
+                                                         data_loader, evaluator)
+            if comm.is_main_process():
+                logger.info("Evaluation results for %s in csv format:", dataset_name)
+                print_csv_format(results[dataset_name])
+        return list(results.values())[0] if len(results) == 1 else results
 
     def build_writers(self):
         return super().build_writers() + _extra_writers(self.cfg)
@@ -121,15 +197,17 @@ class Trainer(DefaultTrainer):
         open-vocabulary head takes its vocabulary from the test set, not the training set.
 
         Returns:
-            (model, iteration): the model in eval mode, and the training iteration stored in
-            the checkpoint (None for weights without one).
+            (model, iteration, class_names): the model in eval mode, the training iteration
+            stored in the checkpoint (None for weights without one), and the classes it records
+            (None for weights without them; pass them to :meth:`test`).
         """
         cfg = inference_cfg(cfg)
         model = cls.build_model(cfg)
         checkpoint = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=resume)
         model.eval()
-        return model, checkpoint.get("iteration")
+        names = checkpoint.get(CHECKPOINT_KEY)
+        return model, checkpoint.get("iteration"), list(names) if names is not None else None
 
     @classmethod
     def write_eval_results(cls, cfg, results, iteration=None):

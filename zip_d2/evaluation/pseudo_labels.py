@@ -3,16 +3,42 @@
 Pseudo-labels and ground truth are matched by image ``file_name`` (a folder run has its own
 image ids) and by category name (a custom vocabulary has its own category ids). Only images that
 the pseudo-labels cover are evaluated: a skipped image is reported, not counted as all misses.
+Both files pass the dataset validator first: what COCOeval would mis-score (two ground-truth
+images with one file_name, a NaN box) or crash on (a string score) is one line, not a number.
 """
 from __future__ import annotations
 
 from typing import List
 
+from zip_d2.data.validate import first_problem, validate_coco
+
 from .coco_eval import STAT_NAMES, coco_from_dict, coco_stats, to_class_agnostic
 
 
 class EvalError(ValueError):
-    """Predictions and ground truth cannot be matched; one line."""
+    """Predictions and ground truth cannot be matched or evaluated; one line."""
+
+
+def check_inputs(pred: dict, gt: dict, pred_name: str = "predictions",
+                 gt_name: str = "ground truth") -> None:
+    """Raise EvalError unless both are valid COCO datasets and not given the wrong way round.
+
+    Predictions' segmentations are decoded (COCOeval decodes them too, unchecked); the ground
+    truth's are checked for form only, as training checks a dataset.
+    """
+    if isinstance(pred, list):
+        raise EvalError(f"{pred_name} is a list of detections (a COCO results file); the "
+                        "predictions must be a COCO dataset JSON with images, annotations and "
+                        "categories, as tools/generate_pseudo_labels.py writes")
+    problem = (first_problem(validate_coco(pred, check_segmentations=True), pred_name)
+               or first_problem(validate_coco(gt), gt_name))
+    if problem:
+        raise EvalError(problem)
+    # Ground truth has no scores; a labeler's output always has them.
+    if (any("score" in a for a in gt["annotations"])
+            and not any("score" in a for a in pred["annotations"])):
+        raise EvalError(f"{gt_name} has scored annotations and {pred_name} has none: the "
+                        "predictions and the ground truth look swapped; check --pred and --gt")
 
 
 def match_predictions(pred: dict, gt: dict, class_agnostic: bool):
@@ -67,8 +93,13 @@ def _evaluate(gt_coco, results: List[dict], iou_type: str, image_ids) -> dict:
     return coco_stats(gt_coco, dets, iou_type, image_ids)
 
 
-def evaluate_pseudo_labels(pred: dict, gt: dict, class_agnostic: bool = False) -> dict:
-    """{"bbox": {stat: value}, "segm": {...}, "images": n, "notes": [...]}; values in [0, 1]."""
+def evaluate_pseudo_labels(pred: dict, gt: dict, class_agnostic: bool = False,
+                           pred_name: str = "predictions", gt_name: str = "ground truth") -> dict:
+    """{"bbox": {stat: value}, "segm": {...}, "images": n, "notes": [...]}; values in [0, 1].
+
+    ``pred_name``/``gt_name`` (e.g. the file paths) name the inputs in EvalError's line.
+    """
+    check_inputs(pred, gt, pred_name, gt_name)
     gt, results, image_ids, notes = match_predictions(pred, gt, class_agnostic)
     gt_coco = coco_from_dict(gt)
     return {"bbox": _evaluate(gt_coco, results, "bbox", image_ids),

@@ -3,7 +3,8 @@
 A detection is the labeler's ``{"category": str, "score": float, "mask": (h, w) bool,
 "box": (4,) XYXY}`` at the working size of the image. A COCO annotation here is written at the
 full decoded size (EXIF orientation applied), with a compressed-RLE segmentation whose counts are
-a string, its exact area, the tight XYWH box of that mask, ``iscrowd`` 0 and the score. Ids are
+a string, its exact area, the tight XYWH box of that mask, ``iscrowd`` 0, the score and, where the
+labeler gives them, the score's factors ``clip_score`` and ``sam_score``. Ids are
 not assigned here: they are given at merge time so that resumed and sharded runs agree.
 """
 from __future__ import annotations
@@ -28,6 +29,10 @@ from zip_d2.data.rle import encode_mask
 # Packages whose versions decide the labels; recorded in the info block.
 _RECORDED_PACKAGES = ("zip_d2", "torch", "torchvision", "open_clip_torch", "segment-anything",
                       "detectron2", "pycocotools", "numpy", "opencv-python-headless", "Pillow")
+
+
+# Detection keys written beside the score: its CLIP and SAM factors.
+SCORE_PARTS = ("clip_score", "sam_score")
 
 
 def full_size_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -72,8 +77,11 @@ def detections_to_annotations(detections: Sequence[dict], work_shape: Tuple[int,
         if area == 0:
             empty += 1
             continue
-        annotations.append({"category_id": category_ids[name], "segmentation": segmentation,
-                            "area": area, "bbox": bbox, "iscrowd": 0, "score": score})
+        ann = {"category_id": category_ids[name], "segmentation": segmentation, "area": area,
+               "bbox": bbox, "iscrowd": 0, "score": score}
+        # The score's factors (score = sqrt(clip_score * sam_score)), where the labeler gives them.
+        ann.update({k: float(det[k]) for k in SCORE_PARTS if k in det})
+        annotations.append(ann)
     return annotations, empty
 
 
@@ -144,6 +152,9 @@ def build_info(settings: dict, job: dict, counts: dict) -> dict:
 
 def recorded_image_root(data) -> str | None:
     """The image root a pseudo-label JSON's ``info`` block records (None for other JSON)."""
-    if not isinstance(data, dict):
-        return None
-    return (data.get("info") or {}).get("job", {}).get("input", {}).get("image_root")
+    node = data
+    for key in ("info", "job", "input", "image_root"):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node if isinstance(node, str) else None

@@ -11,13 +11,15 @@ from __future__ import annotations
 import glob
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from zip_d2.data.coco_json import unset_datasets_hint
 from zip_d2.data.validate import DatasetError, load_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -71,18 +73,22 @@ class DecodedImage:
     height: int
 
 
-def list_image_folder(root: str) -> Tuple[List[ImageEntry], int]:
+def list_image_folder(root: str, exclude: Iterable[str] = ()) -> Tuple[List[ImageEntry], int]:
     """Every image file under ``root`` (recursive, sorted), and the number of other files.
 
     Hidden directories are not entered; symlinked directories are followed once each.
+    ``exclude``: files and folders left out of the listing (a job's own outputs when they lie
+    under ``root``), compared by resolved path.
     Raises InputError when ``root`` is not a directory or holds no image file.
     """
     if not os.path.isdir(root):
-        raise InputError(f"image folder not found: {root}")
+        raise InputError(f"image folder not found: {root}{unset_datasets_hint(root)}")
+    excluded = {os.path.realpath(p) for p in exclude}
+    excluded_names = {os.path.basename(p) for p in excluded}
     entries, ignored, seen_dirs = [], 0, set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen_dirs:  # a symlink cycle or a second link to the same folder
+        if real in seen_dirs or real in excluded:  # a symlink cycle, a second link, an output
             dirnames[:] = []
             continue
         seen_dirs.add(real)
@@ -92,6 +98,8 @@ def list_image_folder(root: str) -> Tuple[List[ImageEntry], int]:
             if not name.lower().endswith(IMAGE_EXTENSIONS):
                 ignored += 1
                 continue
+            if name in excluded_names and os.path.realpath(os.path.join(real, name)) in excluded:
+                continue
             rel = name if rel_dir == "." else os.path.join(rel_dir, name)
             entries.append(ImageEntry(rel.replace(os.sep, "/")))
     entries.sort(key=lambda e: e.file_name)
@@ -99,6 +107,37 @@ def list_image_folder(root: str) -> Tuple[List[ImageEntry], int]:
         raise InputError(f"no images found under {root} (looked for "
                          f"{', '.join(IMAGE_EXTENSIONS)}, recursively)")
     return entries, ignored
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _not_regular(mode: int) -> Optional[str]:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a plain file")
+    return f"not a regular file ({kind})"
+
+
+def read_image_bytes(path: str) -> bytes:
+    """The bytes of the regular file at ``path``.
+
+    Anything else with an image's name (a FIFO, a device, a socket, a folder) is an ImageSkip
+    found without opening it for a blocking read: reading a FIFO nobody writes to waits forever.
+    OS errors (missing, unreadable) propagate.
+    """
+    reason = _not_regular(os.stat(path).st_mode)
+    if reason:
+        raise ImageSkip(reason)
+    # Non-blocking open, then the type again on what was opened: the name may have been
+    # replaced by a FIFO in between.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as f:
+        reason = _not_regular(os.fstat(fd).st_mode)
+        if reason:
+            raise ImageSkip(reason)
+        return f.read()
 
 
 def list_image_paths(inputs) -> List[str]:

@@ -10,8 +10,10 @@ Work flows through three overlapped places:
   batch on the GPU.
 
 Launch with ``torchrun --nproc_per_node G [--nnodes N ...]``: RANK/WORLD_SIZE pick image
-``i`` for rank ``i % WORLD_SIZE`` among those not finished yet. Shards must be on a filesystem
-every rank can see for the final merge (otherwise merge them later with
+``i`` for rank ``i % WORLD_SIZE`` among those not finished yet. Or run the ranks as independent
+tasks (``JobOptions.shard``, e.g. a SLURM array: ``zip_d2.slurm``): no process group, each task
+records the settings itself, and a separate step merges once every task has finished. Shards
+must be on a filesystem every rank can see for the final merge (otherwise merge them later with
 tools/merge_pseudo_labels.py). A single process needs no launcher.
 
 A rerun resumes only what provably belongs to the same job: the same settings and input folder
@@ -22,22 +24,23 @@ refused, and the output file is replaced only if this job wrote it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import logging
 import os
-import pathlib
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from zip_d2.data.fingerprint import file_fingerprint, fingerprint
+from zip_d2.data.fingerprint import fingerprint
 from zip_d2.data.validate import CocoValidator
 
 from . import shards
@@ -46,10 +49,12 @@ from .images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIDE,
     ImageEntry,
+    ImageSkip,
     InputError,
     decode_image,
     list_coco_images,
     list_image_folder,
+    read_image_bytes,
 )
 from .statistics import LabelStats, LabelStatsBuilder, statistics_lines
 from .writer import RecordWriter
@@ -90,6 +95,10 @@ class JobOptions:
     command: List[str] = field(default_factory=list)
     # The config file the job was built from, if any: never a valid --out.
     config_file: Optional[str] = None
+    # (rank, world_size) of one independent task (a SLURM array task) instead of torchrun's:
+    # this task labels only its share and does not merge (tools/merge_pseudo_labels.py does,
+    # once every task has finished).
+    shard: Optional[Tuple[int, int]] = None
 
     def check(self) -> None:
         """Raise JobError for a value that makes no sense (named as the tool's flag)."""
@@ -100,6 +109,14 @@ class JobOptions:
             if not isinstance(value, int) or value < low:
                 raise JobError(f"--{name.replace('_', '-')} must be an integer of at least "
                                f"{low}, got {value!r}")
+        if self.shard is not None:
+            rank, world_size = self.shard
+            if not 0 <= rank < world_size:
+                raise JobError(f"--shard {rank}/{world_size}: the rank must be in "
+                               f"[0, {world_size})")
+            if self.overwrite:
+                raise JobError("--overwrite cannot be used with --shard: the tasks would delete "
+                               "each other's shards; start over by deleting OUT.shards first")
         if not self.dist_timeout_hours > 0:
             raise JobError(f"dist_timeout_hours must be positive, got {self.dist_timeout_hours}")
 
@@ -135,9 +152,13 @@ class JobResult:
 class _DecodeDataset(Dataset):
     """Decodes one entry in a loader worker; bad files come back as a skip reason."""
 
-    def __init__(self, root: str, entries: List[ImageEntry], max_side, max_pixels, min_side):
+    def __init__(self, root: str, entries: List[ImageEntry], max_side, max_pixels, min_side,
+                 prepare: Optional[Callable] = None):
         self.root, self.entries = root, entries
         self.limits = dict(max_side=max_side, max_pixels=max_pixels, min_side=min_side)
+        # The labeler's model-input resizing (``labeler.preprocess``), run here when it is safe
+        # in a forked worker, so it stays off the labelling loop's thread.
+        self.prepare = prepare
 
     def __len__(self):
         return len(self.entries)
@@ -149,7 +170,7 @@ class _DecodeDataset(Dataset):
         path = os.path.join(self.root, entry.file_name)
         try:
             # One read: the bytes that are fingerprinted are the bytes that are decoded.
-            data = pathlib.Path(path).read_bytes()
+            data = read_image_bytes(path)
             item["fingerprint"] = fingerprint(data)
             decoded = decode_image(path, data=data, **self.limits)
         except Exception as e:  # any per-file failure is a recorded skip, never a crash
@@ -158,6 +179,8 @@ class _DecodeDataset(Dataset):
             # A tensor travels to the main process through shared memory, not a pickle.
             item.update(pixels=torch.from_numpy(decoded.pixels), width=decoded.width,
                         height=decoded.height)
+            if self.prepare is not None:
+                item["inputs"] = self.prepare(decoded.pixels)
         item["decode_s"] = time.perf_counter() - start
         return item
 
@@ -173,11 +196,9 @@ class _FingerprintDataset(Dataset):
 
     def __getitem__(self, i):
         try:
-            return file_fingerprint(os.path.join(self.root, self.entries[i].file_name))
-        except OSError:
+            return fingerprint(read_image_bytes(os.path.join(self.root, self.entries[i].file_name)))
+        except (OSError, ImageSkip):  # a FIFO is never read: that would wait forever
             return None
-
-
 
 
 def _collate(items):
@@ -190,10 +211,13 @@ def _worker_init(max_pixels, _worker_id):
     Image.MAX_IMAGE_PIXELS = max(max_pixels, DEFAULT_MAX_PIXELS)
 
 
-def _label_batch(labeler, images: List[np.ndarray]):
-    """The labeler's detections for each image; an exception stands in for a failed image."""
+def _label_batch(labeler, images: List[np.ndarray], inputs: Optional[list] = None):
+    """The labeler's detections for each image; an exception stands in for a failed image.
+    inputs: the images' model inputs made in the loader workers (``labeler.preprocess``)."""
     if hasattr(labeler, "label_batch"):
         try:
+            if inputs is not None:
+                return list(labeler.label_batch(images, inputs=inputs))
             return list(labeler.label_batch(images))
         except Exception:  # fall back to one at a time to find the image that fails
             logger.warning("batched labeling failed; retrying the batch one image at a time",
@@ -233,6 +257,17 @@ def _settings(labeler, opts: JobOptions, input_desc: dict) -> dict:
     }
 
 
+def own_outputs(opts: JobOptions) -> List[str]:
+    """The job's own outputs, never listed as its images: the shard folder, and ``--out``
+    unless a file is there that this job did not write (then it is an input like any other,
+    and :func:`check_output_replaceable` refuses to write over it)."""
+    shard_dir = shards.shard_dir_for(opts.out)
+    if os.path.exists(opts.out) and not (os.path.isfile(opts.out)
+                                         and shards.is_recorded_output(shard_dir, opts.out)):
+        return [shard_dir]
+    return [shard_dir, opts.out]
+
+
 def list_inputs(opts: JobOptions):
     """(image root, entries, description of the input) — or InputError."""
     if opts.coco_json:
@@ -244,7 +279,7 @@ def list_inputs(opts: JobOptions):
                                "image_root": os.path.abspath(root)}
     if not opts.images:
         raise InputError("give --images DIR or --coco-json FILE")
-    entries, ignored = list_image_folder(opts.images)
+    entries, ignored = list_image_folder(opts.images, exclude=own_outputs(opts))
     return opts.images, entries, {"image_root": os.path.abspath(opts.images),
                                   "non_image_files_ignored": ignored}
 
@@ -276,6 +311,25 @@ def check_output_writable(out: str) -> None:
             os.remove(probe)
 
 
+def missing_folders(out: str) -> List[str]:
+    """The folders above ``out`` that do not exist yet, deepest first (the job makes them)."""
+    folders, folder = [], os.path.dirname(os.path.abspath(out))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folders.append(folder)
+        folder = os.path.dirname(folder)
+    return folders
+
+
+def remove_empty_folders(folders: List[str]) -> None:
+    """After a job that stopped early: remove ``folders`` (from :func:`missing_folders`),
+    deepest first, while they are empty, so that a refused job leaves no folder behind."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (another rank wrote there) or already gone
+            return
+
+
 def input_files(cfg, opts: JobOptions) -> Dict[str, str]:
     """The files the job reads ({what: path}): none of them may be its --out."""
     named = {"--coco-json": opts.coco_json, "--config": opts.config_file,
@@ -286,12 +340,16 @@ def input_files(cfg, opts: JobOptions) -> Dict[str, str]:
     return {what: path for what, path in named.items() if path and os.path.isfile(path)}
 
 
-def check_output_replaceable(cfg, opts: JobOptions) -> None:
-    """Raise JobError unless the job may write ``opts.out`` (see
-    :func:`shards.check_output_replaceable`)."""
+def check_output_replaceable(cfg, opts: JobOptions, root: str = "",
+                              entries: List[ImageEntry] = ()) -> None:
+    """Raise JobError unless the job may write ``opts.out``: never over one of its inputs (the
+    images ``entries`` under ``root`` included), with or without ``overwrite``; see
+    :func:`shards.check_output_replaceable` for the rest."""
+    images = (("image", os.path.join(root, e.file_name)) for e in entries)
     try:
         shards.check_output_replaceable(opts.out, shards.shard_dir_for(opts.out),
-                                        input_files(cfg, opts), opts.overwrite)
+                                        [*input_files(cfg, opts).items(), *images],
+                                        opts.overwrite)
     except shards.ShardError as e:
         raise JobError(str(e)) from None
 
@@ -319,7 +377,7 @@ def prepare(cfg, opts: JobOptions, build_labeler: Callable, rank: int = 0):
     except ValueError as e:
         raise JobError(str(e)) from None
     check_output_writable(opts.out)
-    check_output_replaceable(cfg, opts)
+    check_output_replaceable(cfg, opts, root, entries)
     try:  # the lock itself is taken later; this only spares a second job the model build
         shards.ShardLock(shards.shard_dir_for(opts.out), rank).check_free()
     except shards.ShardError as e:
@@ -341,6 +399,8 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
     if build_labeler is None:
         from zip_d2.pseudo import build_labeler
     rank, world_size, local_rank = dist_env()
+    if opts.shard is not None:  # one task among independent ones: its device is its own
+        (rank, world_size), local_rank = opts.shard, 0
     if torch.cuda.is_available() and cfg.PSEUDO.DEVICE in ("", "cuda"):
         cfg = cfg.clone()
         cfg.defrost()
@@ -369,9 +429,16 @@ def run_job(cfg, opts: JobOptions, build_labeler: Optional[Callable] = None) -> 
 
 def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir, rank,
                 world_size):
-    distributed = init_distributed(world_size, opts.dist_timeout_hours)
+    independent = opts.shard is not None
+    distributed = not independent and init_distributed(world_size, opts.dist_timeout_hours)
     verdict = None
-    if rank == 0:
+    if independent:  # every task checks and records the settings; one at a time
+        with _manifest_lock(shard_dir):
+            try:
+                verdict = (None, shards.write_manifest(shard_dir, settings, job_desc))
+            except (shards.ShardError, OSError) as e:
+                verdict = (str(e), None)
+    elif rank == 0:
         try:
             if opts.overwrite:
                 for path in shards.shard_files(shard_dir):
@@ -405,7 +472,7 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
     if distributed:
         torch.distributed.barrier()
     merge_error = None
-    if rank == 0:
+    if rank == 0 and not independent:
         try:
             finish_output(cfg, opts, root, entries, shard_dir, result)
         except Exception as e:  # re-raised below, once the other ranks are released
@@ -446,11 +513,22 @@ def finish_output(cfg, opts, root, entries, shard_dir, result):
                if opts.validate else None)
     stats = LabelStatsBuilder()
     # Checked again: a file may have appeared at --out while the job ran.
-    check_output_replaceable(cfg, opts)
+    check_output_replaceable(cfg, opts, root, entries)
     shards.write_merged(plan, opts.out, [s for s in (checker, stats) if s is not None])
     result.problems = checker.finish() if checker is not None else []
     result.merged = opts.out
     result.label_stats = stats.finish(len(plan.skipped_images))
+
+
+@contextlib.contextmanager
+def _manifest_lock(shard_dir: str):
+    """Held while an independent task reads and rewrites job.json (tasks start together)."""
+    fd = os.open(os.path.join(shard_dir, "lock-manifest"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _reusable(record: Optional[dict], entry: ImageEntry, retry_skipped: bool) -> bool:
@@ -500,7 +578,10 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
         bar = tqdm(total=result.images_total, initial=result.images_done_before,
                    desc=f"pseudo-labels rank 0/{world_size}", unit="img", dynamic_ncols=True,
                    smoothing=0.05, file=sys.stderr)
-    dataset = _DecodeDataset(root, pending, opts.max_side, opts.max_pixels, opts.min_side)
+    preprocess = getattr(labeler, "preprocess", None)
+    prepare = preprocess if getattr(preprocess, "worker_safe", False) else None
+    dataset = _DecodeDataset(root, pending, opts.max_side, opts.max_pixels, opts.min_side,
+                             prepare)
     loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=False,
                         num_workers=opts.workers, collate_fn=_collate,
                         prefetch_factor=opts.prefetch if opts.workers > 0 else None,
@@ -509,7 +590,8 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
     if opts.workers == 0:
         Image.MAX_IMAGE_PIXELS = max(opts.max_pixels, DEFAULT_MAX_PIXELS)
     failures_in_a_row = 0
-    with shards.ShardWriter(shards.shard_path(shard_dir, rank, world_size)) as shard_writer:
+    with shards.ShardWriter(shards.shard_path(shard_dir, rank, world_size),
+                            settings) as shard_writer:
         writer = RecordWriter(shard_writer, category_ids, result, bar, run)
         writer.start()
         try:
@@ -525,7 +607,8 @@ def _label_pending(labeler, root, pending, opts, settings, shard_dir, rank, worl
                     continue
                 images = [it["pixels"].numpy() for it in good]
                 t0 = time.perf_counter()
-                outputs = _label_batch(labeler, images)
+                outputs = _label_batch(labeler, images,
+                                       [it["inputs"] for it in good] if prepare else None)
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
                 result.label_s += time.perf_counter() - t0

@@ -126,7 +126,7 @@ def write_job(folder: str, n: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     counts = rng.integers(6, 11, n)  # 6..10 annotations, 8 on average
     picks = rng.integers(0, POOL_SIZE, int(counts.sum()))
-    writers = [shards.ShardWriter(shards.shard_path(shard_dir, r, WORLD_SIZE))
+    writers = [shards.ShardWriter(shards.shard_path(shard_dir, r, WORLD_SIZE), settings)
                for r in range(WORLD_SIZE)]
     start = 0
     try:

@@ -10,8 +10,13 @@ Layout, next to the output ``OUT.json``::
         rank00001-of-00002.jsonl
         lock-rank00000             held (flock) by the job writing rank 0's shard
 
-A line is ``{"file_name", ["id"], "fingerprint", "run", "width", "height", "annotations": [...]}``
-for a labeled image or ``{"file_name", ["id"], ["fingerprint"], "run", "skipped": reason}``.
+A shard file opens with a header line ``{"shard": {"format", "settings"}}``: the settings of the
+job that wrote it (job.json's; labeler, vocabulary in its category order, input folder or list,
+decoding). A shard is merged only into the job whose settings it carries (``check_shard``), so a
+rank file copied from a job with, say, another vocabulary order is refused, not merged under the
+wrong category names. Every other line is ``{"file_name", ["id"], "fingerprint", "run", "width",
+"height", "annotations": [...]}`` for a labeled image or ``{"file_name", ["id"],
+["fingerprint"], "run", "skipped": reason}``.
 ``fingerprint`` ties the labels to the bytes they were made from (``zip_d2.data.fingerprint``:
 size and SHA-256 of the file; absent when the file could not be read); ``run`` counts the job's
 starts, so the newest record of an image wins. Each line is written whole and flushed, so a
@@ -36,15 +41,16 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from zip_d2.data.coco_json import write_atomic, write_json_atomic
 from zip_d2.data.fingerprint import file_fingerprint
+from zip_d2.data.paths import OverwriteError, refuse_overwriting_inputs
 
 from .coco_output import build_info
 
 MANIFEST = "job.json"
 # Layout version of the settings block in job.json and of the records (2: the labeler's
 # description is built from its config sections; 3: settings name the input, records carry the
-# image's fingerprint and the run that wrote them). Shards written under another layout cannot
-# be compared, so not resumed.
-SETTINGS_FORMAT = 3
+# image's fingerprint and the run that wrote them; 4: each shard file opens with its job's
+# settings). Shards written under another layout cannot be compared, so not resumed or merged.
+SETTINGS_FORMAT = 4
 # Outputs remembered as this job's own (the current one and the one before it, so that a job
 # killed between recording a new output and renaming it into place still knows the old one).
 _OUTPUTS_KEPT = 2
@@ -69,6 +75,90 @@ def _dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
+def _normalised(settings: dict) -> dict:
+    return json.loads(_dumps(settings))  # tuples become lists etc., as a reload would
+
+
+def _header(settings: dict) -> dict:
+    return {"shard": {"format": SETTINGS_FORMAT, "settings": _normalised(settings)}}
+
+
+def _first_line(path: str) -> Optional[bytes]:
+    """The first complete line of a file, or None if it has none (empty, or torn by a kill)."""
+    with open(path, "rb") as f:
+        line = f.readline()
+    return line if line.endswith(b"\n") else None
+
+
+def shard_settings(path: str) -> Optional[dict]:
+    """The settings a shard file's header carries; None for a file with no complete line yet.
+
+    Raises ShardError for a file without a header (an older zip_d2's shard, or not a shard).
+    """
+    line = _first_line(path)
+    if line is None:
+        return None
+    try:
+        header = json.loads(line)
+    except json.JSONDecodeError:
+        header = None
+    shard = header.get("shard") if isinstance(header, dict) else None
+    if not (isinstance(shard, dict) and isinstance(shard.get("settings"), dict)):
+        raise ShardError(f"{path} has no job header: it was written by an older zip_d2 (before "
+                         f"settings format {SETTINGS_FORMAT}) or is not a shard; merge it with "
+                         "that version, or rerun its job with --overwrite")
+    return shard["settings"]
+
+
+_MERGE_FIX = ("merge only shards of one job: move that file away, or relabel its images with "
+              "the same settings")
+
+
+def check_shard(path: str, settings: dict, against: str = MANIFEST, fix: str = _MERGE_FIX) -> None:
+    """Raise ShardError unless the shard at ``path`` was written by a job with ``settings``.
+
+    One line naming the shard, ``against`` (where ``settings`` came from), the first setting
+    that differs and ``fix``. Reads only the shard's first line, so a streaming merge can call
+    it once per file.
+    """
+    theirs = shard_settings(path)
+    if theirs is None:
+        return
+    key = _diff(_normalised(settings), theirs)
+    if key is None:
+        return
+    raise ShardError(f"{path} was written by another job than {against} ({key}: "
+                     f"{_short(_lookup(theirs, key))} in the shard, "
+                     f"{_short(_lookup(_normalised(settings), key))} in {against}); {fix}")
+
+
+def _short(value, limit=60) -> str:
+    text = _dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_record(record, where: str, annotations: bool = True) -> None:
+    """Raise ShardError unless ``record`` has what the merge and a resume read from it
+    (``annotations=False``: a record read without them, see :func:`read_keys`)."""
+    if not isinstance(record, dict) or not isinstance(record.get("file_name"), str) \
+            or not record["file_name"]:
+        raise ShardError(f"{where}: shard line has no file_name; delete the file to relabel its "
+                         "images")
+    for key in ("id", "run"):
+        if key in record and not (isinstance(record[key], int)
+                                  and not isinstance(record[key], bool)):
+            raise ShardError(f"{where}: {key} must be an integer, got {_short(record[key])}; "
+                             "delete the file to relabel its images")
+    if "skipped" in record:
+        return
+    if not (isinstance(record.get("width"), int) and isinstance(record.get("height"), int)
+            and (not annotations or (isinstance(record.get("annotations"), list)
+                                     and all(isinstance(a, dict)
+                                             for a in record["annotations"])))):
+        raise ShardError(f"{where}: a labeled image's line needs width, height and a list of "
+                         "annotations; delete the file to relabel its images")
+
+
 def complete_length(f) -> int:
     """Bytes of an open binary shard file up to and including its last newline: what a reader
     may use (a killed writer leaves at most one torn final line). Found by reading backwards
@@ -84,8 +174,13 @@ def complete_length(f) -> int:
     return 0
 
 
+# The header line, as ShardWriter dumps it (sorted keys, no spaces): no record starts so.
+_HEADER_START = b'{"shard"'
+
+
 def iter_lines(path: str) -> Iterator[Tuple[int, int, bytes]]:
-    """(line number, byte offset, line) of every complete line of a shard file."""
+    """(line number, byte offset, line) of every complete record line of a shard file: not
+    its header, nor blank lines."""
     with open(path, "rb") as f:
         end = complete_length(f)
         f.seek(0)
@@ -93,19 +188,20 @@ def iter_lines(path: str) -> Iterator[Tuple[int, int, bytes]]:
         for lineno, line in enumerate(f, 1):
             if offset + len(line) > end:
                 return
-            yield lineno, offset, line
+            if line.strip() and not (lineno == 1 and line.startswith(_HEADER_START)):
+                yield lineno, offset, line
             offset += len(line)
 
 
-def _parse(line: bytes, path: str, lineno: int) -> dict:
+def _parse(line: bytes, where: str) -> dict:
+    """The record of one shard line (``where``: its file and line), checked
+    (:func:`_check_record`)."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
-        raise ShardError(f"{path}:{lineno}: corrupt shard line ({e}); delete the file to "
-                         "relabel its images") from None
-    if not isinstance(record, dict) or "file_name" not in record:
-        raise ShardError(f"{path}:{lineno}: corrupt shard line (not a record with a "
-                         "file_name); delete the file to relabel its images")
+        raise ShardError(f"{where}: corrupt shard line ({e}); delete the file to relabel its "
+                         "images") from None
+    _check_record(record, where)
     return record
 
 
@@ -118,7 +214,8 @@ _AFTER_ANNOTATIONS = b'],"file_name":'
 
 def read_keys(line: bytes, path: str = "?", lineno: int = 0) -> dict:
     """A shard line's record without its ``annotations``, which are not parsed (a line not
-    in the writer's layout is parsed whole, and its annotations dropped)."""
+    in the writer's layout is parsed whole, and its annotations dropped). Its keys are checked
+    (:func:`_check_record`); its annotations are checked when the merge reads them."""
     if line.startswith(_ANNOTATIONS_START):
         cut = line.find(_AFTER_ANNOTATIONS)
         if cut > 0:
@@ -127,26 +224,34 @@ def read_keys(line: bytes, path: str = "?", lineno: int = 0) -> dict:
             except json.JSONDecodeError:
                 record = None
             if isinstance(record, dict) and "annotations" not in record:
+                _check_record(record, f"{path}:{lineno}", annotations=False)
                 return record
-    record = _parse(line, path, lineno)
+    record = _parse(line, f"{path}:{lineno}")
     record.pop("annotations", None)
     return record
 
 
 def read_shard(path: str) -> List[dict]:
-    """The records of one shard file, ignoring a torn (unterminated) final line."""
-    return [_parse(line, path, lineno) for lineno, _, line in iter_lines(path)
-            if line.strip()]
+    """The image records of one shard file (not its header), ignoring a torn final line."""
+    return [_parse(line, f"{path}:{lineno}") for lineno, _, line in iter_lines(path)]
 
 
 def shard_files(shard_dir: str) -> List[str]:
     return sorted(glob.glob(os.path.join(shard_dir, "rank*-of-*.jsonl")))
 
 
-def read_all_shards(shard_dir: str) -> List[dict]:
-    """Every record of every shard file, in file then line order."""
+def read_all_shards(shard_dir: str, settings: Optional[dict] = None) -> List[dict]:
+    """Every record of every shard file, in file then line order.
+
+    Each file must have been written by a job with ``settings`` (default: job.json's, when the
+    folder has one; a rank on a machine without rank 0's folder has none), else ShardError.
+    """
+    if settings is None and os.path.isfile(os.path.join(shard_dir, MANIFEST)):
+        settings = read_manifest(shard_dir)["settings"]
     records = []
     for path in shard_files(shard_dir):
+        if settings is not None:
+            check_shard(path, settings, os.path.join(shard_dir, MANIFEST))
         records.extend(read_shard(path))
     return records
 
@@ -173,15 +278,21 @@ def latest_records(records: Iterable[dict]) -> Tuple[Dict[str, dict], int]:
     return chosen, duplicates
 
 
-def resume_records(shard_dir: str, wanted: Optional[set] = None) -> Dict[str, dict]:
+def resume_records(shard_dir: str, wanted: Optional[set] = None,
+                   settings: Optional[dict] = None) -> Dict[str, dict]:
     """The latest record of each image named in ``wanted`` (default: all), without its
     annotations: what a rerun needs to know which of its images are finished. Every shard
-    file is read; the annotations are never parsed nor kept."""
+    file is read; the annotations are never parsed nor kept.
+
+    Each file must have been written by a job with ``settings`` (default: job.json's, as for
+    :func:`read_all_shards`), else ShardError."""
+    if settings is None and os.path.isfile(os.path.join(shard_dir, MANIFEST)):
+        settings = read_manifest(shard_dir)["settings"]
     chosen: Dict[str, dict] = {}
     for path in shard_files(shard_dir):
+        if settings is not None:
+            check_shard(path, settings, os.path.join(shard_dir, MANIFEST))
         for lineno, _, line in iter_lines(path):
-            if not line.strip():
-                continue
             r = read_keys(line, path, lineno)
             if wanted is not None and r["file_name"] not in wanted:
                 continue
@@ -192,13 +303,23 @@ def resume_records(shard_dir: str, wanted: Optional[set] = None) -> Dict[str, di
 
 
 class ShardWriter:
-    """Appends finished-image records to one rank's shard file, each line flushed at once."""
+    """Appends finished-image records to one rank's shard file, each line flushed at once.
 
-    def __init__(self, path: str):
+    A new file starts with the header naming ``settings`` (the job's); an existing one must
+    carry the same settings (ShardError otherwise), so no file ever mixes two jobs' records.
+    """
+
+    def __init__(self, path: str, settings: dict):
         self.path = path
         if os.path.exists(path):
             self._cut_torn_tail(path)
+            check_shard(path, settings, "this job's settings",
+                        "rerun with that job's settings, or delete the file to relabel its "
+                        "images with these")
         self._file = open(path, "a", encoding="utf-8")
+        if self._file.tell() == 0:
+            self._file.write(_dumps(_header(settings)) + "\n")
+            self._file.flush()
         self._last_sync = time.monotonic()
 
     @staticmethod
@@ -239,12 +360,21 @@ def _diff(old, new, prefix="") -> Optional[str]:
             if found:
                 return found
         return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new)):
+            found = _diff(a, b, f"{prefix}{i}.")
+            if found:
+                return found
+        return None
     return None if old == new else prefix.rstrip(".") or "(value)"
 
 
 def _lookup(tree, dotted):
     for part in dotted.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
+        if isinstance(tree, list) and part.isdigit() and int(part) < len(tree):
+            tree = tree[int(part)]
+        else:
+            tree = tree.get(part) if isinstance(tree, dict) else None
     return tree
 
 
@@ -256,7 +386,7 @@ def write_manifest(shard_dir: str, settings: dict, job: dict) -> int:
     this run carry it. Raises ShardError naming the first differing setting.
     """
     path = os.path.join(shard_dir, MANIFEST)
-    settings = json.loads(_dumps(settings))  # normalise tuples etc. as a reload would
+    settings = _normalised(settings)
     manifest = {"run": 0, "outputs": []}
     if os.path.exists(path):
         manifest = read_manifest(shard_dir)
@@ -281,11 +411,22 @@ def write_manifest(shard_dir: str, settings: dict, job: dict) -> int:
 
 
 def read_manifest(shard_dir: str) -> dict:
+    """job.json as a dict with ``settings`` and ``job`` dicts, or a one-line ShardError."""
     path = os.path.join(shard_dir, MANIFEST)
     if not os.path.isfile(path):
         raise ShardError(f"{shard_dir}: not a shard directory (no {MANIFEST})")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        manifest, why = None, f"not valid JSON: {e}"
+    else:
+        why = "not a job manifest: it needs 'settings' and 'job' objects"
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("settings"), dict)
+            and isinstance(manifest.get("job"), dict)):
+        raise ShardError(f"{path} is empty or corrupt ({why}), so these shards cannot be tied "
+                         "to their job; pass --overwrite to start over, or choose another --out")
+    return manifest
 
 
 def record_output(shard_dir: str, output_fingerprint: dict) -> None:
@@ -300,25 +441,30 @@ def is_recorded_output(shard_dir: str, path: str) -> bool:
     """Whether the file at ``path`` is an output this job wrote (byte for byte)."""
     if not os.path.isfile(os.path.join(shard_dir, MANIFEST)):
         return False
-    outputs = read_manifest(shard_dir).get("outputs", [])
+    try:
+        outputs = read_manifest(shard_dir).get("outputs", [])
+    except ShardError:  # a corrupt manifest vouches for nothing
+        return False
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        return False
     # The size first: someone else's (possibly huge) file is then recognised without reading it.
     if os.path.getsize(path) not in {o.get("size") for o in outputs}:
         return False
     return file_fingerprint(path) in outputs
 
 
-def check_output_replaceable(out: str, shard_dir: str, inputs: Dict[str, str],
-                             overwrite: bool) -> None:
+def check_output_replaceable(out: str, shard_dir: str, inputs, overwrite: bool) -> None:
     """Raise ShardError unless merged labels may be written to ``out``.
 
-    ``out`` is never one of the job's ``inputs`` ({what: path}), whatever ``overwrite`` says.
+    ``out`` is never one of the job's ``inputs`` ({what: path} or (what, path) pairs), whatever
+    ``overwrite`` says (:func:`zip_d2.data.paths.refuse_overwriting_inputs`).
     An existing file is replaced only if it is an output recorded in ``shard_dir`` (this job
     wrote it, and a resume with other settings is refused anyway) or with ``overwrite``.
     """
-    real = os.path.realpath(out)
-    for what, path in inputs.items():
-        if path and os.path.realpath(path) == real:
-            raise ShardError(f"--out {out} is an input of the job ({what}); choose another --out")
+    try:
+        refuse_overwriting_inputs({"--out": out}, inputs)
+    except OverwriteError as e:
+        raise ShardError(str(e)) from None
     if overwrite or not os.path.isfile(out) or is_recorded_output(shard_dir, out):
         return
     raise ShardError(f"{out} exists and was not written by this job (it is not an output "
@@ -419,16 +565,24 @@ class MergePlan:
         manifest = read_manifest(shard_dir)
         self.shard_dir = shard_dir
         self.settings, self.job = manifest["settings"], manifest["job"]
+        if self.settings.get("format") != SETTINGS_FORMAT:
+            raise ShardError(f"{shard_dir} was written by another zip_d2 version (settings "
+                             f"format {self.settings.get('format', 1)}, this one reads "
+                             f"{SETTINGS_FORMAT}); merge it with that version, or rerun the job "
+                             "with --overwrite")
+        if not isinstance(self.settings.get("categories"), list):
+            raise ShardError(f"{os.path.join(shard_dir, MANIFEST)} lists no categories; rerun "
+                             "the job with --overwrite")
         self.paths = shard_files(shard_dir)
         # file_name -> (run, skip reason or None, file index, offset, id or None, width, height)
         chosen: Dict[str, tuple] = {}
         duplicates = 0
         for index, path in enumerate(self.paths):
+            check_shard(path, self.settings, os.path.join(shard_dir, MANIFEST))
             for lineno, offset, line in iter_lines(path):
-                if not line.strip():
-                    continue
                 r = read_keys(line, path, lineno)
-                entry = (r.get("run", 0), r.get("skipped"), index, offset, r.get("id"),
+                skip = None if "skipped" not in r else r["skipped"] or ""  # "" for null
+                entry = (r.get("run", 0), skip, index, offset, r.get("id"),
                          r.get("width"), r.get("height"))
                 old = chosen.get(r["file_name"])
                 if old is not None:
@@ -487,7 +641,7 @@ class MergePlan:
             for image_id, name, index, offset, _, _ in self.labeled:
                 f = files[index]
                 f.seek(offset)
-                record = _parse(f.readline(), self.paths[index], 0)
+                record = _parse(f.readline(), f"{self.paths[index]} (at byte {offset})")
                 if record.get("file_name") != name:  # the file changed under the merge
                     raise ShardError(f"{self.paths[index]} changed during the merge; merge "
                                      "again once no job writes to it")

@@ -160,7 +160,7 @@ def write_score_histograms(stats: LabelStats, out_dir: str, bins: int = 20) -> s
         ax.set_xlim(0, 1)
         ax.tick_params(labelsize=6)
         ax.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
-        ax.set_title(f"{c.name} ({c.labels})", fontsize=7)
+        ax.set_title(f"{c.name} ({c.labels})", fontsize=7, parse_math=False)  # "$" is text
         name = f"scores_{c.id}.png"
         fig.savefig(os.path.join(out_dir, name))
         rows.append(f"<tr><td>{html.escape(c.name)}</td><td>{c.labels}</td><td>{c.images}</td>"

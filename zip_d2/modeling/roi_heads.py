@@ -55,6 +55,9 @@ def set_test_vocabulary(roi_heads, embeddings) -> None:
 class OpenVocabROIHeads(StandardROIHeads):
     """detectron2's StandardROIHeads with :class:`OpenVocabOutputLayers` as box predictor."""
 
+    # The marker ``vocabulary.uses_open_vocab_heads`` reads (it does not import the heads).
+    open_vocabulary = True
+
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         _check_class_agnostic(cfg)
@@ -82,6 +85,9 @@ class OpenVocabCascadeROIHeads(CascadeROIHeads):
     With a CenterNet proposal generator and ``CENTERNET.MULT_PROPOSAL_SCORE``, the averaged
     class scores are multiplied by the proposal score (geometric mean), as in CenterNet2.
     """
+
+    # The marker ``vocabulary.uses_open_vocab_heads`` reads (it does not import the heads).
+    open_vocabulary = True
 
     @configurable
     def __init__(self, *, mult_proposal_score: bool = False, **kwargs):

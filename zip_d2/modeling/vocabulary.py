@@ -27,7 +27,7 @@ from zip_d2.models import WeightSource, clip_weight_source
 from zip_d2.text import TextEmbeddings, build_text_embeddings, load_vocabulary
 
 __all__ = ["train_text_embeddings", "test_text_embeddings", "embeddings_for_names",
-           "required_clip_weights"]
+           "required_clip_weights", "planned_test_class_names", "uses_open_vocab_heads"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,16 +175,40 @@ def _test_vocabulary(cfg) -> Optional[TextEmbeddings]:
     return None if names is None else embeddings_for_names(cfg, names)
 
 
-def _uses_open_vocab_heads(cfg) -> bool:
+def uses_open_vocab_heads(cfg) -> bool:
+    """Whether MODEL.ROI_HEADS.NAME is an open-vocabulary head (scores text embeddings): a
+    registered head whose class carries the marker ``open_vocabulary = True`` (as
+    ``roi_heads.OpenVocabROIHeads`` and its subclasses do). The heads are not imported here:
+    they import this module for their embeddings."""
     from detectron2.modeling import ROI_HEADS_REGISTRY
-
-    from .roi_heads import OpenVocabCascadeROIHeads, OpenVocabROIHeads
 
     try:
         heads = ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)
     except KeyError:
         return False
-    return issubclass(heads, (OpenVocabROIHeads, OpenVocabCascadeROIHeads))
+    return getattr(heads, "open_vocabulary", False) is True
+
+
+def _plan(cfg, planned) -> TextEmbeddings:
+    """The heads' test vocabulary resolution, the in-process embeddings noted in ``planned``
+    (lists of names) instead of computed; returns the test embeddings (stand-ins for the
+    computed ones)."""
+    token = _PLANNED.set(planned)
+    logger.disabled = True  # the heads log their notes when they are really built
+    try:
+        return test_text_embeddings(cfg, train_text_embeddings(cfg))
+    finally:
+        logger.disabled = False
+        _PLANNED.reset(token)
+
+
+def planned_test_class_names(cfg) -> Optional[List[str]]:
+    """The class names an open-vocabulary model built from ``cfg`` scores at test time
+    (computing nothing); None for a model without open-vocabulary heads. The config's datasets
+    must be registered. ValueError for the heads' configuration errors."""
+    if not uses_open_vocab_heads(cfg):
+        return None
+    return list(_plan(cfg, []).class_names)
 
 
 def required_clip_weights(cfg) -> List[WeightSource]:
@@ -197,16 +221,16 @@ def required_clip_weights(cfg) -> List[WeightSource]:
     same configuration errors as building the heads would (e.g. a class-count mismatch).
     """
     ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
-    if ov.RANDOM_WEIGHTS or not _uses_open_vocab_heads(cfg):
+    for key in ("VOCABULARY", "TEST_VOCABULARY"):  # checked here, before any model is built
+        if ov[key]:
+            try:
+                load_vocabulary(ov[key])
+            except ValueError as e:
+                raise ValueError(f"MODEL.ROI_BOX_HEAD.OPEN_VOCAB.{key}: {e}") from None
+    if ov.RANDOM_WEIGHTS or not uses_open_vocab_heads(cfg):
         return []
     planned = []
-    token = _PLANNED.set(planned)
-    logger.disabled = True  # the heads log their notes when they are really built
-    try:
-        test_text_embeddings(cfg, train_text_embeddings(cfg))
-    finally:
-        logger.disabled = False
-        _PLANNED.reset(token)
+    _plan(cfg, planned)
     if not planned:
         return []
     return [clip_weight_source(ov.CLIP_MODEL, ov.CLIP_PRETRAINED,

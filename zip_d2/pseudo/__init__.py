@@ -7,11 +7,13 @@
 from .pipeline import (
     METHODS,
     SamClipLabeler,
+    ZipInputs,
     ZipLabeler,
+    ZipPreprocess,
     build_labeler,
     check_config,
     required_weights,
 )
 
 __all__ = ["build_labeler", "check_config", "required_weights", "ZipLabeler", "SamClipLabeler",
-           "METHODS"]
+           "ZipInputs", "ZipPreprocess", "METHODS"]

@@ -3,15 +3,24 @@
 """
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass
+from typing import ClassVar, Tuple
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+from .params import StageParams, setting
 
 __all__ = [
+    "ClipParams",
+    "RESIZE_METHODS",
+    "resize_image",
+    "normalize_batch",
     "image_to_tensor",
+    "uint8_tensor",
     "interpolate_pos_embed",
     "surgery_tokens",
     "classify",
@@ -21,25 +30,73 @@ __all__ = [
 ]
 
 
-def image_to_tensor(image: np.ndarray, size_hw: Tuple[int, int], mean, std,
-                    device="cpu") -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32, bicubic-resized and normalised."""
-    h, w = size_hw
-    resized = (
-        image
-        if image.shape[:2] == (h, w)
-        else cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
-    )
-    x = (
-        torch.from_numpy(np.ascontiguousarray(resized))
-        .to(device)
-        .permute(2, 0, 1)
-        .float()
-        .div_(255)
-    )
-    m = torch.tensor(mean, device=device).view(3, 1, 1)
-    s = torch.tensor(std, device=device).view(3, 1, 1)
-    return ((x - m) / s).unsqueeze(0)
+# How a model input is resized from the (H, W, 3) uint8 image; PSEUDO.RESIZE picks one.
+RESIZE_METHODS = ("pil", "opencv")
+
+
+@dataclass(frozen=True)
+class ClipParams(StageParams):
+    """Settings of the semantic-clue stage (PSEUDO.CLIP; each key is explained in
+    ``zip_d2/config.py``). The model and its weights (MODEL, PRETRAINED) are the labeler's."""
+
+    config_key: ClassVar[str] = "PSEUDO.CLIP"
+
+    input_size: int = setting(512, low=1)
+    surgery_depth: int = setting(6, low=1)
+    templates: str = setting("ensemble", choices=("ensemble", "single"))
+    feature_norm_dim: int = setting(1, choices=(1, 2))
+    classify: bool = True
+    classify_size: int = setting(224, low=0)
+    topk: int = setting(5, low=0)
+    min_prob: float = setting(0.1, low=0.0, high=1.0)
+    activation_ratio: float = setting(0.7, low=0.0)
+
+
+def resize_image(image: np.ndarray, size_hw: Tuple[int, int], method: str = "pil") -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (h, w, 3) uint8 RGB, bicubic.
+
+    "pil": PIL's BICUBIC (kernel a = -0.5, support widened by the scale when downscaling, i.e.
+        antialiased). The authors' code applies torchvision ``Resize`` to PIL images, which calls
+        exactly this, so the pixels are theirs bit for bit. Pure PIL and numpy: safe in forked
+        loader workers.
+    "opencv": ``cv2.INTER_CUBIC`` (a = -0.75, never antialiased), zip_d2's resize before issue
+        20; on real photographs up to 26 grey levels from PIL at 512x512 and 110 at 224x224.
+    An image already at (h, w) is returned as it is (PIL's resize is the identity there too).
+    """
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if image.shape[:2] == (h, w):
+        return image
+    if method == "pil":
+        return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BICUBIC))
+    if method == "opencv":
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
+    raise ValueError(f"resize method must be one of {', '.join(RESIZE_METHODS)}; got {method!r}.")
+
+
+def normalize_batch(pixels: torch.Tensor, mean, std, device="cpu") -> torch.Tensor:
+    """(B, h, w, 3) uint8 RGB -> (B, 3, h, w) float32 on ``device``: ``x / 255``, then minus
+    ``mean`` and over ``std`` per channel, the arithmetic of torchvision's ``ToTensor`` and
+    ``Normalize``. The uint8 pixels travel to the device, a quarter of the float bytes."""
+    x = pixels.to(device).permute(0, 3, 1, 2).float().div_(255)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def image_to_tensor(image: np.ndarray, size_hw: Tuple[int, int], mean, std, device="cpu",
+                    resize: str = "pil") -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32: resized (:func:`resize_image`) and
+    normalised (:func:`normalize_batch`)."""
+    return normalize_batch(uint8_tensor(resize_image(image, size_hw, resize))[None], mean, std,
+                           device)
+
+
+def uint8_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(h, w, 3) uint8 array -> the same pixels as a tensor (shared memory; a read-only or
+    strided array is copied first, as torch cannot wrap it)."""
+    if not (pixels.flags.writeable and pixels.flags.c_contiguous):
+        pixels = np.array(pixels, order="C", copy=True)
+    return torch.from_numpy(pixels)
 
 
 def interpolate_pos_embed(pos: torch.Tensor, src_grid: Tuple[int, int],

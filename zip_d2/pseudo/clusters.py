@@ -5,22 +5,64 @@ touching objects; ``instances.py`` turns them into instances.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["short_side_size", "layer3_features", "uniform_init", "semantic_init", "kmeans"]
+from .params import StageParams, setting
+
+__all__ = ["BoundaryParams", "SIZE_RULES", "short_side_size", "layer3_features", "uniform_init",
+           "semantic_init", "kmeans", "cluster_features"]
 
 
-def short_side_size(
-    image_hw: Tuple[int, int], short_side: int, multiple: int = 16
-) -> Tuple[int, int]:
-    """(h, w) with the short side = ``short_side``, aspect kept, both rounded to ``multiple``."""
-    H, W = image_hw
-    s = short_side / min(H, W)
-    return (max(multiple, int(round(H * s / multiple)) * multiple),
-            max(multiple, int(round(W * s / multiple)) * multiple))
+# How the boundary input's size follows from the image's; PSEUDO.BOUNDARY.SIZE_RULE picks one.
+SIZE_RULES = ("truncate", "round16")
+
+
+@dataclass(frozen=True)
+class BoundaryParams(StageParams):
+    """Settings of the boundary-prior stage (PSEUDO.BOUNDARY; each key is explained in
+    ``zip_d2/config.py``). The trunk and its weights (MODEL, PRETRAINED) are the labeler's."""
+
+    config_key: ClassVar[str] = "PSEUDO.BOUNDARY"
+
+    short_side: int = setting(2048, low=16)
+    size_rule: str = setting("truncate", choices=SIZE_RULES)
+    num_clusters: int = setting(20, low=1)
+    max_iters: int = setting(100, low=1)
+    init: str = setting("uniform", choices=("uniform", "semantic"))
+    min_clusters: int = setting(8, low=1)
+    max_clusters: int = setting(40, low=1)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.min_clusters > self.max_clusters:
+            raise ValueError(f"{self.key('min_clusters')} is larger than MAX_CLUSTERS.")
+
+
+def short_side_size(image_hw: Tuple[int, int], short_side: int,
+                    rule: str = "truncate") -> Tuple[int, int]:
+    """(h, w) of the boundary input: the short side is ``short_side``, the aspect kept.
+
+    "truncate": the long side is ``int(short_side * long / short)``, torchvision's
+        ``Resize(short_side)`` as the authors' code uses it (480x640 -> 2048x2730; layer3 then
+        floors to a 128x170 grid).
+    "round16": both sides rounded to multiples of 16 (480x640 -> 2048x2736, grid 128x171),
+        zip_d2's rule before issue 20: every grid cell covers exactly 16x16 input pixels.
+    """
+    H, W = (int(v) for v in image_hw)
+    if rule == "truncate":
+        # torchvision's own arithmetic (int of the float product), so the sizes agree exactly.
+        if H <= W:
+            return short_side, int(short_side * W / H)
+        return int(short_side * H / W), short_side
+    if rule == "round16":
+        s = short_side / min(H, W)
+        return max(16, int(round(H * s / 16)) * 16), max(16, int(round(W * s / 16)) * 16)
+    raise ValueError(f"size rule must be one of {', '.join(SIZE_RULES)}; got {rule!r}.")
 
 
 def layer3_features(visual, images: torch.Tensor) -> torch.Tensor:
@@ -145,3 +187,25 @@ def kmeans(
         if settled:
             break
     return labels, c * scale
+
+
+def cluster_features(feats: torch.Tensor, params: BoundaryParams,
+                     activation: Optional[torch.Tensor] = None,
+                     activation_ratio: float = 0.7) -> np.ndarray:
+    """(C, h, w) layer3 features of one image -> (h, w) int64 cluster map.
+
+    activation: (K, g, g) class activations of the image, used by ``params.init == "semantic"``
+    (resized to the feature grid, thresholded at ``activation_ratio`` x mean); None or empty
+    falls back to the uniform seeding.
+    """
+    h, w = feats.shape[-2:]
+    flat = feats.flatten(1).T  # half precision stays half for k-means on CUDA
+    init = None
+    if params.init == "semantic" and activation is not None and len(activation):
+        act = F.interpolate(
+            activation[None].float(), size=(h, w), mode="bilinear", align_corners=False
+        )[0]
+        init = semantic_init(flat.float(), act, (h, w), params.min_clusters, params.max_clusters,
+                             ratio=activation_ratio)
+    labels, _ = kmeans(flat, params.num_clusters, params.max_iters, init=init)
+    return labels.view(h, w).cpu().numpy()

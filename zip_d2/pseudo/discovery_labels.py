@@ -16,6 +16,8 @@ ground-truth COCO file (the synthetic scenes of :mod:`zip_d2.data.synthetic`):
    activation > 0.7 x mean (:func:`~zip_d2.data.constructed_features.class_activation`);
 4. the project's discovery (:func:`zip_d2.pseudo.instances.discover_instances`) turns fragments
    into instances, with the paper's rule or with the thinness rule (``min_inscribed_radius``);
+   its settings are :class:`~zip_d2.pseudo.instances.DiscoveryParams`, which
+   :class:`DiscoveryLabelParams` extends;
 5. each instance's grid mask is upsampled to the image with nearest neighbour (blocky, as Zip's
    masks are before SAM), scored with the mean activation inside it (Zip's "mask_activation"
    CLIP score, without SAM's factor), and duplicates across classes are removed by mask NMS.
@@ -30,20 +32,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import List, Tuple
+from typing import ClassVar, List, Tuple
 
 import numpy as np
 import torch
 
 from zip_d2.data.coco_json import DatasetError, load_json, write_json_atomic
 from zip_d2.data.constructed_features import boundary_aware_features, class_activation
+from zip_d2.data.paths import refuse_overwriting_inputs
 from zip_d2.data.rle import segmentation_to_mask
 from zip_d2.data.synthetic import mask_to_annotation
 from zip_d2.data.validate import validate_coco
 
 from .clusters import kmeans
-from .instances import discover_instances, grid_masks_to_image, split_fragments
+from .instances import DiscoveryParams, discover_instances, grid_masks_to_image, split_fragments
 from .masks import mask_nms
+from .params import setting
 
 __all__ = ["DISCOVERY_LABEL", "DiscoveryLabelParams", "grid_labels", "discover_image",
            "discovery_pseudo_labels", "write_discovery_pseudo_labels"]
@@ -52,46 +56,35 @@ __all__ = ["DISCOVERY_LABEL", "DiscoveryLabelParams", "grid_labels", "discover_i
 DISCOVERY_LABEL = "discovery-made, constructed features"
 
 
-@dataclass
-class DiscoveryLabelParams:
-    """Settings of the discovery-made labeller; grid quantities are in grid cells."""
+@dataclass(frozen=True)
+class DiscoveryLabelParams(DiscoveryParams):
+    """Settings of the discovery-made labeller; grid quantities are in grid cells.
 
+    The discovery step's own settings are inherited from :class:`DiscoveryParams` (the fields and
+    bounds the Zip labeler reads from PSEUDO.DISCOVERY), so this object is what
+    :func:`discover_instances` takes; the fields below are the labeller's, around it.
+    """
+
+    config_key: ClassVar[str] = ""  # not a config section: errors name the field (the flag)
+
+    # The paper's 100 cells are 0.46 % of its 128x171 grid; 23 cells are 0.45 % of 80x64.
+    min_instance_cells: int = setting(23, low=1)
     # Image pixels per grid cell. 2 on the 160x128 synthetic scenes gives an 80x64 grid on
     # which objects (radius 9-22 px) are 9-22 cells across, as COCO's medium objects (32-96 px)
     # are on Zip's grid (3.75 px per cell for a 640x480 image). Masks are 2x2-pixel blocks.
-    stride: int = 2
-    num_clusters: int = 20
-    kmeans_iters: int = 100
+    stride: int = setting(2, low=1)
+    num_clusters: int = setting(20, low=2)
+    kmeans_iters: int = setting(100, low=1)
     # boundary_aware_features: prototype spread, noise scale and its smoothing (cells).
-    feature_dim: int = 16
-    separation: float = 3.0
-    noise: float = 2.0
-    noise_sigma: float = 2.0
+    feature_dim: int = setting(16, low=1)
+    separation: float = setting(3.0, low=0)
+    noise: float = setting(2.0, low=0)
+    noise_sigma: float = setting(2.0, low=0)
     # Class activation: blur of the class's cell coverage (cells) and Zip's region threshold.
-    activation_sigma: float = 1.0
-    activation_ratio: float = 0.7
-    # discover_instances (the paper's values, except min_instance_cells, see below).
-    top_clusters: int = 20
-    min_inside_ratio: float = 0.3
-    max_box_to_area: float = 3.0
-    # The paper's 100 cells are 0.46 % of its 128x171 grid; 23 cells are 0.45 % of 80x64.
-    min_instance_cells: int = 23
-    # 0 = the paper's rule; 2.0 = the thinness rule of configs/pseudo/zip_plus.yaml.
-    min_inscribed_radius: float = 0.0
+    activation_sigma: float = setting(1.0, low=0)
+    activation_ratio: float = setting(0.7, low=0)
     # Cross-class duplicate removal, as the Zip labeler's PSEUDO.SCORE.NMS_IOU.
-    nms_iou: float = 0.5
-
-    def __post_init__(self):
-        lower = {"stride": 1, "num_clusters": 2, "kmeans_iters": 1, "feature_dim": 1,
-                 "top_clusters": 1, "min_instance_cells": 1, "separation": 0, "noise": 0,
-                 "noise_sigma": 0, "activation_sigma": 0, "activation_ratio": 0,
-                 "max_box_to_area": 0, "min_inscribed_radius": 0}
-        for name, low in lower.items():
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        for name in ("min_inside_ratio", "nms_iou"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+    nms_iou: float = setting(0.5, low=0, high=1)
 
     @property
     def rule(self) -> str:
@@ -150,9 +143,7 @@ def discover_image(instance_map: np.ndarray, instance_class: np.ndarray,
         class_cover = cover[1:][present == c].sum(axis=0)
         act = class_activation(class_cover, params.activation_sigma)
         region = act > params.activation_ratio * act.mean()
-        found = discover_instances(fragments, region, params.top_clusters,
-                                   params.min_inside_ratio, params.max_box_to_area,
-                                   params.min_instance_cells, params.min_inscribed_radius)
+        found = discover_instances(fragments, region, params)
         if not len(found):
             continue
         masks = found.masks()
@@ -212,6 +203,7 @@ def write_discovery_pseudo_labels(gt_json: str, out_json: str,
                                   params: DiscoveryLabelParams = DiscoveryLabelParams(),
                                   seed: int = 0) -> dict:
     """Read ``gt_json``, make discovery-made labels, validate, write ``out_json`` atomically."""
+    refuse_overwriting_inputs({"--out": out_json}, {"--gt": gt_json})
     data = discovery_pseudo_labels(load_json(gt_json), params, seed,
                                    source=os.path.abspath(gt_json))
     problems = validate_coco(data, check_segmentations=True)

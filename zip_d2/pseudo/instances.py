@@ -8,17 +8,53 @@ over fragments, clusters or instances.
 Besides the paper's two fragment tests, :func:`discover_instances` offers one that is not in the
 paper, off by default: ``min_inscribed_radius`` drops fragments that are thin everywhere (the
 straight boundary strips the paper's box test keeps), measured by ``Fragments.inscribed_radius``.
+
+Every setting of the stage is a field of :class:`DiscoveryParams` (PSEUDO.DISCOVERY), with its
+bounds: a new rule is a field here, its test in :func:`discover_instances`, a key in
+``zip_d2/config.py`` and its value in the presets that use it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
 from skimage.measure import label as _label_equal_values
 
-__all__ = ["Fragments", "Instances", "split_fragments", "discover_instances", "grid_boxes_to_image",
-           "grid_masks_to_image"]
+from .params import StageParams, setting
+
+__all__ = ["DiscoveryParams", "Fragments", "Instances", "split_fragments", "discover_instances",
+           "grid_boxes_to_image", "grid_masks_to_image"]
+
+
+@dataclass(frozen=True)
+class DiscoveryParams(StageParams):
+    """Settings of :func:`discover_instances` (PSEUDO.DISCOVERY); grid quantities in cells.
+
+    top_clusters: clusters ranked by cells inside the class region A; as in the authors' demo
+        the "outside A" label takes one of these slots when it is among the most frequent.
+    min_inside_ratio: keep a fragment iff |f ∩ A| / |f| > this.
+    max_box_to_area: keep a fragment iff bbox_area(f) / |f| < this (drops the thin fragments
+        that lie along boundaries between touching objects).
+    min_instance_cells: drop instances (4-connected components of the kept fragments' union)
+        smaller than this.
+    min_inscribed_radius: not in the paper, optional (0 = off): also require
+        ``fragments.inscribed_radius >= this``. The box test keeps a straight boundary strip
+        (its box is about its own area), which then glues two touching objects into one
+        instance; a strip 1-4 cells wide has radius <= 1, an object's own fragments far more.
+        2 separates touching objects on constructed features without losing isolated ones
+        (``tools/benchmark_separation.py``). Fragments that are thin all along, such as
+        stripes of a striped object, are dropped too.
+    """
+
+    config_key: ClassVar[str] = "PSEUDO.DISCOVERY"
+
+    top_clusters: int = setting(20, low=1)
+    min_inside_ratio: float = setting(0.3, low=0.0, high=1.0)
+    max_box_to_area: float = setting(3.0, low=1.0)
+    min_instance_cells: int = setting(100, low=0)
+    min_inscribed_radius: float = setting(0.0, low=0.0)
 
 
 @dataclass
@@ -108,33 +144,13 @@ def split_fragments(cluster_map: np.ndarray) -> Fragments:
                      inscribed_radius=radius.astype(np.float32))
 
 
-def discover_instances(
-    fragments: Fragments,
-    region: np.ndarray,
-    top_clusters: int = 20,
-    min_inside_ratio: float = 0.3,
-    max_box_to_area: float = 3.0,
-    min_instance_cells: int = 100,
-    min_inscribed_radius: float = 0.0,
-) -> Instances:
+def discover_instances(fragments: Fragments, region: np.ndarray,
+                       params: DiscoveryParams = DiscoveryParams()) -> Instances:
     """Zip's discovery for one class.
 
     fragments: from :func:`split_fragments` of the image's cluster map.
     region: (h, w) bool semantic region A of the class.
-    top_clusters: clusters ranked by cells inside A; as in the authors' demo the "outside A"
-        label takes one of these slots when it is among the most frequent.
-    min_inside_ratio: keep a fragment iff |f ∩ A| / |f| > this.
-    max_box_to_area: keep a fragment iff bbox_area(f) / |f| < this (drops the thin fragments
-        that lie along boundaries between touching objects).
-    min_instance_cells: drop instances (4-connected components of the kept fragments' union)
-        smaller than this.
-    min_inscribed_radius: not in the paper, optional (0 = off): also require
-        ``fragments.inscribed_radius >= this`` (grid cells). The box test keeps a straight
-        boundary strip (its box is about its own area), which then glues two touching objects
-        into one instance; a strip 1-4 cells wide has radius <= 1, an object's own fragments
-        far more. 2 separates touching objects on constructed features without losing isolated
-        ones (``tools/benchmark_separation.py``). Fragments that are thin all along, such as
-        stripes of a striped object, are dropped too.
+    params: the fragment and instance tests (:class:`DiscoveryParams`).
     """
     region = np.asarray(region, dtype=bool)
     flat = fragments.labels.ravel()
@@ -145,20 +161,20 @@ def discover_instances(
     # Counter.most_common, whose ties go to the label seen first in raster order.
     masked = np.where(region.ravel(), fragments.cluster[flat] + 1, 0)
     values, first_seen, counts = np.unique(masked, return_index=True, return_counts=True)
-    order = values[np.lexsort((first_seen, -counts))][:top_clusters]
+    order = values[np.lexsort((first_seen, -counts))][:params.top_clusters]
     ranked = np.zeros(n_clusters + 1, dtype=bool)
     ranked[order] = True
     ranked_cluster = ranked[1:]
 
     keep = (ranked_cluster[fragments.cluster]
-            & (inside > min_inside_ratio * fragments.size)
-            & (fragments.box_area < max_box_to_area * fragments.size)
-            & (fragments.inscribed_radius >= min_inscribed_radius))
+            & (inside > params.min_inside_ratio * fragments.size)
+            & (fragments.box_area < params.max_box_to_area * fragments.size)
+            & (fragments.inscribed_radius >= params.min_inscribed_radius))
     union = keep[fragments.labels].astype(np.uint8)
 
     n, labels, stats, _ = cv2.connectedComponentsWithStats(union, connectivity=4, ltype=cv2.CV_32S)
     stats = stats[1:]
-    big = stats[:, cv2.CC_STAT_AREA] >= min_instance_cells
+    big = stats[:, cv2.CC_STAT_AREA] >= params.min_instance_cells
     relabel = np.zeros(n, dtype=np.int32)
     relabel[1:][big] = np.arange(1, int(big.sum()) + 1, dtype=np.int32)
     stats = stats[big]

@@ -1,15 +1,46 @@
 """SAM refinement of discovered instances, scoring, and cross-class mask NMS."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torchvision
 from pycocotools import mask as mask_utils
 
-__all__ = ["SamRefiner", "combine_scores", "mask_iou_matrix", "mask_nms", "masks_to_boxes",
-           "select_masks"]
+from zip_d2.models import SAM_CHECKPOINT_URLS
+
+from .params import StageParams, setting
+
+__all__ = ["SamParams", "ScoreParams", "SamRefiner", "combine_scores", "mask_iou_matrix",
+           "mask_nms", "masks_to_boxes", "select_masks"]
+
+
+@dataclass(frozen=True)
+class SamParams(StageParams):
+    """Settings of SAM refinement (PSEUDO.SAM; each key is explained in ``zip_d2/config.py``)."""
+
+    config_key: ClassVar[str] = "PSEUDO.SAM"
+
+    model_type: str = setting("vit_h", choices=(*SAM_CHECKPOINT_URLS, "tiny"))
+    checkpoint: str = ""
+    multimask: bool = True
+    point_prompt: bool = False
+    batch_size: int = setting(64, low=1)
+
+
+@dataclass(frozen=True)
+class ScoreParams(StageParams):
+    """Scoring and selection of one image's detections (PSEUDO.SCORE): the CLIP factor of the
+    score, cross-class mask NMS, the cap and the floor (:func:`select_masks`)."""
+
+    config_key: ClassVar[str] = "PSEUDO.SCORE"
+
+    clip_score: str = setting("image_prob", choices=("image_prob", "mask_activation"))
+    nms_iou: float = setting(0.5, low=0.0, high=1.0)
+    max_detections: int = setting(100, low=1)
+    min_score: float = setting(0.0, low=0.0, high=1.0)
 
 
 class SamRefiner:

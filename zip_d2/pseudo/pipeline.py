@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from typing import List, Optional, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +18,6 @@ import torch.nn.functional as F
 from yacs.config import CfgNode
 
 from zip_d2.models import (
-    SAM_CHECKPOINT_URLS,
     ClipBundle,
     WeightSource,
     clip_weight_source,
@@ -28,11 +28,16 @@ from zip_d2.models import (
 from zip_d2.text import encode_text_ensemble, load_vocabulary
 
 from . import clues, clusters, instances, masks
+from .clues import ClipParams
+from .clusters import BoundaryParams
+from .instances import DiscoveryParams
+from .masks import SamParams, ScoreParams
+from .params import StageParams, setting
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ZipLabeler", "SamClipLabeler", "build_labeler", "check_config", "required_weights",
-           "METHODS"]
+__all__ = ["ZipLabeler", "SamClipLabeler", "ZipInputs", "ZipPreprocess", "LabelerParams",
+           "SamClipParams", "build_labeler", "check_config", "required_weights", "METHODS"]
 
 _PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -77,6 +82,65 @@ def _kept_masks_to_host(det_masks, keep: np.ndarray) -> List[np.ndarray]:
     return [det_masks[i] for i in keep]
 
 
+@dataclass
+class ZipInputs:
+    """One image resized for each of Zip's models: (h, w, 3) uint8 RGB tensors, not yet
+    normalised (the labeler does that on its device).
+
+    clip: (INPUT_SIZE, INPUT_SIZE) surgery input; classify: (CLASSIFY_SIZE, CLASSIFY_SIZE)
+    classification input, or None when the class token of ``clip`` is used; boundary: the
+    boundary trunk's input (short side BOUNDARY.SHORT_SIDE).
+    """
+
+    clip: torch.Tensor
+    classify: Optional[torch.Tensor]
+    boundary: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ZipPreprocess:
+    """How an image becomes :class:`ZipInputs` (the sizes and the resize of PSEUDO.CLIP,
+    PSEUDO.BOUNDARY and PSEUDO.RESIZE). Small and picklable: the job calls it in its loader
+    workers when :attr:`worker_safe`, so the resizing stays off the labelling loop's thread.
+    """
+
+    input_size: int
+    classify_size: int
+    short_side: int
+    size_rule: str = "truncate"
+    resize: str = "pil"
+
+    @classmethod
+    def from_config(cls, p) -> "ZipPreprocess":
+        """From ``cfg.PSEUDO``."""
+        return cls(int(p.CLIP.INPUT_SIZE), int(p.CLIP.CLASSIFY_SIZE), int(p.BOUNDARY.SHORT_SIDE),
+                   p.BOUNDARY.SIZE_RULE, p.RESIZE)
+
+    @property
+    def worker_safe(self) -> bool:
+        """Whether it may run in forked loader workers: only PIL and numpy there (cv2's thread
+        pool, inherited through fork, can deadlock a worker)."""
+        return self.resize == "pil"
+
+    def boundary_size(self, image_hw) -> tuple:
+        """(h, w) of the boundary input for an image of size ``image_hw``."""
+        return clusters.short_side_size(image_hw, self.short_side, self.size_rule)
+
+    def __call__(self, image: np.ndarray) -> ZipInputs:
+        """(H, W, 3) uint8 RGB -> :class:`ZipInputs`; each input is resized from the image
+        itself, as the authors' transforms are."""
+        def resized(size_hw):
+            return clues.uint8_tensor(clues.resize_image(image, size_hw, self.resize))
+
+        size = self.input_size
+        small = self.classify_size
+        return ZipInputs(
+            clip=resized((size, size)),
+            classify=resized((small, small)) if small and small != size else None,
+            boundary=resized(self.boundary_size(image.shape[:2])),
+        )
+
+
 class _ClipLabelerBase:
     """What every labeler shares: vocabulary, the semantic CLIP, its text embeddings, scoring."""
 
@@ -86,6 +150,9 @@ class _ClipLabelerBase:
         p = cfg.PSEUDO
         self.cfg = cfg.clone()
         check_config(cfg)
+        # Each stage's settings, built (and checked) once from their config sections.
+        self.clip_params = ClipParams.from_config(p.CLIP)
+        self.score_params = ScoreParams.from_config(p.SCORE)
         self.device = _resolve_device(p.DEVICE)
         self.precision = p.PRECISION if self.device.type == "cuda" else "fp32"
         self.autocast_dtype = _PRECISIONS[self.precision]
@@ -110,12 +177,13 @@ class _ClipLabelerBase:
                 self.clip.model,
                 self.clip.tokenizer,
                 self.class_names,
-                p.CLIP.TEMPLATES,
+                self.clip_params.templates,
                 self.device,
             )
             # The "redundant feature" every prompt shares, removed from the dense similarity.
             self.empty_embedding = encode_text_ensemble(
-                self.clip.model, self.clip.tokenizer, [""], p.CLIP.TEMPLATES, self.device)[0]
+                self.clip.model, self.clip.tokenizer, [""], self.clip_params.templates,
+                self.device)[0]
         self.logit_scale = float(self.clip.model.logit_scale.exp().item())
 
     def _autocast(self):
@@ -135,7 +203,7 @@ class _ClipLabelerBase:
     def _candidates(self, classes: Optional[Sequence[str]]) -> np.ndarray:
         """Vocabulary indices the image is scored against. (K,) int64."""
         if classes is None:
-            if not self.cfg.PSEUDO.CLIP.CLASSIFY:
+            if not self.clip_params.classify:
                 raise ValueError(
                     "PSEUDO.CLIP.CLASSIFY is False: pass the image's classes to the labeler."
                 )
@@ -149,18 +217,21 @@ class _ClipLabelerBase:
             return np.zeros((0,), np.int64)
         return np.array(sorted({self._name_to_index[c] for c in classes}), np.int64)
 
-    def _finish(self, image_hw, det_masks, scores: np.ndarray,
-                class_idx: np.ndarray) -> List[dict]:
+    def _finish(self, image_hw, det_masks, scores: np.ndarray, class_idx: np.ndarray,
+                parts: Optional[tuple] = None) -> List[dict]:
         """Threshold, cross-class mask NMS, cap, boxes and formatting of one image's detections.
 
         det_masks: (N, H, W) bool, a numpy array or a tensor on the labeler's device: on a GPU,
         NMS and boxes run there and only the kept masks are copied to the host.
         scores: (N,) float; class_idx: (N,) int64 vocabulary indices.
+        parts: None, or the score's factors (clip_score (N,), sam_score (N,)) that
+        :func:`masks.combine_scores` made ``scores`` of; each detection then carries them,
+        clipped to [0, 1] as the product uses them.
         """
-        s = self.cfg.PSEUDO.SCORE
+        s = self.score_params
         H, W = image_hw
-        keep, boxes = masks.select_masks(det_masks, scores, s.NMS_IOU, s.MAX_DETECTIONS,
-                                         s.MIN_SCORE)
+        keep, boxes = masks.select_masks(det_masks, scores, iou_threshold=s.nms_iou,
+                                         max_keep=s.max_detections, min_score=s.min_score)
         kept = _kept_masks_to_host(det_masks, keep)
         names = ["object"] * len(keep) if self.class_agnostic else [
             self.class_names[int(class_idx[i])] for i in keep]
@@ -169,6 +240,9 @@ class _ClipLabelerBase:
             out.append({"category": names[j], "score": float(np.clip(scores[i], 0.0, 1.0)),
                         "mask": kept[j],
                         "box": boxes[j].astype(np.float64).clip([0, 0, 0, 0], [W, H, W, H])})
+            if parts is not None:
+                out[-1].update(clip_score=float(np.clip(parts[0][i], 0.0, 1.0)),
+                               sam_score=float(np.clip(parts[1][i], 0.0, 1.0)))
         return out
 
     # PSEUDO sections this labeler reads (so only they decide its labels); set per class.
@@ -213,7 +287,9 @@ class ZipLabeler(_ClipLabelerBase):
     ``labeler.label_batch(images, classes=None)`` for a list (one detection list per image,
     the same as single calls, with the models run on the batch); a call returns a list of
     ``{"category": str, "score": float in [0, 1], "mask": (H, W) bool,
-    "box": (4,) float64 XYXY image pixels, x1/y1 exclusive (so w = x1 - x0)}``, best first.
+    "box": (4,) float64 XYXY image pixels, x1/y1 exclusive (so w = x1 - x0),
+    "clip_score": float, "sam_score": float}``, best first, where score =
+    sqrt(clip_score * sam_score).
     ``classes`` (vocabulary names) replaces image-level classification for this image; their
     CLIP score is still the probability over the whole vocabulary, as in classification.
     """
@@ -224,6 +300,9 @@ class ZipLabeler(_ClipLabelerBase):
             ("SAM",) if use_sam else ())
         super().__init__(cfg)
         p = cfg.PSEUDO
+        self.boundary_params = BoundaryParams.from_config(p.BOUNDARY)
+        self.discovery_params = DiscoveryParams.from_config(p.DISCOVERY)
+        self.sam_params = SamParams.from_config(p.SAM) if use_sam else None
         if not hasattr(self.clip.model.visual, "transformer"):
             raise ValueError(
                 f"PSEUDO.CLIP.MODEL must be a ViT for CLIP Surgery, got {p.CLIP.MODEL}."
@@ -245,47 +324,66 @@ class ZipLabeler(_ClipLabelerBase):
             raise ValueError(
                 f"PSEUDO.BOUNDARY.MODEL must be an open_clip ResNet, got {p.BOUNDARY.MODEL}."
             )
+        # Every model input is resized from the image as the authors' transforms do (PIL
+        # bicubic, torchvision's short-side rule) unless PSEUDO.RESIZE / SIZE_RULE say otherwise.
+        self.preprocess = ZipPreprocess.from_config(p)
         self.refiner = None
         if use_sam:
-            sam = create_sam(p.SAM.MODEL_TYPE, p.SAM.CHECKPOINT, p.CACHE_DIR, self.device,
+            sp = self.sam_params
+            sam = create_sam(sp.model_type, sp.checkpoint, p.CACHE_DIR, self.device,
                              random_weights=p.RANDOM_WEIGHTS, key="PSEUDO.SAM.CHECKPOINT")
             self.sam_weights = sam.zip_weights
             self.refiner = masks.SamRefiner(
                 sam,
-                multimask=p.SAM.MULTIMASK,
-                batch_size=p.SAM.BATCH_SIZE,
+                multimask=sp.multimask,
+                batch_size=sp.batch_size,
                 autocast_dtype=self.autocast_dtype,
             )
 
     # -- stages (each runs on a batch of images; the heavy models see the batch at once) ---------
-    def _stack(self, images: Sequence[np.ndarray], size_hw, bundle: ClipBundle) -> torch.Tensor:
-        """(B, 3, h, w) float32: the images resized to one size and normalised for ``bundle``."""
-        return torch.cat([clues.image_to_tensor(im, size_hw, bundle.mean, bundle.std, self.device)
-                          for im in images])
+    def _stack(self, pixels: Sequence[torch.Tensor], bundle: ClipBundle) -> torch.Tensor:
+        """(B, 3, h, w) float32 on the device: same-size (h, w, 3) uint8 inputs, normalised for
+        ``bundle``."""
+        # Each image goes to the device as uint8 and the batch is stacked there (no host copy).
+        return clues.normalize_batch(torch.stack([p.to(self.device) for p in pixels]),
+                                     bundle.mean, bundle.std, self.device)
+
+    def _inputs(self, images: Sequence[np.ndarray],
+                inputs: Optional[Sequence[Optional[ZipInputs]]]) -> List[ZipInputs]:
+        """Each image's :class:`ZipInputs`: the given ones (prepared in the job's loader
+        workers), the others prepared here."""
+        if inputs is None:
+            inputs = [None] * len(images)
+        if len(inputs) != len(images):
+            raise ValueError(f"inputs has {len(inputs)} entries for {len(images)} images.")
+        return [self.preprocess(im) if x is None else x for im, x in zip(images, inputs)]
 
     @torch.no_grad()
     def semantic_clues(self, images: Sequence[np.ndarray], candidates: Sequence[np.ndarray],
-                       classes_given: Sequence[bool]) -> List[tuple]:
+                       classes_given: Sequence[bool],
+                       inputs: Optional[Sequence[ZipInputs]] = None) -> List[tuple]:
         """Per image: kept vocabulary indices (K,), their CLIP probabilities (K,) (softmax over
         the whole vocabulary), and activations (K, g, g) float32 in [0, 1] on the ViT patch grid.
 
         Every image is resized to the same square input, so the ViT runs once per batch (and
         once more at CLASSIFY_SIZE); class selection and activation maps are per image because
-        each image has its own candidates.
+        each image has its own candidates. inputs: the images' :class:`ZipInputs` when already
+        prepared.
         """
-        c = self.cfg.PSEUDO.CLIP
-        size = int(c.INPUT_SIZE)
+        c = self.clip_params
+        size = int(c.input_size)
         visual = self.clip.model.visual
+        inputs = self._inputs(images, inputs)
         with self._autocast():
             tokens = clues.surgery_tokens(
-                visual, self._stack(images, (size, size), self.clip), c.SURGERY_DEPTH
+                visual, self._stack([x.clip for x in inputs], self.clip), c.surgery_depth
             )
         tokens = tokens.float()
         global_emb = tokens[:, 0]
-        if c.CLASSIFY_SIZE and c.CLASSIFY_SIZE != size:
-            small = self._stack(images, (c.CLASSIFY_SIZE, c.CLASSIFY_SIZE), self.clip)
+        if c.classify_size and c.classify_size != size:
+            small = self._stack([x.classify for x in inputs], self.clip)
             with self._autocast():
-                global_emb = clues.surgery_tokens(visual, small, c.SURGERY_DEPTH)[:, 0].float()
+                global_emb = clues.surgery_tokens(visual, small, c.surgery_depth)[:, 0].float()
         ps = visual.patch_size
         grid = (size // ps[0], size // ps[1])
         out = []
@@ -295,7 +393,7 @@ class ZipLabeler(_ClipLabelerBase):
             # given class would always score 1).
             probs = clues.classify(global_emb[i], self.text_embeddings, self.logit_scale)[cands]
             local = (
-                np.arange(len(cands)) if given else clues.select_classes(probs, c.TOPK, c.MIN_PROB)
+                np.arange(len(cands)) if given else clues.select_classes(probs, c.topk, c.min_prob)
             )
             kept = cands[local]
             act = clues.dense_activation(
@@ -303,65 +401,43 @@ class ZipLabeler(_ClipLabelerBase):
                 self.text_embeddings[kept],
                 self.empty_embedding,
                 grid,
-                c.FEATURE_NORM_DIM,
+                c.feature_norm_dim,
             )
             out.append((kept, probs[local].cpu().numpy(), act))
         return out
 
     @torch.no_grad()
     def boundary_clusters(self, images: Sequence[np.ndarray],
-                          activations: Optional[Sequence[torch.Tensor]] = None) -> List[np.ndarray]:
+                          activations: Optional[Sequence[torch.Tensor]] = None,
+                          inputs: Optional[Sequence[ZipInputs]] = None) -> List[np.ndarray]:
         """Per image, the (h, w) int64 k-means cluster map of its layer3 features (stride 16).
 
         The trunk keeps each image's aspect, so it runs once per group of images sharing a
         resized (h, w) (most of COCO is 640x480); k-means runs per image.
         activations: per image (K, g, g) class activations, used by the semantic initialisation.
+        inputs: the images' :class:`ZipInputs` when already prepared.
         """
-        b = self.cfg.PSEUDO.BOUNDARY
+        inputs = self._inputs(images, inputs)
         groups = {}
-        for i, image in enumerate(images):
-            groups.setdefault(clusters.short_side_size(image.shape[:2], b.SHORT_SIDE), []).append(i)
+        for i, x in enumerate(inputs):
+            groups.setdefault(tuple(x.boundary.shape[:2]), []).append(i)
         out = [None] * len(images)
-        for hw, members in groups.items():
-            x = self._stack([images[i] for i in members], hw, self.boundary)
+        for _, members in groups.items():
+            x = self._stack([inputs[i].boundary for i in members], self.boundary)
             with self._autocast():
                 feats = clusters.layer3_features(self.boundary.model.visual, x)
             for j, i in enumerate(members):
-                out[i] = self._cluster(feats[j], None if activations is None else activations[i])
+                out[i] = clusters.cluster_features(
+                    feats[j], self.boundary_params,
+                    None if activations is None else activations[i],
+                    self.clip_params.activation_ratio)
         return out
-
-    def _cluster(self, feats: torch.Tensor, activation: Optional[torch.Tensor]) -> np.ndarray:
-        """(C, h, w) layer3 features of one image -> (h, w) int64 cluster map."""
-        b = self.cfg.PSEUDO.BOUNDARY
-        h, w = feats.shape[-2:]
-        flat = feats.flatten(1).T  # half precision stays half for k-means on CUDA
-        init = None
-        if b.INIT == "semantic" and activation is not None and len(activation):
-            act = F.interpolate(
-                activation[None].float(), size=(h, w), mode="bilinear", align_corners=False
-            )[0]
-            init = clusters.semantic_init(flat.float(), act, (h, w), b.MIN_CLUSTERS, b.MAX_CLUSTERS,
-                                          ratio=self.cfg.PSEUDO.CLIP.ACTIVATION_RATIO)
-        labels, _ = clusters.kmeans(flat, b.NUM_CLUSTERS, b.MAX_ITERS, init=init)
-        return labels.view(h, w).cpu().numpy()
 
     def discover(self, cluster_map: np.ndarray, regions: np.ndarray) -> List[instances.Instances]:
         """One :class:`Instances` per class region (K, h, w) bool, sharing one fragment
         labelling."""
-        d = self.cfg.PSEUDO.DISCOVERY
         frags = instances.split_fragments(cluster_map)
-        return [
-            instances.discover_instances(
-                frags,
-                r,
-                d.TOP_CLUSTERS,
-                d.MIN_INSIDE_RATIO,
-                d.MAX_BOX_TO_AREA,
-                d.MIN_INSTANCE_CELLS,
-                d.MIN_INSCRIBED_RADIUS,
-            )
-            for r in regions
-        ]
+        return [instances.discover_instances(frags, r, self.discovery_params) for r in regions]
 
     def _proposals(self, image_hw, act: torch.Tensor, cluster_map: np.ndarray):
         """Discovered instances of one image: (C, H, W) activation at image size, the class of
@@ -369,7 +445,7 @@ class ZipLabeler(_ClipLabelerBase):
         when nothing is found."""
         grid_hw = cluster_map.shape
         act_img, regions = clues.semantic_regions(
-            act, image_hw, grid_hw, self.cfg.PSEUDO.CLIP.ACTIVATION_RATIO
+            act, image_hw, grid_hw, self.clip_params.activation_ratio
         )
         found = self.discover(cluster_map, regions)
         counts = np.array([len(f) for f in found], np.int64)
@@ -388,12 +464,15 @@ class ZipLabeler(_ClipLabelerBase):
         return self.label_batch([image], None if classes is None else [classes])[0]
 
     def label_batch(
-        self, images: List[np.ndarray], classes: Optional[list] = None
+        self, images: List[np.ndarray], classes: Optional[list] = None,
+        inputs: Optional[List[Optional[ZipInputs]]] = None,
     ) -> List[List[dict]]:
         """Detections for each image of a batch, the same as calling the labeler on each.
 
         images: (H, W, 3) uint8 RGB arrays, sizes may differ.
         classes: None, or one entry per image: None (classify) or that image's class names.
+        inputs: None, or one entry per image: None or its :class:`ZipInputs`, already made by
+            ``self.preprocess`` (the job makes them in its loader workers).
         The CLIP ViT, the boundary trunk (per resized size) and SAM's image encoder run on the
         batch; discovery, prompt decoding and NMS run per image.
         """
@@ -404,17 +483,20 @@ class ZipLabeler(_ClipLabelerBase):
         for image in images:
             self._check_image(image)
         candidates = [self._candidates(c) for c in classes]
+        prepared = self._inputs(images, inputs)
         out: List[List[dict]] = [[] for _ in images]
         todo = [i for i, c in enumerate(candidates) if len(c)]
         if not todo:
             return out
         per_image = self.semantic_clues([images[i] for i in todo], [candidates[i] for i in todo],
-                                        [classes[i] is not None for i in todo])
+                                        [classes[i] is not None for i in todo],
+                                        [prepared[i] for i in todo])
         clued = {i: f for i, f in zip(todo, per_image) if len(f[0])}
         todo = list(clued)
         if not todo:
             return out
-        maps = self.boundary_clusters([images[i] for i in todo], [clued[i][2] for i in todo])
+        maps = self.boundary_clusters([images[i] for i in todo], [clued[i][2] for i in todo],
+                                      [prepared[i] for i in todo])
         proposals = {}
         for i, cluster_map in zip(todo, maps):
             prop = self._proposals(images[i].shape[:2], clued[i][2], cluster_map)
@@ -435,7 +517,7 @@ class ZipLabeler(_ClipLabelerBase):
         SAM embedding is ``sam_index`` of the refiner's current batch."""
         if self.refiner is not None:
             points = None
-            if self.cfg.PSEUDO.SAM.POINT_PROMPT:
+            if self.sam_params.point_prompt:
                 points = self._peak_points(act_img, class_of, grid_masks, image_hw)
             det_masks, sam_score = self.refiner.refine_tensors(boxes, points, index=sam_index)
             sam_score = sam_score.cpu().numpy()
@@ -446,12 +528,13 @@ class ZipLabeler(_ClipLabelerBase):
             det_masks = instances.grid_masks_to_image(grid_masks, image_hw)
             sam_score = np.ones(len(det_masks), np.float32)
 
-        if self.cfg.PSEUDO.SCORE.CLIP_SCORE == "image_prob":
+        if self.score_params.clip_score == "image_prob":
             clip_score = probs[class_of]
         else:
             clip_score = _mask_activation(act_img, class_of, det_masks)
         scores = masks.combine_scores(clip_score, sam_score)
-        return self._finish(image_hw, det_masks, scores, kept[class_of])
+        return self._finish(image_hw, det_masks, scores, kept[class_of],
+                            parts=(clip_score, sam_score))
 
     @staticmethod
     def _peak_points(
@@ -471,6 +554,17 @@ class ZipLabeler(_ClipLabelerBase):
         return weights
 
 
+@dataclass(frozen=True)
+class SamClipParams(StageParams):
+    """Settings of the "sam-clip" baseline's automatic mask generator (PSEUDO.SAM_CLIP)."""
+
+    config_key: ClassVar[str] = "PSEUDO.SAM_CLIP"
+
+    points_per_side: int = setting(32, low=1)
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+
+
 class SamClipLabeler(_ClipLabelerBase):
     """Baseline "sam-clip": SAM's automatic masks, each labelled by CLIP on its box crop."""
 
@@ -482,13 +576,15 @@ class SamClipLabeler(_ClipLabelerBase):
         from segment_anything import SamAutomaticMaskGenerator
 
         p = cfg.PSEUDO
-        sam = create_sam(p.SAM.MODEL_TYPE, p.SAM.CHECKPOINT, p.CACHE_DIR, self.device,
+        sp = SamParams.from_config(p.SAM)
+        g = SamClipParams.from_config(p.SAM_CLIP)
+        sam = create_sam(sp.model_type, sp.checkpoint, p.CACHE_DIR, self.device,
                          random_weights=p.RANDOM_WEIGHTS, key="PSEUDO.SAM.CHECKPOINT")
         self.sam_weights = sam.zip_weights
         self.generator = SamAutomaticMaskGenerator(
-            sam, points_per_side=p.SAM_CLIP.POINTS_PER_SIDE, points_per_batch=p.SAM.BATCH_SIZE,
-            pred_iou_thresh=p.SAM_CLIP.PRED_IOU_THRESH,
-            stability_score_thresh=p.SAM_CLIP.STABILITY_SCORE_THRESH, output_mode="binary_mask")
+            sam, points_per_side=g.points_per_side, points_per_batch=sp.batch_size,
+            pred_iou_thresh=g.pred_iou_thresh, stability_score_thresh=g.stability_score_thresh,
+            output_mode="binary_mask")
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, classes: Optional[List[str]] = None) -> List[dict]:
@@ -504,14 +600,14 @@ class SamClipLabeler(_ClipLabelerBase):
             return []
         seg = np.stack([r["segmentation"] for r in proposals]).astype(bool)
         sam_score = np.array([r["predicted_iou"] for r in proposals], np.float32)
+        p = self.cfg.PSEUDO
         size = self.clip.model.visual.image_size
         crops = []
         for r in proposals:  # one crop per proposal: the list comes from SAM's generator
             x, y, w, h = [int(round(v)) for v in r["bbox"]]
             crop = image[y:y + max(h, 1), x:x + max(w, 1)]
-            crops.append(
-                clues.image_to_tensor(crop, tuple(size), self.clip.mean, self.clip.std, self.device)
-            )
+            crops.append(clues.image_to_tensor(crop, tuple(size), self.clip.mean, self.clip.std,
+                                               self.device, p.RESIZE))
         crops = torch.cat(crops)
         feats = []
         for i in range(0, len(crops), 64):
@@ -522,8 +618,10 @@ class SamClipLabeler(_ClipLabelerBase):
             dim=-1
         )
         best_p, best = probs.max(dim=1)
-        scores = masks.combine_scores(best_p.cpu().numpy(), sam_score)
-        return self._finish((H, W), seg, scores, candidates[best.cpu().numpy()])
+        clip_score = best_p.cpu().numpy()
+        scores = masks.combine_scores(clip_score, sam_score)
+        return self._finish((H, W), seg, scores, candidates[best.cpu().numpy()],
+                            parts=(clip_score, sam_score))
 
     def _weights(self) -> dict:
         return {"CLIP": self.clip.weights, "SAM": self.sam_weights}
@@ -559,51 +657,34 @@ def required_weights(cfg) -> List[WeightSource]:
     return sources
 
 
-# The values a PSEUDO key may take, where it has a fixed set.
-_CHOICES = {
-    "METHOD": tuple(METHODS),
-    "PRECISION": tuple(_PRECISIONS),
-    "CLIP.TEMPLATES": ("ensemble", "single"),
-    "CLIP.FEATURE_NORM_DIM": (1, 2),
-    "BOUNDARY.INIT": ("uniform", "semantic"),
-    "SAM.MODEL_TYPE": (*SAM_CHECKPOINT_URLS, "tiny"),
-    "SCORE.CLIP_SCORE": ("image_prob", "mask_activation"),
-}
-# (key, lowest allowed, highest allowed) for numeric PSEUDO keys; None = unbounded.
-_RANGES = (
-    ("CLIP.INPUT_SIZE", 1, None), ("CLIP.SURGERY_DEPTH", 1, None), ("CLIP.CLASSIFY_SIZE", 0, None),
-    ("CLIP.TOPK", 0, None), ("CLIP.MIN_PROB", 0.0, 1.0), ("CLIP.ACTIVATION_RATIO", 0.0, None),
-    ("BOUNDARY.SHORT_SIDE", 16, None), ("BOUNDARY.NUM_CLUSTERS", 1, None),
-    ("BOUNDARY.MAX_ITERS", 1, None), ("BOUNDARY.MIN_CLUSTERS", 1, None),
-    ("BOUNDARY.MAX_CLUSTERS", 1, None), ("DISCOVERY.TOP_CLUSTERS", 1, None),
-    ("DISCOVERY.MIN_INSIDE_RATIO", 0.0, 1.0), ("DISCOVERY.MAX_BOX_TO_AREA", 1.0, None),
-    ("DISCOVERY.MIN_INSTANCE_CELLS", 0, None), ("DISCOVERY.MIN_INSCRIBED_RADIUS", 0.0, None),
-    ("SAM.BATCH_SIZE", 1, None), ("SCORE.NMS_IOU", 0.0, 1.0), ("SCORE.MAX_DETECTIONS", 1, None),
-    ("SCORE.MIN_SCORE", 0.0, 1.0), ("SAM_CLIP.POINTS_PER_SIDE", 1, None),
-)
+@dataclass(frozen=True)
+class LabelerParams(StageParams):
+    """PSEUDO's own keys that have a fixed set of values (each explained in zip_d2/config.py)."""
+
+    config_key: ClassVar[str] = "PSEUDO"
+
+    method: str = setting("zip", choices=tuple(METHODS))
+    precision: str = setting("fp32", choices=tuple(_PRECISIONS))
+    resize: str = setting("pil", choices=clues.RESIZE_METHODS)
+
+
+# Every settings object of the PSEUDO config, with its section ("" = PSEUDO itself).
+STAGE_PARAMS = (("", LabelerParams), ("CLIP", ClipParams), ("BOUNDARY", BoundaryParams),
+                ("DISCOVERY", DiscoveryParams), ("SAM", SamParams), ("SCORE", ScoreParams),
+                ("SAM_CLIP", SamClipParams))
 
 
 def check_config(cfg) -> None:
-    """Raise ValueError (one line) for a PSEUDO value outside what the labelers accept.
+    """Raise ValueError (one line) for a PSEUDO value outside what the labelers accept: builds
+    every stage's settings object (:data:`STAGE_PARAMS`), whose fields declare their bounds.
 
     Cheap and model-free, so a typo is reported before any weight is looked for or any file is
     written; what depends on the models themselves (a ViT for Surgery, its patch size) is
     checked when they are built.
     """
     p = cfg.PSEUDO
-    for key, allowed in _CHOICES.items():
-        value = p[key] if "." not in key else p[key.split(".")[0]][key.split(".")[1]]
-        if value not in allowed:
-            raise ValueError(f"PSEUDO.{key} must be one of {', '.join(map(str, allowed))}; "
-                             f"got {value!r}.")
-    for key, low, high in _RANGES:
-        section, name = key.split(".")
-        value = p[section][name]
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise ValueError(f"PSEUDO.{key} must be {bounds}; got {value!r}.")
-    if p.BOUNDARY.MIN_CLUSTERS > p.BOUNDARY.MAX_CLUSTERS:
-        raise ValueError("PSEUDO.BOUNDARY.MIN_CLUSTERS is larger than MAX_CLUSTERS.")
+    for section, params in STAGE_PARAMS:
+        params.from_config(p[section] if section else p)
 
 
 def build_labeler(cfg):

@@ -18,10 +18,12 @@ same command after an interruption continues where it stopped: at the first roun
 labels, or inside a round's training from its ``last_checkpoint`` (detectron2's resume). Only
 the same inputs resume a run: ``self_train.json`` records them (the merged config, the initial
 labels and round-0 checkpoint with their content fingerprints, the image root) before any work,
-and a rerun with other inputs is refused in one line unless ``overwrite`` starts over. More
-``rounds`` than before simply continue. A round's training counts as finished once detectron2
-has tagged ``model_final.pth`` as its ``last_checkpoint`` (the tag is written after the file,
-so a file cut short by a kill is not taken for a finished round).
+and once a round holds work (a checkpoint, predictions or labels) a rerun with other inputs is
+refused in one line unless ``overwrite`` starts over; every check that can run before round 0
+runs in the launching process (:meth:`SelfTrainingRun.preflight`), so a refused run writes
+nothing. More ``rounds`` than before simply continue. A round's training counts as finished
+once detectron2 has tagged ``model_final.pth`` as its ``last_checkpoint`` (the tag is written
+after the file, so a file cut short by a kill is not taken for a finished round).
 
 Runs in one process, or in every process of detectron2's ``launch`` (``tools/self_train.py
 --num-gpus N``, on GPUs or CPU processes): each round trains data-parallel on all processes,
@@ -41,17 +43,23 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils import comm
-from detectron2.utils.env import seed_all_rng
 
-from ..config import setup_cfg
+from ..config import SetupError, setup_cfg
 from ..data.coco_json import DatasetError, load_json, write_json_atomic
 from ..data.fingerprint import file_fingerprint
+from ..data.paths import refuse_overwriting_inputs
 from ..data.register import check_datasets, register_from_cfg
 from ..data.validate import validate_coco
 from ..engine import Trainer
+from ..engine.class_names import (
+    checkpoint_class_names,
+    class_index,
+    head_class_names,
+    to_dataset_classes,
+)
 from ..engine.distributed import run_on_main
-from ..engine.setup import check_weights, preflight
-from ..modeling.droploss import DROPLOSS_HEADS
+from ..engine.setup import preflight
+from ..engine.train import droploss_opts, final_checkpoint, is_finished, train_detector
 from .merge import merge_round_labels
 from .report import round_log_file, without_nan
 
@@ -86,6 +94,11 @@ def round_threshold(thresholds, k):
 def predict_dataset(cfg, weights, dataset_name):
     """COCO results (dataset category ids, RLE masks) of the model at ``weights`` on a dataset.
 
+    The model's classes (recorded in ``weights``; an open-vocabulary model's test vocabulary)
+    are matched to the dataset's by name: a prediction of class "cat" gets the dataset's id of
+    "cat", whatever index either gives it; classes the dataset lacks are not predicted.
+    SetupError if the dataset has a class the model does not know.
+
     With several processes, each predicts its shard of the images (detectron2's test loader
     shards by rank) and the main process gathers them.
 
@@ -98,6 +111,11 @@ def predict_dataset(cfg, weights, dataset_name):
     model = Trainer.build_model(cfg)
     DetectionCheckpointer(model).load(weights)
     model.eval()
+    names = head_class_names(model)
+    index = class_index(names or checkpoint_class_names(weights), dataset_name,
+                        "the test vocabulary" if names else weights,
+                        num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    model = to_dataset_classes(model, index)
     meta = MetadataCatalog.get(dataset_name)
     to_dataset_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
     results = []
@@ -172,6 +190,9 @@ class SelfTrainingRun:
                  droploss=False, opts=(), register=(), overwrite=False):
         if rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
+        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+            raise ValueError(f"--output-dir {output_dir} is a file, not a folder; give a folder "
+                             "(it is created if missing)")
         if weights and not os.path.isfile(weights):
             raise ValueError(f"round-0 checkpoint not found: {weights}")
         if not os.path.isfile(labels_json):
@@ -186,7 +207,10 @@ class SelfTrainingRun:
         self.tag = hashlib.sha1(self.output_dir.encode()).hexdigest()[:8]
         self.base_cfg = setup_cfg(config_file, self.opts, self.register)
         self.summary_path = os.path.join(self.output_dir, "self_train.json")
+        self._refuse_writing_over_inputs()
         self.overwrite = overwrite
+        # Set by preflight(): round 0's training set and config were checked (not again).
+        self.round0_checked = False
         self.inputs = self._inputs()
         if overwrite:
             self._check_inputs_survive_start_over()
@@ -211,6 +235,8 @@ class SelfTrainingRun:
         """Raise ValueError (one line) if ``output_dir`` holds a run with other inputs."""
         refuse = ("; pass --overwrite to start over (deletes its rounds), or choose another "
                   "--output-dir")
+        if not self._work_done():
+            return  # a refused or stopped run made nothing to resume: it binds nothing
         if not os.path.isfile(self.summary_path):
             rounds = [os.path.basename(folder) for folder in self._old_rounds()]
             if rounds:
@@ -226,6 +252,28 @@ class SelfTrainingRun:
             if was != now:
                 raise ValueError(f"{self.output_dir} holds a self-training run with other inputs "
                                  f"({_difference(key, was, now)}){refuse}")
+
+    def _refuse_writing_over_inputs(self):
+        """OverwriteError if a file a round writes (or the summary) is one of the run's inputs."""
+        outputs = [self.summary_path]
+        for k in range(0 if self.weights is None else 1, self.rounds + 1):
+            outputs += [os.path.join(self.round_dir(k), name)
+                        for name in ("labels.json", "predictions.json", "model_final.pth")]
+        refuse_overwriting_inputs(
+            [("--output-dir", path) for path in outputs],
+            [("--labels", self.labels_json), ("--weights", self.weights),
+             ("--config-file", self.config_file),
+             *(("--register-dataset", r[1]) for r in self.register if len(r) > 1)])
+
+    def _work_done(self):
+        """Whether an earlier run here made anything a rerun would resume: a checkpoint,
+        predictions or labels in a round folder (not only logs and configs)."""
+        for folder in self._old_rounds():
+            for name in _listdir(folder):
+                if name.endswith(".pth") or name in ("last_checkpoint", "predictions.json",
+                                                     "labels.json"):
+                    return True
+        return False
 
     def _old_rounds(self):
         """The round folders an earlier run left in output_dir (what starting over deletes)."""
@@ -260,7 +308,7 @@ class SelfTrainingRun:
     def checkpoint(self, k):
         if k == 0 and self.weights:
             return self.weights
-        return os.path.join(self.round_dir(k), "model_final.pth")
+        return final_checkpoint(self.round_dir(k))
 
     def round_cfg(self, k, weights=None):
         """Round ``k``'s training config; ``weights`` replaces its MODEL.WEIGHTS (to predict
@@ -274,25 +322,36 @@ class SelfTrainingRun:
         elif k > 0:
             opts += ["MODEL.WEIGHTS", self.checkpoint(k - 1)]
         elif self.droploss:
-            name = self.base_cfg.MODEL.ROI_HEADS.NAME
-            if name not in DROPLOSS_HEADS:
-                raise ValueError(f"DropLoss has no variant of MODEL.ROI_HEADS.NAME {name!r}; "
-                                 f"supported: {sorted(DROPLOSS_HEADS)}")
-            opts += ["MODEL.ROI_HEADS.NAME", DROPLOSS_HEADS[name],
-                     "MODEL.ROI_HEADS.DROPLOSS.ENABLED", "True"]
+            opts += droploss_opts(self.base_cfg)
         register = self.register + [[self.dataset_name(k), self.labels_path(k), self.image_root]]
         return setup_cfg(self.config_file, opts, register)
 
-    def check_weights(self):
-        """SetupError, in one line, unless every weight source the run does not make itself is
-        on this machine or can be downloaded now: round 0's MODEL.WEIGHTS when round 0 is
-        trained here, and the CLIP weights of open-vocabulary heads that embed class names.
-        Call it in the launching process, before any round starts."""
-        cfg = self.round_cfg(0)
-        register_from_cfg(cfg)
-        # Round 0 is trained here unless given, or finished (and kept: --overwrite deletes it).
-        train_round0 = not self.weights and (self.overwrite or not self._finished(0))
-        check_weights(cfg, resume=True, model_weights=train_round0)
+    def preflight(self):
+        """Every check that can run before round 0, in the launching process, so that a refused
+        run writes nothing: the weights the run does not make itself (round 0's MODEL.WEIGHTS
+        when round 0 is trained here, CLIP weights of open-vocabulary heads), the labels
+        validated as a training set of this config (classes against MODEL.ROI_HEADS.NUM_CLASSES
+        and the test sets, masks, schedule, a resumed round 0's architecture), and with
+        ``weights`` the classes that checkpoint records against the labels' (matched by name).
+
+        Raises:
+            SetupError, DatasetError: one line naming the file and the fix.
+        """
+        if self.weights:
+            # Round 1 trains on the labels from these weights, which predict on the labels' images.
+            cfg = self.round_cfg(0, weights=self.weights)
+            preflight(cfg, train=True, resume=False)
+            recorded = checkpoint_class_names(self.weights)
+            num = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+            if recorded is not None and len(recorded) != num:
+                raise SetupError(f"--weights {self.weights} was trained on {len(recorded)} classes "
+                                 f"{recorded} but MODEL.ROI_HEADS.NUM_CLASSES is {num}; set "
+                                 f"MODEL.ROI_HEADS.NUM_CLASSES {len(recorded)}")
+            class_index(recorded, self.dataset_name(0), self.weights, num_classes=num)
+        else:
+            # --overwrite deletes round 0: nothing of it is resumed.
+            preflight(self.round_cfg(0), train=True, resume=not self.overwrite)
+        self.round0_checked = True
 
     def run(self):
         """Run (or resume) round 0 and ``rounds`` self-training rounds; return the summary.
@@ -381,48 +440,27 @@ class SelfTrainingRun:
                 "old_replaced": stats["old_replaced"],
                 "predictions_added": stats["predictions_kept"]}
 
-    def _prepare(self, cfg, train, resume=False, predict_on=None):
-        """Register the config's datasets in this process; check them (and the dataset
-        ``predict_on``, if given) once, on the main process."""
+    def _prepare(self, cfg, train, resume=False, predict_on=None, checked=False):
+        """Register the config's datasets in this process; check them (unless ``checked``
+        already) and the dataset ``predict_on``, if given, once, on the main process."""
         register_from_cfg(cfg)
-        run_on_main(preflight, cfg, train=train, resume=resume)
+        if not checked:
+            run_on_main(preflight, cfg, train=train, resume=resume)
         if predict_on:
             run_on_main(check_datasets, cfg, [predict_on])
 
-    def _finished(self, k):
-        """Whether round ``k``'s training here completed: detectron2 tags ``last_checkpoint``
-        with model_final.pth only after writing that file."""
-        tag = os.path.join(self.round_dir(k), "last_checkpoint")
-        if not (os.path.isfile(self.checkpoint(k)) and os.path.isfile(tag)):
-            return False
-        with open(tag) as f:
-            return f.read().strip() == os.path.basename(self.checkpoint(k))
-
-    def _write_config(self, cfg):
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-
     def _train(self, k):
         final = self.checkpoint(k)
-        if run_on_main(self._finished, k):
+        if run_on_main(is_finished, self.round_dir(k)):
             logger.info("round %d: %s exists, training not redone", k, final)
             return {"checkpoint": final, "trained_here": True}
         cfg = self.round_cfg(k)
-        self._prepare(cfg, train=True, resume=True)
-        run_on_main(self._write_config, cfg)
-        # Per-process seeds, as detectron2's default_setup does (seed + rank).
-        seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + k + comm.get_rank())
-        trainer = Trainer(cfg)
+        self._prepare(cfg, train=True, resume=True, checked=k == 0 and self.round0_checked)
         # resume=True continues from round k's last_checkpoint if an earlier run was cut off;
         # otherwise it loads MODEL.WEIGHTS (the previous round's detector).
-        trainer.resume_or_load(resume=True)
-        logger.info("round %d: training from iteration %d to %d", k, trainer.start_iter,
-                    cfg.SOLVER.MAX_ITER)
-        trainer.train()
-        comm.synchronize()  # model_final.pth is on disk (rank 0 wrote it) before anyone reads it
+        results = train_detector(cfg, resume=True, seed=cfg.SEED if cfg.SEED < 0 else cfg.SEED + k,
+                                 name=f"round {k}")
         result = {"checkpoint": final, "trained_here": True}
-        results = getattr(trainer, "_last_eval_results", None)
         if results:
             result["eval"] = {task: dict(v) for task, v in results.items()}
         return result

@@ -1,9 +1,9 @@
 """Zip's discovery written the straightforward way, one fragment at a time, as in the
 authors' demo (scikit-image labelling and ``regionprops`` per cluster and per fragment).
 
-Test code, not part of the package: it is the oracle the vectorised
-``instances.discover_instances`` is
-tested against and the baseline ``tools/benchmark_discovery.py`` times it against.
+Not used by the pipeline: it is the oracle the vectorised ``instances.discover_instances`` is
+tested against (tests/test_pseudo_instances.py) and the baseline
+``tools/benchmark_discovery.py`` times it against.
 """
 from __future__ import annotations
 
