@@ -215,8 +215,13 @@ def test_streaming_validation_of_a_file_finds_what_the_in_memory_one_finds(datas
         problems, counts, used_root = validate_coco_file(path, root, check_image_sizes=True,
                                                          check_segmentations=True)
         assert sorted(problems) == sorted(expected) and used_root == root
-        assert counts == {"images": len(data["images"]), "annotations": len(data["annotations"]),
-                          "categories": len(data["categories"])}
+        assert {k: counts[k] for k in ("images", "annotations", "categories")} == {
+            "images": len(data["images"]), "annotations": len(data["annotations"]),
+            "categories": len(data["categories"])}
+        bare = [a for a in data["annotations"]
+                if not a.get("iscrowd") and not a.get("segmentation")]
+        assert counts["instances"] == sum(not a.get("iscrowd") for a in data["annotations"])
+        assert counts["without_segmentation"] == len(bare)
     del layout["images"]
     json.dump(layout, open(path, "w"))
     assert validate_coco_file(path)[0] == ["missing required list 'images'"]
