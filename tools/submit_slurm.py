@@ -17,6 +17,13 @@ follow and cancel it. With --wait, waits for the jobs and prints one line per ta
 FAILED with the error and the log), exit status 1 if any failed. Exit status 2: nothing was
 submitted (the message says why). See README "On a SLURM cluster".
 """
+try:
+    import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
+except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): say which
+    raise SystemExit(f"error: {e}: run zip_d2's tools with its environment: `make setup`, "
+                     "then `source .venv/bin/activate` (or .venv/bin/python tools/...)") from None
+
+# isort: split
 import argparse
 import sys
 

@@ -3,8 +3,7 @@
 From Python: ``labeler = zip_d2.load_labeler("zip_paper", vocabulary="coco")``, then
 ``labeler(image)`` (see :mod:`zip_d2.api`). Importing the package loads no model library.
 """
-__version__ = "0.1.0"
-
-from .api import Labeler, load_labeler  # noqa: E402  (standard library only)
+from .api import Labeler, load_labeler  # standard library only
+from .version import __version__
 
 __all__ = ["Labeler", "load_labeler", "__version__"]

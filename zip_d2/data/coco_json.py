@@ -7,6 +7,10 @@ import json
 import os
 import tempfile
 
+# Per-annotation keys beyond detectron2's defaults that reach the dataset dicts: pseudo-label
+# JSON carries a confidence "score" that training can use to weight the loss.
+EXTRA_ANNOTATION_KEYS = ["score"]
+
 
 class DatasetError(ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the problem."""

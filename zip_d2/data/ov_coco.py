@@ -24,9 +24,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-from .coco_json import DatasetError, load_json, write_json_atomic
+from .coco_json import EXTRA_ANNOTATION_KEYS, DatasetError, load_json, write_json_atomic
 from .paths import refuse_overwriting_inputs
-from .register import EXTRA_ANNOTATION_KEYS
 from .validate import validate_coco
 
 __all__ = ["OV_COCO_BASE", "OV_COCO_NOVEL", "OV_COCO_DATASETS", "build_ov_split",

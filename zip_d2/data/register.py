@@ -11,15 +11,12 @@ from collections.abc import Iterator
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .coco_json import unset_datasets_hint
+from .coco_json import EXTRA_ANNOTATION_KEYS, unset_datasets_hint
 from .json_stream import iter_object, read_categories
 from .validate import DatasetError, check_coco, truncated_image  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-# Per-annotation keys beyond detectron2's defaults that reach the dataset dicts: pseudo-label
-# JSON carries a confidence "score" that training can use to weight the loss.
-EXTRA_ANNOTATION_KEYS = ["score"]
 
 
 def register_coco_json(name, json_file, image_root):

@@ -23,8 +23,8 @@ from typing import Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 
-import zip_d2
 from zip_d2.data.rle import encode_mask
+from zip_d2.version import __version__
 
 # Packages whose versions decide the labels; recorded in the info block.
 _RECORDED_PACKAGES = ("zip_d2", "torch", "torchvision", "open_clip_torch", "segment-anything",
@@ -121,7 +121,7 @@ def package_versions() -> Dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = _module_version(name)
-    versions["zip_d2"] = versions["zip_d2"] or zip_d2.__version__
+    versions["zip_d2"] = versions["zip_d2"] or __version__
     return versions
 
 
@@ -135,7 +135,7 @@ def build_info(settings: dict, job: dict, counts: dict) -> dict:
     labeler = settings.get("labeler", {})
     return {
         "description": f"zip_d2 pseudo-labels ({labeler.get('method', '?')})",
-        "version": zip_d2.__version__,
+        "version": __version__,
         "year": now.year,
         "date_created": now.isoformat(timespec="seconds"),
         "contributor": "zip_d2 tools/generate_pseudo_labels.py",
