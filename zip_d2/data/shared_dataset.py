@@ -247,7 +247,7 @@ def shared_train_dataset(cfg):
     precomputed proposals)."""
     from detectron2.data import MetadataCatalog
 
-    from .register import EXTRA_ANNOTATION_KEYS
+    from .coco_json import EXTRA_ANNOTATION_KEYS
 
     if cfg.MODEL.KEYPOINT_ON or cfg.MODEL.LOAD_PROPOSALS or not cfg.DATASETS.TRAIN:
         return None

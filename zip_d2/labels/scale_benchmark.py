@@ -196,7 +196,8 @@ def _training_load(json_file: str, image_root: str, folder: str) -> str:
 
     from detectron2.data import MetadataCatalog
 
-    from zip_d2.data.register import EXTRA_ANNOTATION_KEYS, register_coco_json
+    from zip_d2.data.coco_json import EXTRA_ANNOTATION_KEYS
+    from zip_d2.data.register import register_coco_json
     from zip_d2.data.shared_dataset import shared_dataset
 
     register_coco_json("benchmark_scale_train", json_file, image_root)
