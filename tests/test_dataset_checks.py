@@ -174,3 +174,54 @@ def test_train_net_reports_a_bad_dataset_in_one_line_without_traceback(dataset_c
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("train_net: error: dataset 'cli_bad'")
     assert "category_id 42" in lines[-1]
+
+
+def test_json_stream_reads_any_layout_one_element_at_a_time(tmp_path):
+    from zip_d2.data.json_stream import iter_object
+
+    data = {"info": {"a": [1, 2.5e-3, None, True]}, "images": [{"id": 1, "s": "x\u00e9\"\\"}],
+            "empty": [], "n": 12345678901234567890, "annotations": [[], {}, -0.5, "]"]}
+    path = str(tmp_path / "d.json")
+    for indent in (None, 3):
+        with open(path, "w") as f:
+            json.dump(data, f, indent=indent, ensure_ascii=indent is None)
+        for chunk in (1, 2, 7, 1 << 20):  # values cut at every place by the block boundaries
+            got = {k: list(v) if not isinstance(v, (dict, int)) else v
+                   for k, v in iter_object(path, chunk=chunk)}
+            assert got == data
+    with open(path, "w") as f:
+        f.write('{"images": [{"id": 1}, {"id": 2]')
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        for _, value in iter_object(path, chunk=4):
+            list(value)
+
+
+def test_streaming_validation_of_a_file_finds_what_the_in_memory_one_finds(dataset_copy):
+    from zip_d2.data.validate import validate_coco_file
+
+    path, root, data = dataset_copy
+    data["annotations"][1]["id"] = data["annotations"][0]["id"]
+    data["annotations"][2]["area"] += 50
+    data["images"][3]["width"] += 1
+    data["annotations"][4]["category_id"] = 999
+    expected = validate_coco(data, root, check_image_sizes=True, check_segmentations=True)
+    assert len(expected) >= 4 and any("duplicate id" in p for p in expected)
+    # COCO's own order (categories last, after the annotations they are checked against),
+    # pretty-printed, and the merged pseudo-label order (categories first)
+    layouts = [dict(data), {k: data[k] for k in ("categories", "images", "annotations")}]
+    layouts[0]["categories"] = layouts[0].pop("categories")
+    for layout in layouts:
+        json.dump(layout, open(path, "w"), indent=1)
+        problems, counts, used_root = validate_coco_file(path, root, check_image_sizes=True,
+                                                         check_segmentations=True)
+        assert sorted(problems) == sorted(expected) and used_root == root
+        assert {k: counts[k] for k in ("images", "annotations", "categories")} == {
+            "images": len(data["images"]), "annotations": len(data["annotations"]),
+            "categories": len(data["categories"])}
+        bare = [a for a in data["annotations"]
+                if not a.get("iscrowd") and not a.get("segmentation")]
+        assert counts["instances"] == sum(not a.get("iscrowd") for a in data["annotations"])
+        assert counts["without_segmentation"] == len(bare)
+    del layout["images"]
+    json.dump(layout, open(path, "w"))
+    assert validate_coco_file(path)[0] == ["missing required list 'images'"]

@@ -351,13 +351,13 @@ def test_a_full_disk_leaves_no_temporary_files_and_loses_no_finished_image(tmp_p
     # Full when the labels are merged: the output and its temporary file are gone, the
     # finished images are all in the shards.
     with monkeypatch.context() as mp:
-        real_merge = shards.merge_shards
+        real_merge = shards.write_merged
 
         def merge_on_a_full_disk(*args, **kwargs):
             _fill_disk(mp, str(work))
             return real_merge(*args, **kwargs)
 
-        mp.setattr(shards, "merge_shards", merge_on_a_full_disk)
+        mp.setattr(shards, "write_merged", merge_on_a_full_disk)
         with pytest.raises(OSError, match="No space left"):
             _job(out, root)
     assert _leftovers(str(work)) == [] and not os.path.exists(out)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
+from zip_d2.data import validate
 from zip_d2.data.validate import validate_coco
 from zip_d2.labels import shards
 from zip_d2.labels.coco_output import detections_to_annotations, encode_mask
@@ -105,6 +106,112 @@ def test_merge_refuses_unfinished_jobs_unless_partial_is_allowed(tmp_path):
     with pytest.raises(shards.ShardError, match="only 1 of 5 images are finished"):
         shards.merge_shards(shard_dir)
     assert len(shards.merge_shards(shard_dir, allow_partial=True)["images"]) == 1
+
+
+def _scale_job(tmp_path, n):
+    """A synthetic n-image 8-rank job (the benchmark's), then a rerun's records on top: some
+    images relabelled (newer run), a skip and a later label of the same run, a record of an
+    image no longer listed, and a torn final line."""
+    from zip_d2.labels.scale_benchmark import write_job
+
+    made = write_job(str(tmp_path / "job"), n)
+    shard_dir = made["shard_dir"]
+    old = shards.read_shard(shards.shard_path(shard_dir, 3, 8))
+    settings = shards.read_manifest(shard_dir)["settings"]
+    with shards.ShardWriter(shards.shard_path(shard_dir, 1, 3), settings) as w:
+        for r in old[:40:3]:
+            if "skipped" not in r:
+                w.write(dict(r, run=2, annotations=r["annotations"][::-1][:3]))
+        w.write({"file_name": old[50]["file_name"], "run": 2, "skipped": "labeler failed: x"})
+        w.write(dict(old[50], run=2))
+        w.write(dict(old[60], file_name="gone/removed.JPEG"))
+    with open(shards.shard_path(shard_dir, 1, 3), "a") as f:
+        f.write('{"annotations":[{"area":1')  # what a kill mid-write leaves
+    return made
+
+
+def _without_date(data):
+    data["info"].pop("date_created")
+    return data
+
+
+def test_streaming_merge_writes_what_the_old_merge_built(tmp_path):
+    import old_merge
+
+    from zip_d2.labels.scale_benchmark import image_names
+
+    made = _scale_job(tmp_path, 2000)
+    listed = set(image_names(2000))
+    oracle = old_merge.merge_shards(made["shard_dir"], listed=listed)
+    out = str(tmp_path / "merged.json")
+    checker = validate.CocoValidator(made["image_root"], check_image_sizes=True,
+                                     check_segmentations=True)
+    counts = shards.write_merged(shards.MergePlan(made["shard_dir"], listed=listed), out,
+                                 [checker])
+    with open(out) as f:
+        streamed = json.load(f)
+    assert _without_date(streamed) == _without_date(oracle)
+    assert counts == oracle["info"]["counts"] and counts["annotations"] > 14000
+    assert counts["duplicate_records_dropped"] == 16 and counts["images_skipped"] == 2
+    assert checker.finish() == []
+    # info and categories first: a reader after the class names stops at the first images
+    with open(out) as f:
+        head = f.read(64 << 10)
+    assert head.startswith('{"info":') and head.index('"categories"') < head.index('"images"')
+    # the in-memory merge (small jobs, tests) is the same plan
+    assert _without_date(shards.merge_shards(made["shard_dir"], listed=listed)) == streamed
+    # records of images an input COCO JSON named keep their ids, in id order
+    assert [im["id"] for im in streamed["images"]] == list(range(1, len(streamed["images"]) + 1))
+
+
+def test_streaming_merge_validates_each_record_as_it_is_written(tmp_path):
+    from zip_d2.labels.scale_benchmark import image_names
+
+    made = _scale_job(tmp_path, 800)
+    os.remove(os.path.join(made["image_root"], "n00000000", "n00000000_00000007.JPEG"))
+    checker = validate.CocoValidator(made["image_root"], check_image_sizes=True,
+                                     check_segmentations=True)
+    plan = shards.MergePlan(made["shard_dir"], listed=set(image_names(800)))
+    shards.write_merged(plan, str(tmp_path / "m.json"), [checker])
+    problems = checker.finish()
+    assert len(problems) == 1 and "n00000000_00000007.JPEG" in problems[0]
+    assert "file not found" in problems[0]
+
+
+def test_resume_records_skip_annotations_and_keep_only_the_wanted_images(tmp_path):
+    made = _scale_job(tmp_path, 800)
+    full, _ = shards.latest_records(shards.read_all_shards(made["shard_dir"]))
+    wanted = set(sorted(full)[::7])
+    light = shards.resume_records(made["shard_dir"], wanted)
+    assert set(light) == wanted
+    for name in wanted:
+        expected = {k: v for k, v in full[name].items() if k != "annotations"}
+        assert light[name] == expected
+
+
+def test_resume_never_parses_the_annotations(tmp_path):
+    path = tmp_path / "out.json.shards" / "rank00000-of-00001.jsonl"
+    os.makedirs(path.parent)
+    # annotations that are not even JSON: only the merge, which reads them, may notice
+    path.write_text('{"annotations":[{"area":NaN-NOT-JSON}],"file_name":"a.jpg",'
+                    '"fingerprint":{"sha256":"ab","size":3},"height":4,"run":1,"width":4}\n')
+    assert shards.resume_records(str(path.parent)) == {"a.jpg": {
+        "file_name": "a.jpg", "fingerprint": {"sha256": "ab", "size": 3}, "height": 4,
+        "run": 1, "width": 4}}
+    with pytest.raises(shards.ShardError, match=":1: corrupt shard line"):
+        shards.read_shard(str(path))
+
+
+def test_a_torn_tail_is_found_from_the_end_of_a_large_shard(tmp_path):
+    path = str(tmp_path / "rank00000-of-00001.jsonl")
+    with shards.ShardWriter(path, SETTINGS) as w:
+        w.write({"file_name": "a.jpg", "skipped": "x"})
+    complete = os.path.getsize(path)  # the header line and one record
+    with open(path, "a") as f:
+        f.write('{"file_name":"b.jpg","annotations":[' + "7," * 100_000)  # no newline: torn
+    with open(path, "rb") as f:
+        assert shards.complete_length(f) == complete
+    assert [r["file_name"] for r in shards.read_shard(path)] == ["a.jpg"]
 
 
 def test_resuming_with_other_settings_is_refused_naming_the_setting(tmp_path):

@@ -8,7 +8,7 @@ from conftest import load_tool, run_tool
 from pycocotools import mask as mask_util
 
 from zip_d2.data.rle import encode_mask
-from zip_d2.data.validate import rle_string_run_lengths, validate_coco
+from zip_d2.data.validate import rle_string_run_lengths, validate_coco, validate_coco_file
 
 
 def _base():
@@ -107,6 +107,19 @@ def test_every_hostile_field_is_one_problem_line(name, mutate, fragment, check_s
     assert problems, f"{name} passed the validator"
     assert all("\n" not in p for p in problems)
     assert any(fragment in p for p in problems), problems
+
+
+@pytest.mark.parametrize("name, mutate, fragment, check_segmentations", CASES,
+                         ids=[f"{c[0]}-{'decode' if c[3] else 'form'}" for c in CASES])
+def test_the_file_read_as_a_stream_gets_the_same_lines(tmp_path, name, mutate, fragment,
+                                                       check_segmentations):
+    # what tools/validate_pseudo_labels.py and the training checks run (zip_d2.data.json_stream)
+    data = _base()
+    mutate(data)
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(data))
+    problems, _, _ = validate_coco_file(str(path), check_segmentations=check_segmentations)
+    assert problems == validate_coco(data, check_segmentations=check_segmentations)
 
 
 def test_rle_string_run_lengths_agree_with_pycocotools_on_random_masks():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Merge a pseudo-label job's shards into one COCO JSON, validate it, then write it.
+"""Merge a pseudo-label job's shards into one COCO JSON, validating each record as written.
 
 The job does this itself at the end; use this tool when ranks ran on machines without a shared
 filesystem (copy every OUT.json.shards/rank*.jsonl into rank 0's folder first), or to inspect a
@@ -36,37 +36,37 @@ def main(argv=None):
     p.add_argument("--no-validate", action="store_true")
     args = p.parse_args(argv)
 
-    from zip_d2.data.validate import validate_coco
+    from zip_d2.data.validate import CocoValidator
     from zip_d2.labels import shards
     from zip_d2.labels.coco_output import recorded_image_root
 
     shard_dir = args.shards or shards.shard_dir_for(args.out)
+    checker = None
     try:
-        merged = shards.merge_shards(shard_dir, allow_partial=args.allow_partial)
-        job_input = merged["info"]["job"].get("input")
+        plan = shards.MergePlan(shard_dir, allow_partial=args.allow_partial)
+        job_input = plan.job.get("input")
         listing = job_input.get("coco_json") if isinstance(job_input, dict) else None
         inputs = [("the job's --coco-json", listing), ("the shard manifest", os.path.join(
-            shard_dir, shards.MANIFEST)), *(("shard", p) for p in shards.shard_files(shard_dir))]
+            shard_dir, shards.MANIFEST)), *(("shard", p) for p in plan.paths)]
         shards.check_output_replaceable(args.out, shard_dir, inputs, args.overwrite)
-        problems = []
-        if not args.no_validate:  # before anything is written: the merged file is a new input
-            root = args.image_root or recorded_image_root(merged)
-            problems = validate_coco(merged, image_root=root, check_image_sizes=True,
-                                     check_segmentations=True)
-        shards.write_output(merged, args.out, shard_dir)
+        if not args.no_validate:
+            root = args.image_root or recorded_image_root({"info": {"job": plan.job}})
+            checker = CocoValidator(image_root=root, check_image_sizes=True,
+                                    check_segmentations=True)
+        # validated as it is written, one record at a time
+        counts = shards.write_merged(plan, args.out, [checker] if checker else [])
     except (shards.ShardError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    counts = merged["info"]["counts"]
     print(f"wrote {args.out}: {counts['images_labeled']} images, {counts['images_skipped']} "
           f"skipped, {counts['annotations']} annotations")
-    if args.no_validate:
+    if checker is None:
         return 0
+    problems = checker.finish()
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
     print("validation: OK" if not problems else f"validation: {len(problems)} problem(s)")
     return 1 if problems else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

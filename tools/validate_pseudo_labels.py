@@ -32,19 +32,18 @@ def main(argv=None):
     p.add_argument("--max-problems", type=int, default=20)
     args = p.parse_args(argv)
 
-    from zip_d2.data.validate import DatasetError, load_json, validate_coco
+    from zip_d2.data.validate import DatasetError, validate_coco_file
     from zip_d2.labels.coco_output import recorded_image_root
 
+    # Read as a stream, one record at a time: an ImageNet-sized file fits in little memory.
     try:
-        data = load_json(args.json)
+        problems, counts, root = validate_coco_file(
+            args.json, image_root=args.image_root, check_image_sizes=not args.no_image_sizes,
+            check_segmentations=True, max_problems=args.max_problems,
+            root_from_info=recorded_image_root)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    root = args.image_root
-    if root is None:
-        root = recorded_image_root(data)
-    problems = validate_coco(data, image_root=root, check_image_sizes=not args.no_image_sizes,
-                             check_segmentations=True, max_problems=args.max_problems)
     if root is None:
         scope = ("image files were not checked: no --image-root given and the JSON records no "
                  "image folder")
@@ -57,7 +56,7 @@ def main(argv=None):
     if problems:
         print(f"{args.json}: problems found; {scope}")
         return 1
-    n_img, n_ann = len(data["images"]), len(data["annotations"])
+    n_img, n_ann = counts["images"], counts["annotations"]
     print(f"{args.json}: OK ({n_img} images, {n_ann} annotations; {scope})")
     return 0
 

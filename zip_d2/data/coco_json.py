@@ -64,14 +64,23 @@ def write_json_atomic(data, path, indent=None, sort_keys=False, before_replace=N
     The file gets the mode a plain ``open(path, "w")`` would give it (0666 less the umask), not
     the temporary file's private 0600.
     """
+    def write(f):
+        json.dump(data, f, indent=indent, sort_keys=sort_keys,
+                  separators=None if indent is not None else (",", ":"))
+
+    write_atomic(path, write, before_replace)
+
+
+def write_atomic(path, write, before_replace=None):
+    """Call ``write(f)`` on a text file that replaces ``path`` in one rename once complete
+    (the guarantees of :func:`write_json_atomic`, for a writer that streams its content)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             os.fchmod(f.fileno(), 0o666 & ~current_umask())
-            json.dump(data, f, indent=indent, sort_keys=sort_keys,
-                      separators=None if indent is not None else (",", ":"))
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         if before_replace is not None:

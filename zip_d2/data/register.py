@@ -6,12 +6,14 @@ COCO JSON — synthetic data, pseudo-labels, label subsets — without a code ed
 """
 import logging
 import os
+from collections.abc import Iterator
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from .coco_json import EXTRA_ANNOTATION_KEYS, unset_datasets_hint
-from .validate import DatasetError, check_coco, load_json
+from .json_stream import iter_object, read_categories
+from .validate import DatasetError, check_coco, truncated_image  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +39,16 @@ def register_coco_json(name, json_file, image_root):
         lambda: load_coco_json(json_file, image_root, name,
                                extra_annotation_keys=EXTRA_ANNOTATION_KEYS),
     )
-    meta = {"json_file": json_file, "image_root": image_root, "evaluator_type": "coco"}
+    # zip_d2_registered: training may load it as one shared file (data/shared_dataset.py)
+    meta = {"json_file": json_file, "image_root": image_root, "evaluator_type": "coco",
+            "zip_d2_registered": True}
     # load_coco_json sets the class names only when the data is first loaded, but the model is
     # built before that (an open-vocabulary head needs the names), so set them now, in the same
-    # order and id mapping that load_coco_json will set.
+    # order and id mapping that load_coco_json will set. Only the categories are read (a
+    # pseudo-label file holds them at its start), never the whole file.
     if os.path.isfile(json_file):
         try:
-            data = load_json(json_file)
-            cats = sorted(data.get("categories", []), key=lambda c: c["id"])
-            # Box-only ground truth (no segmentation anywhere) is evaluated on boxes only.
-            meta["has_masks"] = any(a.get("segmentation") for a in data.get("annotations", []))
+            cats = sorted(read_categories(json_file), key=lambda c: c["id"])
         except (DatasetError, TypeError, KeyError, AttributeError):
             cats = []  # check_datasets reports the problem in one line
         if cats:
@@ -109,59 +111,37 @@ def check_datasets(cfg, names=None, require_annotations=(), require_masks=()):
         try:
             # Geometry too: detectron2's mapper silently clips a box that lies outside its
             # image, which trains on a box nobody drew.
-            data = check_coco(json_file, image_root,
-                              check_image_sizes=cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES,
-                              check_segmentations=True)
+            counts = check_coco(json_file, image_root,
+                                check_image_sizes=cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES,
+                                check_segmentations=True,
+                                check_complete=cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES)
         except DatasetError as e:
             raise DatasetError(f"dataset {name!r}: {e}") from None
-        if cfg.ZIP.DATASETS.CHECK_IMAGE_SIZES and image_root:
-            _check_complete_images(name, json_file, image_root, data["images"])
-        if name in require_annotations and not data["annotations"]:
+        if name in require_annotations and not counts["annotations"]:
             raise DatasetError(f"dataset {name!r}: {json_file} has no annotations to train on")
-        anns = [a for a in data["annotations"] if not a.get("iscrowd")]
-        bare = [a for a in anns if not a.get("segmentation")]
-        if bare and (name in require_masks or (cfg.MODEL.MASK_ON and len(bare) < len(anns))):
+        bare, instances = counts["without_segmentation"], counts["instances"]
+        if bare and (name in require_masks or (cfg.MODEL.MASK_ON and bare < instances)):
             raise DatasetError(
-                f"dataset {name!r}: {json_file}: {len(bare)} of {len(anns)} annotations have no "
-                f"segmentation (first: annotation id {bare[0].get('id')})"
+                f"dataset {name!r}: {json_file}: {bare} of {instances} annotations have no "
+                f"segmentation (first: annotation id {counts['first_without_segmentation']})"
                 + (", and MODEL.MASK_ON trains a mask on each; add masks, or set MODEL.MASK_ON "
                    "False to train boxes only" if name in require_masks else
                    "; give every annotation a mask, or none (boxes only)"))
         logger.info("dataset %r: %d images, %d annotations, %d categories: OK", name,
-                    len(data["images"]), len(data["annotations"]), len(data["categories"]))
+                    counts["images"], counts["annotations"], counts["categories"])
 
 
-_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
-_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
-
-
-def truncated_image(path):
-    """Why the image file at ``path`` is cut short, or None: a PNG that does not end with its
-    IEND chunk, a JPEG without its end-of-image marker (other formats: None). Reads a few
-    bytes at each end of the file, so it costs what a header check costs; the header check
-    alone passes such a file, and the loader then fails on it in the middle of training."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 64))
-        tail = f.read()
-    if head.startswith(_PNG_START) and not tail.endswith(_PNG_END):
-        return "the PNG ends without its IEND chunk"
-    if head.startswith(_JPEG_START) and not tail.rstrip(b"\x00\r\n ").endswith(_JPEG_END):
-        return "the JPEG ends without its end-of-image marker"
-    return None
-
-
-def _check_complete_images(name, json_file, image_root, images):
-    for img in images:
-        path = os.path.join(image_root, img["file_name"])
-        try:
-            why = truncated_image(path)
-        except OSError as e:
-            why = f"cannot be read: {e.strerror}"
-        if why:
-            raise DatasetError(f"dataset {name!r}: {json_file}: image {path} is truncated or "
-                               f"damaged ({why}); re-export it, or remove it from the JSON")
+def has_masks(json_file):
+    """Whether any annotation of the COCO JSON file has a segmentation (box-only ground truth
+    is evaluated on boxes only). Read as a stream, up to the first annotation that has one."""
+    pairs = iter_object(json_file)
+    try:
+        for key, value in pairs:
+            if key == "annotations" and isinstance(value, Iterator):
+                return any(isinstance(a, dict) and a.get("segmentation") for a in value)
+        return False
+    finally:
+        pairs.close()
 
 
 def _builtin_hint(json_file):
@@ -170,3 +150,4 @@ def _builtin_hint(json_file):
         return (f" (builtin datasets live under $DETECTRON2_DATASETS={root}; "
                 "see datasets/README.md for the layout)")
     return ""
+

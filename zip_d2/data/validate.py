@@ -7,7 +7,9 @@ on (a flat polygon list, garbage RLE counts), so the user hears it before any wo
 """
 import math
 import os
+from array import array
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -87,65 +89,300 @@ def validate_coco(data, image_root=None, check_image_sizes=False, check_segmenta
     """
     if isinstance(data, (str, os.PathLike)):
         data = load_json(data)
-    problems = []
-
-    def report(msg):
-        problems.append(msg)
-        return len(problems) >= max_problems
-
     if not isinstance(data, dict):
         return ["top level is not a JSON object"]
-    for key, fields in _REQUIRED.items():
+    for key in _REQUIRED:
         if not isinstance(data.get(key), list):
             return [f"missing required list '{key}'"]
-        for i, entry in enumerate(data[key]):
-            missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
-            if missing:
-                return [f"{key}[{i}] is missing required field(s) {', '.join(missing)}"]
-    # Everything below indexes by id: ids that are not integers stop the check here.
-    for key, fields in _ID_FIELDS.items():
-        for i, entry in enumerate(data[key]):
-            bad = [f for f in fields if not _is_int(entry[f])]
-            if bad and report(f"{key}[{i}]: {bad[0]} must be an integer, got "
-                              f"{_short(entry[bad[0]])}"):
-                return problems
-    if problems:
-        return problems
+    checker = CocoValidator(image_root, check_image_sizes, check_segmentations, max_problems)
+    checker.categories(data["categories"])
+    for img in data["images"]:
+        if not checker.image(img):
+            break
+    for ann in data["annotations"]:
+        if not checker.annotation(ann):
+            break
+    return checker.finish()
 
+
+def validate_coco_file(path, image_root=None, check_image_sizes=False,
+                       check_segmentations=False, max_problems=20, root_from_info=None,
+                       check_complete=False):
+    """:func:`validate_coco` of a JSON file read as a stream (``json_stream``): memory holds
+    one record at a time plus the validator's few bytes per record, whatever the file's size.
+
+    ``root_from_info(info)``, when given and ``image_root`` is None, names the image root from
+    the file's ``info`` block. The sections may come in any order: those that arrive before
+    what they are checked against (annotations before the images or categories, images before
+    an ``info`` that names their root) are read in a second pass.
+
+    ``check_complete``: also refuse image files cut short (:func:`truncated_image`; needs an
+    image root and ``check_image_sizes``).
+
+    Returns (problems, counts: {"images", "annotations", "categories", "instances" (annotations
+    that are not crowds), "without_segmentation" (of those), "first_without_segmentation" (its
+    id)}, the image root used). Raises DatasetError for a file that cannot be read as JSON.
+    """
+    from .json_stream import iter_object
+
+    checker = CocoValidator(image_root, check_image_sizes, check_segmentations, max_problems,
+                            check_complete=check_complete)
+    seen, done, deferred = set(), set(), []
+
+    def ready(key):
+        if key == "images":  # once the whole file was read, an info block is known or absent
+            return (image_root is not None or root_from_info is None or "info" in seen
+                    or "end" in seen)
+        if key == "annotations":
+            return {"images", "categories"} <= done
+        return True
+
+    def take(key, value):
+        if not isinstance(value, Iterator):
+            return  # not a list: reported as missing below
+        if key == "categories":
+            checker.categories(list(value))
+        else:
+            feed = checker.image if key == "images" else checker.annotation
+            for record in value:
+                if not feed(record):
+                    break
+        done.add(key)
+
+    for key, value in iter_object(path):
+        seen.add(key)
+        if key == "info" and image_root is None and root_from_info is not None:
+            image_root = checker.image_root = root_from_info({"info": value})
+        elif key in _REQUIRED and not checker.stopped:
+            if ready(key):
+                take(key, value)
+            else:
+                deferred.append(key)
+    seen.add("end")
+    if deferred and not checker.stopped:
+        for key, value in iter_object(path):
+            if key in deferred and ready(key) and not checker.stopped:
+                take(key, value)
     for key in _REQUIRED:
-        dup = [k for k, n in Counter(e["id"] for e in data[key]).items() if n > 1]
-        if dup and report(f"{key}: duplicate id {dup[0]} ({len(dup)} duplicated ids)"):
-            return problems
-    for c in data["categories"]:
-        if not (isinstance(c["name"], str) and c["name"].strip()):
-            if report(f"category {c['id']}: name must be a non-empty string, got "
-                      f"{_short(c['name'])}"):
-                return problems
-    names = Counter(c["name"] for c in data["categories"] if isinstance(c["name"], str))
-    dup_names = [n for n, k in names.items() if k > 1]
-    if dup_names and report(f"categories: duplicate name {dup_names[0]!r} "
-                            f"({len(dup_names)} duplicated names)"):
-        return problems
-    if not data["images"]:
-        report("no images: the dataset is empty")
-        return problems
+        if key not in done and not checker.stopped:
+            return [f"missing required list '{key}'"], {}, image_root
+    counts = {"images": checker.num_images, "annotations": checker.num_annotations,
+              "categories": checker.num_categories, "instances": checker.num_instances,
+              "without_segmentation": checker.num_without_segmentation,
+              "first_without_segmentation": checker.first_without_segmentation}
+    return checker.finish(), counts, image_root
 
-    if _check_images(data["images"], image_root, check_image_sizes, report):
-        return problems
-    images = {img["id"]: img for img in data["images"] if _has_size(img)}
-    image_ids = {img["id"] for img in data["images"]}
-    category_ids = {c["id"] for c in data["categories"]}
-    rle_problems = _rle_string_problems(data["annotations"], images) if check_segmentations else {}
-    for i, ann in enumerate(data["annotations"]):
-        msg = _check_annotation(ann, image_ids, category_ids)
-        img = images.get(ann["image_id"])
-        if msg is None and img is not None:
-            msg = _check_segmentation_form(ann.get("segmentation"), img)
-            if msg is None and check_segmentations:
-                msg = _check_geometry(ann, img, rle_problems.get(i))
-        if msg and report(f"annotation {ann['id']}: {msg}"):
-            return problems
-    return problems
+
+class CocoValidator:
+    """The checks of :func:`validate_coco`, fed one record at a time: the categories, then
+    every image, then every annotation (the order of a merged pseudo-label file, and of any
+    file read as a stream). Holds a few dozen bytes per image (its id, size and file_name) and
+    8 per annotation, never the records themselves (but for up to ``chunk`` annotations whose
+    compressed RLE strings are decoded together, :func:`_rle_string_problems`).
+
+    ``image`` and ``annotation`` return False once the record was malformed (a missing
+    required field: nothing after it is checked) or ``max_problems`` are collected; ``finish``
+    returns the problems, duplicates first. Ids that are not integers are reported alone (what
+    indexes by id is not checked then).
+    """
+
+    def __init__(self, image_root=None, check_image_sizes=False, check_segmentations=False,
+                 max_problems=20, chunk=256, check_complete=False):
+        self.image_root, self.check_image_sizes = image_root, check_image_sizes
+        self.check_complete = check_complete
+        self.check_segmentations, self.max_problems = check_segmentations, max_problems
+        self.problems, self.stopped, self._broken = [], False, False
+        self._id_problems = []  # ids that are not integers: reported alone
+        self._other_ids = {"images": [], "annotations": []}  # integers outside int64
+        self.category_ids = set()
+        self._images = {}  # id -> (width, height), or None for an image without a valid size
+        self._image_ids = array("q")
+        self._annotation_ids = array("q")
+        self._first = []  # duplicate categories, invalid category names
+        self._file_names = {}  # file_name -> first image id
+        self._dup_file_names = {}  # file_name -> (first image id, second image id)
+        self._pending, self._chunk = [], chunk
+        self.num_images = self.num_annotations = self.num_categories = 0
+        # annotations that are not crowds, those of them without a segmentation, the first's id
+        self.num_instances = self.num_without_segmentation = 0
+        self.first_without_segmentation = None
+
+    def _keep_id(self, key, ids, value):
+        if -2**63 <= value < 2**63:
+            ids.append(value)
+        else:
+            self._other_ids[key].append(value)
+
+    def _report(self, msg):
+        self.problems.append(msg)
+        if len(self.problems) + len(self._id_problems) >= self.max_problems:
+            self.stopped = True
+        return not self.stopped
+
+    def _malformed(self, key, i, entry):
+        missing = [f for f in _REQUIRED[key] if not isinstance(entry, dict) or f not in entry]
+        if missing:
+            self.problems = [f"{key}[{i}] is missing required field(s) {', '.join(missing)}"]
+            self.stopped = self._broken = True
+            return True
+        bad = [f for f in _ID_FIELDS[key] if not _is_int(entry[f])]
+        if bad:
+            self._id_problems.append(f"{key}[{i}]: {bad[0]} must be an integer, got "
+                                     f"{_short(entry[bad[0]])}")
+            if len(self._id_problems) >= self.max_problems:
+                self.stopped = True
+            return True
+        return False
+
+    def categories(self, categories):
+        """All categories at once (they are few)."""
+        ok = []
+        for i, c in enumerate(categories):
+            if self._malformed("categories", i, c):
+                if self._broken:
+                    return False
+                continue
+            ok.append(c)
+        self.num_categories = len(categories)
+        self.category_ids = {c["id"] for c in ok}
+        names = [c["name"] for c in ok if isinstance(c["name"], str)]
+        self._first = [_duplicates("categories", [c["id"] for c in ok])]
+        self._first += [f"category {c['id']}: name must be a non-empty string, got "
+                        f"{_short(c['name'])}" for c in ok
+                        if not (isinstance(c["name"], str) and c["name"].strip())]
+        self._first.append(_duplicates("categories", names, "name"))
+        return not self.stopped
+
+    def image(self, img):
+        if self.stopped:
+            return False
+        if self._malformed("images", self.num_images, img):
+            self.num_images += not self._broken
+            return not self.stopped
+        self.num_images += 1
+        self._keep_id("images", self._image_ids, img["id"])
+        sized = _has_size(img)
+        self._images[img["id"]] = (img["width"], img["height"]) if sized else None
+        name = img["file_name"]
+        if not (isinstance(name, str) and name):
+            return self._report(f"image {img['id']}: file_name must be a non-empty string, got "
+                                f"{_short(name)}")
+        if name in self._file_names:
+            self._dup_file_names.setdefault(name, (self._file_names[name], img["id"]))
+        else:
+            self._file_names[name] = img["id"]
+        if not sized:
+            return self._report(f"image {img['id']}: width/height must be positive integers, "
+                                f"got {_short(img['width'])}x{_short(img['height'])}")
+        if self.image_root is None or self._id_problems:
+            return True
+        path = os.path.join(self.image_root, name)
+        if not os.path.isfile(path):
+            return self._report(f"image {img['id']}: file not found: {path}")
+        if self.check_image_sizes:
+            try:
+                size = oriented_image_size(path)
+            except Exception as e:
+                return self._report(f"image {img['id']}: cannot read {path} "
+                                    f"({type(e).__name__}: {e})")
+            if size != (img["width"], img["height"]):
+                return self._report(f"image {img['id']}: {path} is {size[0]}x{size[1]} (WxH) "
+                                    f"but the JSON says {img['width']}x{img['height']}")
+        if self.check_complete:
+            try:
+                why = truncated_image(path)
+            except OSError as e:
+                why = f"cannot be read: {e.strerror}"
+            if why:
+                return self._report(f"image {img['id']}: {path} is truncated or damaged ({why}); "
+                                    "re-export it, or remove it from the JSON")
+        return True
+
+    def annotation(self, ann):
+        if self.stopped:
+            return False
+        if self._malformed("annotations", self.num_annotations, ann):
+            self.num_annotations += not self._broken
+            return not self.stopped
+        self.num_annotations += 1
+        self._keep_id("annotations", self._annotation_ids, ann["id"])
+        if not ann.get("iscrowd"):
+            self.num_instances += 1
+            if not ann.get("segmentation"):
+                self.num_without_segmentation += 1
+                if self.first_without_segmentation is None:
+                    self.first_without_segmentation = ann["id"]
+        if self._id_problems:
+            return True
+        self._pending.append(ann)
+        if len(self._pending) >= self._chunk:
+            self._flush()
+        return not self.stopped
+
+    def _flush(self):
+        pending, self._pending = self._pending, []
+        images = {}
+        for ann in pending:
+            size = self._images.get(ann["image_id"])
+            if size is not None:
+                images[ann["image_id"]] = {"width": size[0], "height": size[1]}
+        rle_problems = _rle_string_problems(pending, images) if self.check_segmentations else {}
+        for i, ann in enumerate(pending):
+            if self.stopped:
+                return
+            msg = _check_annotation(ann, self._images, self.category_ids)
+            img = images.get(ann["image_id"])
+            if msg is None and img is not None:
+                msg = _check_segmentation_form(ann.get("segmentation"), img)
+                if msg is None and self.check_segmentations:
+                    msg = _check_geometry(ann, img, rle_problems.get(i))
+            if msg:
+                self._report(f"annotation {ann['id']}: {msg}")
+
+    def finish(self):
+        """The problems found, one line each (duplicate ids and names first)."""
+        if self._broken:
+            return self.problems
+        if self._id_problems:
+            return self._id_problems[:self.max_problems]
+        if not self.stopped:
+            self._flush()
+        first = [_duplicates("images", self._image_ids, others=self._other_ids["images"]),
+                 _duplicates("annotations", self._annotation_ids,
+                             others=self._other_ids["annotations"])]
+        first = [d for d in first + self._first if d]
+        if not self.num_images:
+            return (first + ["no images: the dataset is empty"])[:max(self.max_problems,
+                                                                      len(first) + 1)]
+        if self._dup_file_names:
+            # Evaluation and self-training match images by file_name: one would stand for the
+            # other.
+            name, (a, b) = next(iter(self._dup_file_names.items()))
+            first.append(f"images: file_name {name!r} is used by images {a} and {b} "
+                         f"({len(self._dup_file_names)} duplicated file_names); each image must "
+                         "appear once")
+        return (first + self.problems)[:max(self.max_problems, len(first))]
+
+
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def truncated_image(path):
+    """Why the image file at ``path`` is cut short, or None: a PNG that does not end with its
+    IEND chunk, a JPEG without its end-of-image marker (other formats: None). Reads a few
+    bytes at each end of the file, so it costs what a header check costs; the header check
+    alone passes such a file, and the loader then fails on it in the middle of training."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        tail = f.read()
+    if head.startswith(_PNG_START) and not tail.endswith(_PNG_END):
+        return "the PNG ends without its IEND chunk"
+    if head.startswith(_JPEG_START) and not tail.rstrip(b"\x00\r\n ").endswith(_JPEG_END):
+        return "the JPEG ends without its end-of-image marker"
+    return None
 
 
 def _has_size(img):
@@ -153,47 +390,25 @@ def _has_size(img):
             and img["width"] > 0 and img["height"] > 0)
 
 
-def _check_images(images, image_root, check_image_sizes, report):
-    """Report each image's problems; True once ``report`` says enough."""
-    by_name = Counter(img["file_name"] for img in images if isinstance(img["file_name"], str))
-    dup = [name for name, n in by_name.items() if n > 1]
-    if dup:
-        ids = [img["id"] for img in images if img["file_name"] == dup[0]]
-        # Evaluation and self-training match images by file_name: one would stand for the other.
-        if report(f"images: file_name {dup[0]!r} is used by images {ids[0]} and {ids[1]} "
-                  f"({len(dup)} duplicated file_names); each image must appear once"):
-            return True
-    for img in images:
-        name = img["file_name"]
-        if not (isinstance(name, str) and name):
-            if report(f"image {img['id']}: file_name must be a non-empty string, got "
-                      f"{_short(name)}"):
-                return True
-            continue
-        if not _has_size(img):
-            if report(f"image {img['id']}: width/height must be positive integers, got "
-                      f"{_short(img['width'])}x{_short(img['height'])}"):
-                return True
-            continue
-        if image_root is None:
-            continue
-        path = os.path.join(image_root, name)
-        if not os.path.isfile(path):
-            if report(f"image {img['id']}: file not found: {path}"):
-                return True
-            continue
-        if check_image_sizes:
-            try:
-                size = oriented_image_size(path)
-            except Exception as e:
-                if report(f"image {img['id']}: cannot read {path} ({type(e).__name__}: {e})"):
-                    return True
-                continue
-            if size != (img["width"], img["height"]):
-                if report(f"image {img['id']}: {path} is {size[0]}x{size[1]} (WxH) but the JSON "
-                          f"says {img['width']}x{img['height']}"):
-                    return True
-    return False
+def _duplicates(key, values, what="id", others=()):
+    """The problem line for duplicated values (in order of first appearance), or None.
+    ``values``: a list, or an array of int64 ids (``others``: the ids that were not)."""
+    if others:
+        values = list(values) + list(others)
+    if isinstance(values, array):
+        ids = np.frombuffer(values, np.int64) if len(values) else np.zeros(0, np.int64)
+        uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+        dup = counts > 1
+        if not dup.any():
+            return None
+        ordered = uniq[dup][np.argsort(first[dup])]
+        return f"{key}: duplicate id {int(ordered[0])} ({len(ordered)} duplicated ids)"
+    dup = [k for k, n in Counter(values).items() if n > 1]
+    if not dup:
+        return None
+    if what == "name":
+        return f"{key}: duplicate name {dup[0]!r} ({len(dup)} duplicated names)"
+    return f"{key}: duplicate id {dup[0]} ({len(dup)} duplicated ids)"
 
 
 def _check_annotation(ann, image_ids, category_ids):
@@ -386,16 +601,18 @@ def first_problem(problems, name):
     return f"{name}: {problems[0]}{more}"
 
 
-def check_coco(json_path, image_root=None, check_image_sizes=False, check_segmentations=False):
+def check_coco(json_path, image_root=None, check_image_sizes=False, check_segmentations=False,
+               check_complete=False):
     """Raise a one-line DatasetError if the dataset at ``json_path`` has problems.
 
-    Returns the parsed JSON so callers need not read it twice.
+    The file is read as a stream (one record in memory at a time). Returns its counts (see
+    :func:`validate_coco_file`).
     """
     if image_root is not None and not os.path.isdir(image_root):
         raise DatasetError(f"{json_path}: image root not found: {image_root}")
-    data = load_json(json_path)
-    problem = first_problem(
-        validate_coco(data, image_root, check_image_sizes, check_segmentations), json_path)
+    problems, counts, _ = validate_coco_file(json_path, image_root, check_image_sizes,
+                                             check_segmentations, check_complete=check_complete)
+    problem = first_problem(problems, json_path)
     if problem:
         raise DatasetError(problem)
-    return data
+    return counts

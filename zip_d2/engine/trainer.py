@@ -30,6 +30,7 @@ from detectron2.utils.events import EventStorage, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
 from ..data.mapper import ScoredDatasetMapper
+from ..data.shared_dataset import shared_train_dataset
 from ..evaluation import ClassAgnosticCOCOEvaluator, OVCOCOEvaluator
 from .class_names import (
     CHECKPOINT_KEY,
@@ -44,6 +45,21 @@ from .setup import check_optimizer, config_dict, inference_cfg
 from .wandb_writer import WandbWriter
 
 logger = logging.getLogger(__name__)
+
+
+def _has_masks(meta) -> bool:
+    """Whether a dataset registered by zip_d2 has a segmentation on any annotation (its JSON
+    read as a stream up to the first one); True for any other dataset."""
+    json_file = meta.get("json_file", None)
+    if not (meta.get("zip_d2_registered", False) and json_file and os.path.isfile(json_file)):
+        return True
+    from ..data.coco_json import DatasetError
+    from ..data.register import has_masks
+
+    try:
+        return has_masks(json_file)
+    except DatasetError:
+        return True  # the dataset checks report an unreadable file
 
 
 class Trainer(DefaultTrainer):
@@ -89,9 +105,12 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         # Keep each pseudo-label's "score" on the training Instances (gt_scores) for the
         # score-weighted classification loss; otherwise identical to Detectron2's mapper.
-        if cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.SCORE_WEIGHTED_LOSS:
-            return build_detection_train_loader(cfg, mapper=ScoredDatasetMapper(cfg, True))
-        return super().build_train_loader(cfg)
+        mapper = (ScoredDatasetMapper(cfg, True)
+                  if cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB.SCORE_WEIGHTED_LOSS else None)
+        # The dataset dicts: one memory-mapped file per machine, built once and shared by every
+        # local process (None: detectron2 loads them, in each process).
+        return build_detection_train_loader(cfg, mapper=mapper,
+                                            dataset=shared_train_dataset(cfg))
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -116,7 +135,7 @@ class Trainer(DefaultTrainer):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         meta = MetadataCatalog.get(dataset_name)
         tasks = {}  # detectron2's default: the tasks the predictions allow
-        if cfg.MODEL.MASK_ON and meta.get("has_masks") is False:
+        if cfg.MODEL.MASK_ON and not _has_masks(meta):
             # COCOeval's segm evaluation fails on ground truth without segmentations.
             logger.warning("dataset %r has no masks: evaluating boxes only", dataset_name)
             tasks = {"tasks": ("bbox",)}

@@ -50,7 +50,7 @@ class ImageSkip(ValueError):
     """One image cannot be labeled; the message is the reason recorded in the output."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: ~100 bytes less for each of 1.28M images
 class ImageEntry:
     """One image of the job.
 

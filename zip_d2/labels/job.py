@@ -41,7 +41,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from zip_d2.data.fingerprint import fingerprint
-from zip_d2.data.validate import validate_coco
+from zip_d2.data.validate import CocoValidator
 
 from . import shards
 from .distributed import broadcast_from_rank0, dist_env, init_distributed
@@ -56,7 +56,7 @@ from .images import (
     list_image_folder,
     read_image_bytes,
 )
-from .statistics import LabelStats, label_statistics, statistics_lines
+from .statistics import LabelStats, LabelStatsBuilder, statistics_lines
 from .writer import RecordWriter
 
 logger = logging.getLogger(__name__)
@@ -199,8 +199,6 @@ class _FingerprintDataset(Dataset):
             return fingerprint(read_image_bytes(os.path.join(self.root, self.entries[i].file_name)))
         except (OSError, ImageSkip):  # a FIFO is never read: that would wait forever
             return None
-
-
 
 
 def _collate(items):
@@ -455,12 +453,8 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
     if error:
         raise JobError(error)
 
-    latest, _ = shards.latest_records(shards.read_all_shards(shard_dir))
-    mine = [e for i, e in enumerate(entries) if i % world_size == rank]
-    finished = [e for e in mine if _reusable(latest.get(e.file_name), e, opts.retry_skipped)]
-    changed = _changed_files(root, finished, latest, opts, rank)
-    done = set(finished) - changed
-    pending = [e for e in mine if e not in done]
+    mine, finished, changed, pending = resume_scan(shard_dir, root, entries, opts, rank,
+                                                   world_size)
     result = JobResult(rank, world_size, len(mine), len(mine) - len(pending),
                        images_changed=len(changed))
     logger.info("rank %d/%d: %d images, %d already finished, %d of those changed since, %d to do",
@@ -480,15 +474,7 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
     merge_error = None
     if rank == 0 and not independent:
         try:
-            merged = shards.merge_shards(shard_dir, listed={e.file_name for e in entries})
-            if opts.validate:
-                result.problems = validate_coco(merged, image_root=root, check_image_sizes=True,
-                                                check_segmentations=True)
-            # Checked again: a file may have appeared at --out while the job ran.
-            check_output_replaceable(cfg, opts, root, entries)
-            shards.write_output(merged, opts.out, shard_dir)
-            result.merged = opts.out
-            result.label_stats = label_statistics(merged)
+            finish_output(cfg, opts, root, entries, shard_dir, result)
         except Exception as e:  # re-raised below, once the other ranks are released
             merge_error = e
     if distributed:
@@ -496,6 +482,42 @@ def _run_locked(cfg, opts, labeler, root, entries, settings, job_desc, shard_dir
     if merge_error is not None:
         raise merge_error
     return result
+
+
+def resume_scan(shard_dir, root, entries, opts, rank, world_size):
+    """What this rank still has to do: (its entries, those finished before, those of the
+    finished whose file changed since, those to label now).
+
+    Only this rank's images' records are kept, without their annotations (never parsed), and
+    only until their files are fingerprinted."""
+    mine = [e for i, e in enumerate(entries) if i % world_size == rank]
+    latest = shards.resume_records(shard_dir, wanted={e.file_name for e in mine})
+    finished = [e for e in mine if _reusable(latest.get(e.file_name), e, opts.retry_skipped)]
+    changed = _changed_files(root, finished, latest, opts, rank)
+    del latest
+    done = set(finished) - changed
+    pending = [e for e in mine if e not in done]
+    return mine, finished, changed, pending
+
+
+def finish_output(cfg, opts, root, entries, shard_dir, result):
+    """Rank 0, once every rank is done: merge the shards into ``opts.out``, validating and
+    counting each record as it is written (one pass, one record in memory at a time); fill
+    ``result``'s problems, merged path and label statistics.
+
+    Image headers are not opened again: every image of the output was read by this run, either
+    decoded (labeled now) or fingerprinted by its rank's resume scan (the bytes its recorded
+    size was measured from). Files are still checked to exist."""
+    plan = shards.MergePlan(shard_dir, listed={e.file_name for e in entries})
+    checker = (CocoValidator(image_root=root, check_image_sizes=False, check_segmentations=True)
+               if opts.validate else None)
+    stats = LabelStatsBuilder()
+    # Checked again: a file may have appeared at --out while the job ran.
+    check_output_replaceable(cfg, opts, root, entries)
+    shards.write_merged(plan, opts.out, [s for s in (checker, stats) if s is not None])
+    result.problems = checker.finish() if checker is not None else []
+    result.merged = opts.out
+    result.label_stats = stats.finish(len(plan.skipped_images))
 
 
 @contextlib.contextmanager

@@ -23,8 +23,10 @@ starts, so the newest record of an image wins. Each line is written whole and fl
 killed process leaves at most one torn final line; a reader ignores it and a writer cuts it off
 before appending. Each rank writes only its own file; every rank reads all files (of any world
 size) to know what is finished, so a rerun, with the same or another number of processes, skips
-finished images whose file still has the recorded fingerprint. ``merge_shards`` turns the
-directory into one COCO dict with deterministic ids.
+finished images whose file still has the recorded fingerprint (``resume_records``: each
+line's keys only, its annotations never parsed). ``MergePlan`` indexes the directory (where each
+image's latest line is) and ``write_merged`` streams it into one COCO file with deterministic
+ids, one record in memory at a time (``merge_shards``: the same as a dict, for small jobs).
 """
 from __future__ import annotations
 
@@ -35,9 +37,9 @@ import json
 import os
 import socket
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
-from zip_d2.data.coco_json import write_json_atomic
+from zip_d2.data.coco_json import write_atomic, write_json_atomic
 from zip_d2.data.fingerprint import file_fingerprint
 from zip_d2.data.paths import OverwriteError, refuse_overwriting_inputs
 
@@ -135,8 +137,9 @@ def _short(value, limit=60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _check_record(record, where: str) -> None:
-    """Raise ShardError unless ``record`` has what the merge and a resume read from it."""
+def _check_record(record, where: str, annotations: bool = True) -> None:
+    """Raise ShardError unless ``record`` has what the merge and a resume read from it
+    (``annotations=False``: a record read without them, see :func:`read_keys`)."""
     if not isinstance(record, dict) or not isinstance(record.get("file_name"), str) \
             or not record["file_name"]:
         raise ShardError(f"{where}: shard line has no file_name; delete the file to relabel its "
@@ -149,31 +152,88 @@ def _check_record(record, where: str) -> None:
     if "skipped" in record:
         return
     if not (isinstance(record.get("width"), int) and isinstance(record.get("height"), int)
-            and isinstance(record.get("annotations"), list)
-            and all(isinstance(a, dict) for a in record["annotations"])):
+            and (not annotations or (isinstance(record.get("annotations"), list)
+                                     and all(isinstance(a, dict)
+                                             for a in record["annotations"])))):
         raise ShardError(f"{where}: a labeled image's line needs width, height and a list of "
                          "annotations; delete the file to relabel its images")
 
 
+def complete_length(f) -> int:
+    """Bytes of an open binary shard file up to and including its last newline: what a reader
+    may use (a killed writer leaves at most one torn final line). Found by reading backwards
+    from the end, so a torn tail costs one block, not a read of the file."""
+    pos = f.seek(0, os.SEEK_END)
+    while pos > 0:
+        step = min(1 << 16, pos)
+        pos -= step
+        f.seek(pos)
+        newline = f.read(step).rfind(b"\n")
+        if newline >= 0:
+            return pos + newline + 1
+    return 0
+
+
+# The header line, as ShardWriter dumps it (sorted keys, no spaces): no record starts so.
+_HEADER_START = b'{"shard"'
+
+
+def iter_lines(path: str) -> Iterator[Tuple[int, int, bytes]]:
+    """(line number, byte offset, line) of every complete record line of a shard file: not
+    its header, nor blank lines."""
+    with open(path, "rb") as f:
+        end = complete_length(f)
+        f.seek(0)
+        offset = 0
+        for lineno, line in enumerate(f, 1):
+            if offset + len(line) > end:
+                return
+            if line.strip() and not (lineno == 1 and line.startswith(_HEADER_START)):
+                yield lineno, offset, line
+            offset += len(line)
+
+
+def _parse(line: bytes, where: str) -> dict:
+    """The record of one shard line (``where``: its file and line), checked
+    (:func:`_check_record`)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ShardError(f"{where}: corrupt shard line ({e}); delete the file to relabel its "
+                         "images") from None
+    _check_record(record, where)
+    return record
+
+
+# A labeled record as the writer dumps it (sorted keys, no spaces) starts with its annotations;
+# the keys after them are what resume and the merge index need. ',"file_name":' cannot occur
+# inside a JSON string (its quote would end the string), only as the key that follows them.
+_ANNOTATIONS_START = b'{"annotations":['
+_AFTER_ANNOTATIONS = b'],"file_name":'
+
+
+def read_keys(line: bytes, path: str = "?", lineno: int = 0) -> dict:
+    """A shard line's record without its ``annotations``, which are not parsed (a line not
+    in the writer's layout is parsed whole, and its annotations dropped). Its keys are checked
+    (:func:`_check_record`); its annotations are checked when the merge reads them."""
+    if line.startswith(_ANNOTATIONS_START):
+        cut = line.find(_AFTER_ANNOTATIONS)
+        if cut > 0:
+            try:
+                record = json.loads(b"{" + line[cut + 2:])
+            except json.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and "annotations" not in record:
+                _check_record(record, f"{path}:{lineno}", annotations=False)
+                return record
+    record = _parse(line, f"{path}:{lineno}")
+    record.pop("annotations", None)
+    return record
+
+
 def read_shard(path: str) -> List[dict]:
     """The image records of one shard file (not its header), ignoring a torn final line."""
-    with open(path, "rb") as f:
-        data = f.read()
-    end = data.rfind(b"\n")
-    records = []
-    for lineno, line in enumerate(data[:end + 1].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ShardError(f"{path}:{lineno}: corrupt shard line ({e}); delete the file to "
-                             "relabel its images") from None
-        if lineno == 1 and isinstance(record, dict) and "shard" in record:
-            continue
-        _check_record(record, f"{path}:{lineno}")
-        records.append(record)
-    return records
+    return [_parse(line, f"{path}:{lineno}") for lineno, _, line in iter_lines(path)]
 
 
 def shard_files(shard_dir: str) -> List[str]:
@@ -196,12 +256,16 @@ def read_all_shards(shard_dir: str, settings: Optional[dict] = None) -> List[dic
     return records
 
 
-def latest_records(records: List[dict]) -> Tuple[Dict[str, dict], int]:
-    """One record per file_name, and how many others were dropped.
+def _wins(new: dict, old: dict) -> bool:
+    """Whether record ``new`` replaces ``old`` of the same image: the latest run wins; within a
+    run a labeled record beats a skip, then the first one wins."""
+    newer = new.get("run", 0) > old.get("run", 0)
+    better = new.get("run", 0) == old.get("run", 0) and "skipped" in old and "skipped" not in new
+    return newer or better
 
-    The record of the latest run wins (an image relabelled because its file changed); within a
-    run a labeled record beats a skip, then the first one wins.
-    """
+
+def latest_records(records: Iterable[dict]) -> Tuple[Dict[str, dict], int]:
+    """One record per file_name, and how many others were dropped (see :func:`_wins`)."""
     chosen, duplicates = {}, 0
     for r in records:
         old = chosen.get(r["file_name"])
@@ -209,12 +273,33 @@ def latest_records(records: List[dict]) -> Tuple[Dict[str, dict], int]:
             chosen[r["file_name"]] = r
             continue
         duplicates += 1
-        newer = r.get("run", 0) > old.get("run", 0)
-        better = (r.get("run", 0) == old.get("run", 0) and "skipped" in old
-                  and "skipped" not in r)
-        if newer or better:
+        if _wins(r, old):
             chosen[r["file_name"]] = r
     return chosen, duplicates
+
+
+def resume_records(shard_dir: str, wanted: Optional[set] = None,
+                   settings: Optional[dict] = None) -> Dict[str, dict]:
+    """The latest record of each image named in ``wanted`` (default: all), without its
+    annotations: what a rerun needs to know which of its images are finished. Every shard
+    file is read; the annotations are never parsed nor kept.
+
+    Each file must have been written by a job with ``settings`` (default: job.json's, as for
+    :func:`read_all_shards`), else ShardError."""
+    if settings is None and os.path.isfile(os.path.join(shard_dir, MANIFEST)):
+        settings = read_manifest(shard_dir)["settings"]
+    chosen: Dict[str, dict] = {}
+    for path in shard_files(shard_dir):
+        if settings is not None:
+            check_shard(path, settings, os.path.join(shard_dir, MANIFEST))
+        for lineno, _, line in iter_lines(path):
+            r = read_keys(line, path, lineno)
+            if wanted is not None and r["file_name"] not in wanted:
+                continue
+            old = chosen.get(r["file_name"])
+            if old is None or _wins(r, old):
+                chosen[r["file_name"]] = r
+    return chosen
 
 
 class ShardWriter:
@@ -241,9 +326,8 @@ class ShardWriter:
     def _cut_torn_tail(path: str) -> None:
         # A line torn by a kill would otherwise be glued to the next record.
         with open(path, "rb") as f:
-            data = f.read()
-        keep = data.rfind(b"\n") + 1
-        if keep != len(data):
+            keep, size = complete_length(f), f.seek(0, os.SEEK_END)
+        if keep != size:
             os.truncate(path, keep)
 
     def write(self, record: dict) -> None:
@@ -351,13 +435,6 @@ def record_output(shard_dir: str, output_fingerprint: dict) -> None:
     outputs = manifest.get("outputs", []) + [output_fingerprint]
     manifest["outputs"] = outputs[-_OUTPUTS_KEPT:]
     write_json_atomic(manifest, os.path.join(shard_dir, MANIFEST), indent=1, sort_keys=True)
-
-
-def write_output(merged: dict, out: str, shard_dir: str) -> None:
-    """Write the merged labels to ``out`` atomically, recorded as this job's own output (the
-    record lands before the file appears, so a crash between them cannot orphan the file)."""
-    write_json_atomic(merged, out, before_replace=lambda tmp: record_output(
-        shard_dir, file_fingerprint(tmp)))
 
 
 def is_recorded_output(shard_dir: str, path: str) -> bool:
@@ -470,9 +547,11 @@ class ShardLock:
             self.fd = None
 
 
-def merge_shards(shard_dir: str, allow_partial: bool = False,
-                 listed: Optional[set] = None) -> dict:
-    """One COCO dict from a shard directory.
+class MergePlan:
+    """What the merge of a shard directory will write, from one pass over the shards that
+    parses only each record's keys (file name, run, id, size, skip reason) and remembers where
+    its line is: a few hundred bytes per image. The annotations are read, one image at a
+    time, only when :meth:`annotations` streams them.
 
     Image ids: the input COCO JSON's when the images came from one, else 1..N in file_name
     order. Annotation ids: 1..M in image id order, then the labeler's order within an image.
@@ -480,51 +559,151 @@ def merge_shards(shard_dir: str, allow_partial: bool = False,
     from the folder since an earlier run) are left out. Raises ShardError when fewer images are
     finished than the job listed, unless ``allow_partial``.
     """
-    manifest = read_manifest(shard_dir)
-    settings, job = manifest["settings"], manifest["job"]
-    if settings.get("format") != SETTINGS_FORMAT:
-        raise ShardError(f"{shard_dir} was written by another zip_d2 version (settings format "
-                         f"{settings.get('format', 1)}, this one reads {SETTINGS_FORMAT}); merge "
-                         "it with that version, or rerun the job with --overwrite")
-    if not isinstance(settings.get("categories"), list):
-        raise ShardError(f"{os.path.join(shard_dir, MANIFEST)} lists no categories; rerun the "
-                         "job with --overwrite")
-    chosen, duplicates = latest_records(read_all_shards(shard_dir, settings))
-    not_listed = 0
-    if listed is not None:
-        not_listed = sum(1 for name in chosen if name not in listed)
-        chosen = {name: r for name, r in chosen.items() if name in listed}
-    expected = job.get("num_images")
-    if expected is not None and len(chosen) < expected and not allow_partial:
-        raise ShardError(f"{shard_dir}: only {len(chosen)} of {expected} images are finished; "
-                         "rerun the same command to finish them (ranks on machines without a "
-                         "shared filesystem: copy their rank*.jsonl here and run "
-                         "tools/merge_pseudo_labels.py; to inspect, merge with --allow-partial)")
-    labeled = [r for r in chosen.values() if "skipped" not in r]
-    skipped = [r for r in chosen.values() if "skipped" in r]
-    if all("id" in r for r in labeled):
-        labeled.sort(key=lambda r: r["id"])
-    else:
-        labeled.sort(key=lambda r: r["file_name"])
-        for i, r in enumerate(labeled, 1):
-            r["id"] = i
-    images, annotations = [], []
-    for r in labeled:
-        images.append({"id": r["id"], "file_name": r["file_name"], "width": r["width"],
-                       "height": r["height"]})
-        for ann in r["annotations"]:
-            annotations.append({"id": len(annotations) + 1, "image_id": r["id"], **ann})
-    skipped_images = sorted(({k: r[k] for k in ("id", "file_name") if k in r}
-                             | {"reason": r["skipped"]} for r in skipped),
-                            key=lambda s: s["file_name"])
-    counts = {"images_listed": expected, "images_labeled": len(images),
-              "images_skipped": len(skipped_images), "annotations": len(annotations),
-              "duplicate_records_dropped": duplicates,
-              "records_of_unlisted_images_dropped": not_listed}
-    return {
-        "info": build_info(settings, job, counts),
-        "images": images,
-        "annotations": annotations,
-        "categories": settings["categories"],
-        "skipped_images": skipped_images,
-    }
+
+    def __init__(self, shard_dir: str, allow_partial: bool = False,
+                 listed: Optional[set] = None):
+        manifest = read_manifest(shard_dir)
+        self.shard_dir = shard_dir
+        self.settings, self.job = manifest["settings"], manifest["job"]
+        if self.settings.get("format") != SETTINGS_FORMAT:
+            raise ShardError(f"{shard_dir} was written by another zip_d2 version (settings "
+                             f"format {self.settings.get('format', 1)}, this one reads "
+                             f"{SETTINGS_FORMAT}); merge it with that version, or rerun the job "
+                             "with --overwrite")
+        if not isinstance(self.settings.get("categories"), list):
+            raise ShardError(f"{os.path.join(shard_dir, MANIFEST)} lists no categories; rerun "
+                             "the job with --overwrite")
+        self.paths = shard_files(shard_dir)
+        # file_name -> (run, skip reason or None, file index, offset, id or None, width, height)
+        chosen: Dict[str, tuple] = {}
+        duplicates = 0
+        for index, path in enumerate(self.paths):
+            check_shard(path, self.settings, os.path.join(shard_dir, MANIFEST))
+            for lineno, offset, line in iter_lines(path):
+                r = read_keys(line, path, lineno)
+                skip = None if "skipped" not in r else r["skipped"] or ""  # "" for null
+                entry = (r.get("run", 0), skip, index, offset, r.get("id"),
+                         r.get("width"), r.get("height"))
+                old = chosen.get(r["file_name"])
+                if old is not None:
+                    duplicates += 1
+                    newer = entry[0] > old[0]
+                    better = entry[0] == old[0] and old[1] is not None and entry[1] is None
+                    if not (newer or better):
+                        continue
+                chosen[r["file_name"]] = entry
+        not_listed = 0
+        if listed is not None:
+            not_listed = sum(1 for name in chosen if name not in listed)
+            for name in [name for name in chosen if name not in listed]:
+                del chosen[name]
+        expected = self.job.get("num_images")
+        if expected is not None and len(chosen) < expected and not allow_partial:
+            raise ShardError(f"{shard_dir}: only {len(chosen)} of {expected} images are "
+                             "finished; rerun the same command to finish them (ranks on machines "
+                             "without a shared filesystem: copy their rank*.jsonl here and run "
+                             "tools/merge_pseudo_labels.py; to inspect, merge with "
+                             "--allow-partial)")
+        # (id, file_name, file index, offset, width, height) in output order
+        labeled = [(e[4], name, e[2], e[3], e[5], e[6]) for name, e in chosen.items()
+                   if e[1] is None]
+        if all(item[0] is not None for item in labeled):
+            labeled.sort(key=lambda item: item[0])
+        else:
+            labeled.sort(key=lambda item: item[1])
+            labeled = [(i, *item[1:]) for i, item in enumerate(labeled, 1)]
+        self.labeled = labeled
+        self.skipped_images = sorted(
+            (({"id": e[4]} if e[4] is not None else {}) | {"file_name": name, "reason": e[1]}
+             for name, e in chosen.items() if e[1] is not None), key=lambda s: s["file_name"])
+        del chosen
+        self.counts = {"images_listed": expected, "images_labeled": len(labeled),
+                       "images_skipped": len(self.skipped_images), "annotations": None,
+                       "duplicate_records_dropped": duplicates,
+                       "records_of_unlisted_images_dropped": not_listed}
+
+    @property
+    def categories(self) -> List[dict]:
+        return self.settings["categories"]
+
+    def info(self, annotations) -> dict:
+        return build_info(self.settings, self.job, dict(self.counts, annotations=annotations))
+
+    def images(self) -> Iterator[dict]:
+        for image_id, name, _, _, width, height in self.labeled:
+            yield {"id": image_id, "file_name": name, "width": width, "height": height}
+
+    def annotations(self) -> Iterator[dict]:
+        """Every annotation in output order, each image's record read from its shard line."""
+        files = [open(path, "rb") for path in self.paths]
+        try:
+            count = 0
+            for image_id, name, index, offset, _, _ in self.labeled:
+                f = files[index]
+                f.seek(offset)
+                record = _parse(f.readline(), f"{self.paths[index]} (at byte {offset})")
+                if record.get("file_name") != name:  # the file changed under the merge
+                    raise ShardError(f"{self.paths[index]} changed during the merge; merge "
+                                     "again once no job writes to it")
+                for ann in record["annotations"]:
+                    count += 1
+                    yield {"id": count, "image_id": image_id, **ann}
+        finally:
+            for f in files:
+                f.close()
+
+
+def merge_shards(shard_dir: str, allow_partial: bool = False,
+                 listed: Optional[set] = None) -> dict:
+    """One COCO dict from a shard directory (in memory: for small jobs and tests; jobs write
+    with :func:`write_merged`, which streams). Ids and arguments: see :class:`MergePlan`."""
+    plan = MergePlan(shard_dir, allow_partial, listed)
+    annotations = list(plan.annotations())
+    return {"info": plan.info(len(annotations)), "categories": plan.categories,
+            "images": list(plan.images()), "annotations": annotations,
+            "skipped_images": plan.skipped_images}
+
+
+# The annotation count goes into ``info`` (written first) once the annotations are written:
+# the field is reserved as this many characters of JSON whitespace, then overwritten in place.
+_COUNT_WIDTH = 20
+_COUNT_MARK = "\x00annotation count\x00"
+
+
+def write_merged(plan: MergePlan, out: str, sinks: Iterable = ()) -> dict:
+    """Stream the merged labels to ``out`` (atomically, recorded as this job's own output
+    before it appears), one record at a time; each of ``sinks`` sees every record as it is
+    written (``categories(list)``, then ``image(dict)`` each, then ``annotation(dict)`` each).
+
+    The file holds ``info`` and ``categories`` first (a reader after the class names can stop
+    there), then ``images``, ``annotations`` and ``skipped_images``. Returns the counts."""
+    sinks = list(sinks)
+    for sink in sinks:
+        sink.categories(plan.categories)
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    head = '{"info":' + dumps(plan.info(_COUNT_MARK))
+    mark = head.rindex(dumps(_COUNT_MARK))
+    head = head[:mark] + " " * _COUNT_WIDTH + head[mark + len(dumps(_COUNT_MARK)):]
+    counts = dict(plan.counts)
+
+    def write(f):
+        f.write(head + ',"categories":' + dumps(plan.categories) + ',"images":[')
+        for i, img in enumerate(plan.images()):
+            for sink in sinks:
+                sink.image(img)
+            f.write(("," if i else "") + dumps(img))
+        f.write('],"annotations":[')
+        n = 0
+        for n, ann in enumerate(plan.annotations(), 1):
+            for sink in sinks:
+                sink.annotation(ann)
+            f.write(("," if n > 1 else "") + dumps(ann))
+        f.write('],"skipped_images":' + dumps(plan.skipped_images) + "}")
+        f.flush()
+        # head is ASCII (the encoder escapes the rest), so its characters are its bytes
+        os.pwrite(f.fileno(), str(n).rjust(_COUNT_WIDTH).encode(), mark)
+        counts["annotations"] = n
+
+    write_atomic(out, write, before_replace=lambda tmp: record_output(
+        plan.shard_dir, file_fingerprint(tmp)))
+    return counts
