@@ -179,7 +179,8 @@ def test_demo_takes_model_weights_from_opts_and_needs_some_weights(trained, synt
                               "--opts", "MODEL.WEIGHTS", os.path.join(out, "missing.pth"),
                               weights=False))
     err = capsys.readouterr().err
-    assert rc == 2 and "MODEL.WEIGHTS names the file" in err and err.count("\n") == 1
+    # A head line, then one line per missing model (here only the detector's weights).
+    assert rc == 2 and "MODEL.WEIGHTS names the file" in err and err.count("\n") == 2
 
 
 def test_demo_device_is_the_gpu_when_present_unless_cpu_is_asked(trained, monkeypatch):

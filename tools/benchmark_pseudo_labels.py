@@ -29,8 +29,6 @@ import tempfile
 import time
 from collections import defaultdict
 
-from zip_d2.benchmarks.inputs import make_images
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_IMAGES_PER_S = 5.0
 TARGET_PEAK_GIB = 16.0
@@ -96,6 +94,7 @@ def main(argv=None):
     import numpy as np
     import torch
 
+    from zip_d2.benchmarks.inputs import make_images
     from zip_d2.config import setup_cfg
     from zip_d2.labels.coco_output import detections_to_annotations
     from zip_d2.labels.images import decode_image, list_image_folder
