@@ -73,9 +73,9 @@ train-synthetic: setup $(WORK)/synthetic/val.json
 chain: setup
 	PY=$(PY) WORK=$(WORK)/chain OPTS="$(OPTS)" bash tools/whole_chain.sh
 
-# Wheels for the prepared GPU check on a machine without network (tools/gpu_check.sh).
+# Wheels for the prepared GPU check on a machine without network (tools/bench/gpu_check.sh).
 gpu-wheels: setup
-	PYTHON=$(PY) bash tools/gpu_check.sh prepare
+	PYTHON=$(PY) bash tools/bench/gpu_check.sh prepare
 
 clean:
 	rm -rf $(WORK)

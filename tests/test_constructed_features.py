@@ -81,7 +81,7 @@ def test_separation_counts_on_known_masks():
 
 
 def test_separation_benchmark_prints_both_rules_and_its_verdicts():
-    res = run_tool("benchmark_separation.py", "--densities", "3:0", "6:0.9", "--seeds", "1",
+    res = run_tool("bench/benchmark_separation.py", "--densities", "3:0", "6:0.9", "--seeds", "1",
                    "--grid", "64x80", "--repeats", "1", timeout=300)
     out = res.stdout
     assert "constructed boundary-aware features (not CLIP)" in out, res.stdout + res.stderr
@@ -97,6 +97,6 @@ def test_separation_benchmark_prints_both_rules_and_its_verdicts():
 @pytest.mark.parametrize("args", [["--densities", "8-0.6"], ["--densities", "8:1.5"],
                                   ["--seeds", "0"], ["--radius", "-1"], ["--grid", "128"]])
 def test_separation_benchmark_rejects_bad_arguments_in_one_line(args):
-    res = run_tool("benchmark_separation.py", *args, timeout=120)
+    res = run_tool("bench/benchmark_separation.py", *args, timeout=120)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("benchmark_separation.py: error:")

@@ -1,4 +1,5 @@
-"""tools/gpu_check.py: the CPU-runnable parts of the prepared GPU check, and its wheel check."""
+"""tools/bench/gpu_check.py: the CPU-runnable parts of the prepared GPU check, and its wheel
+check."""
 import json
 import zipfile
 
@@ -9,7 +10,7 @@ from conftest import run_tool
 
 def test_dry_run_measures_every_section_on_the_cpu_and_writes_the_report(tmp_path):
     out = tmp_path / "report"
-    res = run_tool("gpu_check.py", "--dry-run", "--out-dir", out, timeout=900)
+    res = run_tool("bench/gpu_check.py", "--dry-run", "--out-dir", out, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["dry_run"] is True and report["errors"] == {} and report["skipped"] == {}
@@ -36,10 +37,10 @@ def test_dry_run_measures_every_section_on_the_cpu_and_writes_the_report(tmp_pat
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
 def test_the_real_check_needs_a_gpu_and_sections_must_exist(tmp_path):
-    res = run_tool("gpu_check.py", "--out-dir", tmp_path, timeout=120)
+    res = run_tool("bench/gpu_check.py", "--out-dir", tmp_path, timeout=120)
     assert res.returncode == 2 and "no GPU visible" in res.stderr
-    res = run_tool("gpu_check.py", "--dry-run", "--out-dir", tmp_path, "--sections", "kmeans,jobs",
-                   timeout=120)
+    res = run_tool("bench/gpu_check.py", "--dry-run", "--out-dir", tmp_path, "--sections",
+                   "kmeans,jobs", timeout=120)
     assert res.returncode == 2 and "unknown section" in res.stderr and "jobs" in res.stderr
 
 
@@ -52,7 +53,7 @@ def _wheel(folder, filename, requires=()):
 
 
 def _check(folder):
-    return run_tool("gpu_check.py", "--check-wheels", folder, timeout=120)
+    return run_tool("bench/gpu_check.py", "--check-wheels", folder, timeout=120)
 
 
 def test_wheel_check_accepts_a_complete_set_for_python_312(tmp_path):

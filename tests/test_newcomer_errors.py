@@ -138,7 +138,8 @@ def test_help_imports_no_torch_on_the_tools_that_parse_first():
     import subprocess
     import sys
 
-    tools = sorted(p for p in glob.glob(os.path.join(REPO, "tools", "*.py"))
+    tools = sorted(p for pattern in ("*.py", os.path.join("bench", "*.py"))
+                   for p in glob.glob(os.path.join(REPO, "tools", pattern))
                    if os.path.basename(p) not in HELP_IMPORTS_TORCH)
     assert len(tools) >= 20
     # One interpreter runs every tool's --help in turn; once torch is in sys.modules it stays,

@@ -20,7 +20,7 @@ The result is an ordinary pip distribution: ``pip uninstall sal-detectron2`` rem
     python tools/install_detectron2.py [--cache-dir DIR] [--force]
     python tools/install_detectron2.py --wheel-dir DIR   # only build the pure wheel into DIR
 
-``--wheel-dir`` is for machines without network (tools/gpu_check.sh carries the wheel there).
+``--wheel-dir`` is for machines without network (tools/bench/gpu_check.sh carries the wheel there).
 """
 import argparse
 import base64

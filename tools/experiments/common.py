@@ -103,7 +103,7 @@ def one_thread():
 def make_data(root, num_categories=4):
     """{"train", "val", "train_images", "val_images"}: the synthetic split, made once.
 
-    4 shapes: ``root/data`` (the set of tools/benchmark_training.py: 400 / 60 images, seed 0).
+    4 shapes: ``root/data`` (the set of tools/bench/benchmark_training.py: 400 / 60 images, seed 0).
     6 shapes: ``root/data6`` (same sizes and seed, star and cross added)."""
     folder = os.path.join(root, "data" if num_categories == 4 else f"data{num_categories}")
     paths = {"train": os.path.join(folder, "train.json"), "val": os.path.join(folder, "val.json")}

@@ -3,7 +3,7 @@ authors' demo (scikit-image labelling and ``regionprops`` per cluster and per fr
 
 Not used by the pipeline: it is the oracle the vectorised ``instances.discover_instances`` is
 tested against (tests/test_pseudo_instances.py) and the baseline
-``tools/benchmark_discovery.py`` times it against.
+``tools/bench/benchmark_discovery.py`` times it against.
 """
 from __future__ import annotations
 

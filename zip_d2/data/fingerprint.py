@@ -2,7 +2,7 @@
 
 A fingerprint is ``{"size": bytes, "sha256": hex}`` of a file's content (``sha256sum FILE``
 prints the same digest). SHA-256 because it is in every Python and hardware-accelerated on
-current x86 and ARM CPUs (1.7 GB/s measured here, tools/benchmark_fingerprint.py), so it costs
+current x86 and ARM CPUs (1.7 GB/s measured here, tools/bench/benchmark_fingerprint.py), so it costs
 little next to decoding an image; the size is a free first check and tells a reader a truncated
 copy at a glance.
 """

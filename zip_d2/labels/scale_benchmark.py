@@ -11,7 +11,7 @@ characters; one image in 1000 is recorded as skipped.
 
 ``run_step(name, folder)`` runs one bookkeeping step on such a folder as the project runs it
 (resume scan of one rank, merge tool, validate tool, training load, end of a resumed job);
-``tools/benchmark_scale.py`` runs each in a fresh process and measures it, the merge and
+``tools/bench/benchmark_scale.py`` runs each in a fresh process and measures it, the merge and
 validate steps as the user-facing tools themselves.
 """
 from __future__ import annotations

@@ -44,7 +44,7 @@ class DiscoveryParams(StageParams):
         (its box is about its own area), which then glues two touching objects into one
         instance; a strip 1-4 cells wide has radius <= 1, an object's own fragments far more.
         2 separates touching objects on constructed features without losing isolated ones
-        (``tools/benchmark_separation.py``). Fragments that are thin all along, such as
+        (``tools/bench/benchmark_separation.py``). Fragments that are thin all along, such as
         stripes of a striped object, are dropped too.
     """
 

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# The prepared GPU check (tools/gpu_check.py) for a machine with one GPU, Python 3.12 and torch
+# The prepared GPU check (tools/bench/gpu_check.py) for a machine with one GPU, Python 3.12 and torch
 # preinstalled, and no network; plus the step that prepares its wheels where PyPI is reachable.
 #
-#   bash tools/gpu_check.sh prepare   # here: the wheels zip_d2 needs there, into .whl/
+#   bash tools/bench/gpu_check.sh prepare   # here: the wheels zip_d2 needs there, into .whl/
 #                                     # (git-ignored, ~4 MiB), then checked (tags, one version
 #                                     # each, every requirement carried or in the GPU image)
-#   bash tools/gpu_check.sh [ARGS]    # there: installs .whl/ into a scratch folder (pip
+#   bash tools/bench/gpu_check.sh [ARGS]    # there: installs .whl/ into a scratch folder (pip
 #                                     # --no-index --target), runs the check within 8 minutes,
 #                                     # writes gpu_check.json and gpu_check.md to $OUT (or
-#                                     # work/gpu_check); ARGS go to tools/gpu_check.py
+#                                     # work/gpu_check); ARGS go to tools/bench/gpu_check.py
 #
 # What travels: the repository (zip_d2 runs from it through PYTHONPATH) and .whl/. The wheels
 # are pinned to the versions the CPU test suite runs with; detectron2 is the pure-Python wheel
 # tools/install_detectron2.py builds from the registry's sal-detectron2 (no compiled _C: RoIAlign
 # and NMS come from torchvision).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 WHEELS=${WHEELS:-.whl}
 
 case "${1:-}" in
@@ -33,7 +33,7 @@ case "${1:-}" in
     "$PY" -m pip wheel -q --no-deps -w "$WHEELS" fvcore==0.1.5.post20221221 \
       antlr4-python3-runtime==4.9.3
     "$PY" tools/install_detectron2.py --wheel-dir "$WHEELS"
-    PYTHONPATH="$PWD" "$PY" tools/gpu_check.py --check-wheels "$WHEELS"
+    PYTHONPATH="$PWD" "$PY" tools/bench/gpu_check.py --check-wheels "$WHEELS"
     ;;
   -h|--help|help)
     sed -n '2,17p' "$0"
@@ -42,7 +42,7 @@ case "${1:-}" in
     PY=${PYTHON:-python3}
     SITE=${SITE:-/tmp/zip_d2_site}
     if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-      echo "gpu_check.sh: no wheels in $WHEELS: run 'bash tools/gpu_check.sh prepare' where PyPI" \
+      echo "gpu_check.sh: no wheels in $WHEELS: run 'bash tools/bench/gpu_check.sh prepare' where PyPI" \
         "is reachable and carry $WHEELS along" >&2
       exit 2
     fi
@@ -51,6 +51,6 @@ case "${1:-}" in
     export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
     # 8 minutes in all: the check skips what no longer fits its budget, and the hard limit
     # keeps a hung run from eating the machine's time (the report is written section by section).
-    timeout 450 "$PY" tools/gpu_check.py --out-dir "${OUT:-work/gpu_check}" --budget-s 420 "$@"
+    timeout 450 "$PY" tools/bench/gpu_check.py --out-dir "${OUT:-work/gpu_check}" --budget-s 420 "$@"
     ;;
 esac

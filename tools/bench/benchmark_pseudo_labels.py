@@ -2,11 +2,11 @@
 """Measure the pseudo-label job: images/s end to end and time per stage, peak GPU memory.
 
 CPU, tiny random preset (what the tests use):
-    python tools/benchmark_pseudo_labels.py --config configs/pseudo/tiny_random.yaml
+    python tools/bench/benchmark_pseudo_labels.py --config configs/pseudo/tiny_random.yaml
 GPU, the paper's model sizes on COCO-sized (640x480) images; random weights where the machine
 cannot download them (the timing does not depend on the weights' values, only the number of
 detections does):
-    python tools/benchmark_pseudo_labels.py --config configs/pseudo/zip_paper.yaml \
+    python tools/bench/benchmark_pseudo_labels.py --config configs/pseudo/zip_paper.yaml \
         --random-weights --num-images 64 --workers 8 --batch-size 4
 
 Two passes over the same images, after a warm-up: (1) per stage, one image at a time, with the
@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections import defaultdict
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET_IMAGES_PER_S = 5.0
 TARGET_PEAK_GIB = 16.0
 

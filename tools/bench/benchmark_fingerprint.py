@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: what the content fingerprint costs the pseudo-label job, per image.
 
-    python tools/benchmark_fingerprint.py [--out work/bench_fingerprint] [--repeats 5]
+    python tools/bench/benchmark_fingerprint.py [--out work/bench_fingerprint] [--repeats 5]
 
 Writes two photo-like JPEGs (a 9000x6000 camera frame and a 640x480 COCO-sized image: smooth
 structure plus sensor-like noise, quality 92, so the files are as large as real photos), then

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: CPU training of the slim synthetic Mask R-CNN, wall time and the AP it reaches.
 
-    python tools/benchmark_training.py --out work/bench_train [--max-iter 600]
+    python tools/bench/benchmark_training.py --out work/bench_train [--max-iter 600]
 
 Makes the synthetic dataset if missing (400 train / 60 val images, seed 0), trains
 configs/synthetic/mask_rcnn_R18_synthetic.yaml from scratch with tools/train_net.py, and prints
@@ -26,7 +26,7 @@ import time
 # Imported in main() after the arguments are parsed, so that --help imports no torch.
 torch = yaml = None
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs/synthetic/mask_rcnn_R18_synthetic.yaml")
 
 

@@ -13,7 +13,7 @@ Targets, printed as PASS/FAIL (exit status 1 on FAIL): no scene without touching
 a disc to the new rule, and discovery takes <= 20 ms on the 128x171 grid.
 
 Example:
-  python tools/benchmark_separation.py --seeds 8 --json work/separation.json
+  python tools/bench/benchmark_separation.py --seeds 8 --json work/separation.json
 """
 try:
     import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)

@@ -15,7 +15,7 @@ wall time swings by several x, so on CPU the verdict uses this process's CPU tim
 The acceptance check of issue 5 is the open-vocabulary head's overhead over the standard one
 (<= 5 %).
 
-    python tools/benchmark_heads.py --iters 20 --rounds 3
+    python tools/bench/benchmark_heads.py --iters 20 --rounds 3
 """
 try:
     import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)

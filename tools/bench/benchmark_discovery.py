@@ -11,8 +11,8 @@ Sections (--what, comma-separated):
              weights, stage by stage (weights cannot matter for timing).
 
 Examples:
-  python tools/benchmark_discovery.py                                  # CPU, discovery only
-  python tools/benchmark_discovery.py --device cuda --what discovery,kmeans,image \
+  python tools/bench/benchmark_discovery.py                                  # CPU, discovery only
+  python tools/bench/benchmark_discovery.py --device cuda --what discovery,kmeans,image \
       --config configs/pseudo/zip_paper.yaml --precision fp16
 """
 try:
@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _sync(device):

@@ -6,7 +6,7 @@ run stopped by its time limit keeps what it measured):
   environment       torch, CUDA, device, package versions, TF32 settings
   postprocess       mask NMS + boxes: the torch path on the GPU must keep exactly what the
                     CPU (run-length) path keeps, TF32 on or off; per-image CPU/GPU time at 64
-                    detections of 640x480 (tools/benchmark_cpu_per_image.py)
+                    detections of 640x480 (tools/bench/benchmark_cpu_per_image.py)
   kmeans            zip_d2.pseudo.clusters.kmeans at the paper's size (21,888 x 2048, K=20,
                     100 iterations) in fp32 / fp16 / bf16: time and agreement with fp32
   tiny_cuda_vs_cpu  the tiny preset's labels through the job on CUDA and on the CPU: same?
@@ -14,16 +14,16 @@ run stopped by its time limit keeps what it measured):
                     AMP, 20 iterations on synthetic 640x480 scenes: s/iteration, peak memory
   job               the paper preset (configs/pseudo/zip_paper.yaml) with RANDOM weights on
                     COCO-sized images through the pseudo-label job: images/s, per stage, peak
-                    memory (tools/benchmark_pseudo_labels.py)
+                    memory (tools/bench/benchmark_pseudo_labels.py)
 
-On the GPU machine (no network; the wheels travel in .whl/, see tools/gpu_check.sh):
-    bash tools/gpu_check.sh                 # report in $OUT/gpu_check.{json,md}
+On the GPU machine (no network; the wheels travel in .whl/, see tools/bench/gpu_check.sh):
+    bash tools/bench/gpu_check.sh                 # report in $OUT/gpu_check.{json,md}
 Here, the CPU-runnable parts in well under a minute (tiny preset, small images, 2 iterations;
 tests/test_gpu_check.py runs this):
-    python tools/gpu_check.py --dry-run --out-dir work/gpu_check_dry
+    python tools/bench/gpu_check.py --dry-run --out-dir work/gpu_check_dry
 Check a folder of wheels for that machine (one version each, cp312/pure tags, every requirement
 carried or among the GPU image's packages listed below, size):
-    python tools/gpu_check.py --check-wheels .whl
+    python tools/bench/gpu_check.py --check-wheels .whl
 """
 try:
     import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
@@ -44,7 +44,7 @@ import time
 import traceback
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(TOOLS)
+REPO = os.path.dirname(os.path.dirname(TOOLS))
 
 SECTIONS = ["environment", "postprocess", "kmeans", "tiny_cuda_vs_cpu", "train", "job"]
 # Rough seconds each section needs on an H100/H200 (model building included): a section is

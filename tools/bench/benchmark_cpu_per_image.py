@@ -7,13 +7,13 @@ boxes / formatting of the detections; a writer thread then turns them into COCO 
 This times those CPU stages at the paper preset's sizes on a constructed COCO-sized scene:
 
 - a 640x480 image: clustering grid 128x170 (short side 2048, stride 16), K=20 clusters from
-  constructed features (tools/benchmark_discovery.py's touching-ellipse scene), 5 classes with
+  constructed features (tools/bench/benchmark_discovery.py's touching-ellipse scene), 5 classes with
   activations on the 32x32 ViT grid, the paper's discovery thresholds;
 - 64 SAM-like masks at 640x480: 16 objects, each found 4 times (as when several classes or
   prompts land on one object: jittered copies and parts), so NMS has work to do.
 
-    python tools/benchmark_cpu_per_image.py                       # the CPU path (numpy masks)
-    python tools/benchmark_cpu_per_image.py --device cuda         # masks as CUDA tensors
+    python tools/bench/benchmark_cpu_per_image.py                       # the CPU path (numpy masks)
+    python tools/bench/benchmark_cpu_per_image.py --device cuda         # masks as CUDA tensors
 
 The target (issue 13): discovery + NMS + boxes + formatting <= 15 ms of the main thread's CPU
 time per image at 64 detections (wall time is printed beside it; on a shared machine it also
@@ -35,7 +35,7 @@ import statistics
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET_MS = 15.0
 
 

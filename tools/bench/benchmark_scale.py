@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: the pseudo-label bookkeeping (resume, merge, validation, training load) at scale.
 
-    python tools/benchmark_scale.py --images N [--keep DIR] [--json]
+    python tools/bench/benchmark_scale.py --images N [--keep DIR] [--json]
 
 Writes a finished 8-rank job of N synthetic images in the real format with the project's own
 writer code (``zip_d2.labels.scale_benchmark``: ~8 annotations of 300-600-character RLE per
@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
+TOOLS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tools/, above bench/
 STEPS = ("resume_scan", "merge", "validate", "training_load", "training_share", "end_of_job")
 
 

@@ -2,7 +2,8 @@
 """Benchmark: CPU training throughput of P processes x (cores / P) threads vs 1 process x cores
 threads, through tools/train_net.py --num-gpus (data-parallel CPU processes, gloo).
 
-    python tools/benchmark_multiprocess.py --out work/bench_multiprocess [--iters 60] [--repeats 3]
+    python tools/bench/benchmark_multiprocess.py --out work/bench_multiprocess \\
+        [--iters 60] [--repeats 3]
 
 Trains configs/synthetic/mask_rcnn_R18_synthetic.yaml (batch 4 in total, 128-px inputs) on the
 synthetic dataset (made if missing: 400 train / 60 val images, seed 0) for --iters iterations in
@@ -27,7 +28,7 @@ import statistics
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs/synthetic/mask_rcnn_R18_synthetic.yaml")
 SPEED = re.compile(r"Overall training speed: (\d+) iterations in \S+ \(([\d.]+) s / it\)")
 
