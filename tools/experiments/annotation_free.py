@@ -5,8 +5,9 @@ Sources (common.SOURCES): ground truth (the upper bound) and DISCOVERY-MADE labe
 k-means and discovery on constructed features, not CLIP, thinness rule; ``--sources`` also
 takes the paper rule and SIMULATED labels). Every detector is the synthetic config
 (configs/synthetic/mask_rcnn_R18_synthetic.yaml) from scratch (AdamW, LR 6e-4, batch 4,
-common.DETECTOR_ITERS iterations); pseudo-label runs use DropLoss (CutLER's round 0). Scored: box and mask AP on the 300 held-out test scenes, and each
-label file's own AP against the 400 train images' ground truth. The discovery-made detectors
+common.DETECTOR_ITERS iterations); pseudo-label runs use DropLoss (CutLER's round 0).
+Scored: box and mask AP on the 300 held-out test scenes, and each label file's own AP against
+the 400 train images' ground truth. The discovery-made detectors
 are experiment 3's pseudo-label starts.
 
     python tools/experiments/annotation_free.py      # records: docs/experiments/records/e1/
