@@ -13,7 +13,10 @@ ground-truth COCO file (the synthetic scenes of :mod:`zip_d2.data.synthetic`):
    project's k-means (K = 20, the demo's uniform seeding);
 3. for each class in the image, its activation is the fraction of each cell its ground-truth
    masks cover, blurred and min-max normalised, and its region is Zip's threshold,
-   activation > 0.7 x mean (:func:`~zip_d2.data.constructed_features.class_activation`);
+   activation > 0.7 x mean (:func:`~zip_d2.data.constructed_features.class_activation`).
+   The class of each object is the ground truth's, or, with a :class:`NoisyNamer`, the class
+   a noisy classifier over class embeddings gives it (naming without the ground truth's
+   classes, as CLIP names Zip's regions);
 4. the project's discovery (:func:`zip_d2.pseudo.instances.discover_instances`) turns fragments
    into instances, with the paper's rule or with the thinness rule (``min_inscribed_radius``);
    its settings are :class:`~zip_d2.pseudo.instances.DiscoveryParams`, which
@@ -49,8 +52,8 @@ from .instances import DiscoveryParams, discover_instances, grid_masks_to_image,
 from .masks import mask_nms
 from .params import setting
 
-__all__ = ["DISCOVERY_LABEL", "DiscoveryLabelParams", "grid_labels", "discover_image",
-           "discovery_pseudo_labels", "write_discovery_pseudo_labels"]
+__all__ = ["DISCOVERY_LABEL", "DiscoveryLabelParams", "NoisyNamer", "grid_labels",
+           "discover_image", "discovery_pseudo_labels", "write_discovery_pseudo_labels"]
 
 # How every file and every result made by this module is labelled.
 DISCOVERY_LABEL = "discovery-made, constructed features"
@@ -91,6 +94,31 @@ class DiscoveryLabelParams(DiscoveryParams):
         if self.min_inscribed_radius > 0:
             return f"thinness rule (inscribed radius >= {self.min_inscribed_radius:g} cells)"
         return "paper rule (bbox/area < 3)"
+
+
+@dataclass(frozen=True)
+class NoisyNamer:
+    """Names objects as a zero-shot classifier would: the object's "image embedding" is its true
+    class's embedding plus Gaussian noise (``noise`` per dimension), and its name is the class
+    whose embedding is nearest by cosine.
+
+    ``embeddings``: {category id: (D,) unit vector} of every class that occurs (the true side);
+    ``vocabulary``: the category ids a name is chosen from (default: all of them)."""
+
+    embeddings: dict
+    noise: float
+    vocabulary: Tuple[int, ...] = ()
+
+    def __call__(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        classes = np.asarray(classes, np.int64)
+        if not len(classes):
+            return classes
+        vocab = np.array(self.vocabulary or sorted(self.embeddings), np.int64)
+        text = np.stack([np.asarray(self.embeddings[int(c)], np.float64) for c in vocab])
+        seen = np.stack([np.asarray(self.embeddings[int(c)], np.float64) for c in classes])
+        seen = seen + self.noise * rng.standard_normal(seen.shape)
+        cosine = (seen / np.linalg.norm(seen, axis=1, keepdims=True)) @ text.T
+        return vocab[cosine.argmax(axis=1)]
 
 
 def grid_labels(label_map: np.ndarray, grid_hw: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -159,20 +187,24 @@ def discover_image(instance_map: np.ndarray, instance_class: np.ndarray,
 
 
 def discovery_pseudo_labels(gt: dict, params: DiscoveryLabelParams = DiscoveryLabelParams(),
-                            seed: int = 0, source: str = "") -> dict:
+                            seed: int = 0, source: str = "", namer: NoisyNamer = None) -> dict:
     """Discovery-made pseudo-labels for every image of a ground-truth COCO instances dict.
 
     Image ``i``'s features come from ``numpy.random.default_rng([seed, image id])``, so a label
     does not depend on which other images are in the file. Crowd annotations are not objects.
     Returns COCO instances data: the same images and categories, annotations with RLE masks and
     a ``score``, and ``info`` naming the source (``DISCOVERY_LABEL``), the rule, every parameter,
-    the seed and ``source``.
+    the seed and ``source``. With ``namer``, each object's class is the one ``namer`` gives it
+    (its own random stream, ``[seed, image id, 1]``), and ``info["naming"]`` holds the noise and
+    the confusion {true class name: {given name: objects}}.
     """
     by_image = {}
     for ann in gt["annotations"]:
         if not ann.get("iscrowd", 0):
             by_image.setdefault(ann["image_id"], []).append(ann)
     annotations = []
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    confusion = {}
     for img in gt["images"]:
         h, w = img["height"], img["width"]
         anns = sorted(by_image.get(img["id"], []), key=lambda a: a["id"])
@@ -180,6 +212,12 @@ def discovery_pseudo_labels(gt: dict, params: DiscoveryLabelParams = DiscoveryLa
         for i, ann in enumerate(anns, 1):  # later annotations win where masks overlap
             instance_map[segmentation_to_mask(ann["segmentation"], h, w)] = i
         instance_class = np.array([0] + [a["category_id"] for a in anns], np.int64)
+        if namer is not None:
+            given = namer(instance_class[1:], np.random.default_rng([seed, int(img["id"]), 1]))
+            for true, name in zip(instance_class[1:], given):
+                row = confusion.setdefault(names[int(true)], {})
+                row[names[int(name)]] = row.get(names[int(name)], 0) + 1
+            instance_class[1:] = given
         rng = np.random.default_rng([seed, int(img["id"])])
         masks, classes, scores = discover_image(instance_map, instance_class, params, rng)
         for mask, cat, score in zip(masks, classes, scores):
@@ -195,17 +233,25 @@ def discovery_pseudo_labels(gt: dict, params: DiscoveryLabelParams = DiscoveryLa
         "discovery": {"rule": params.rule, "params": asdict(params), "seed": seed,
                       "source": source},
     }
+    if namer is not None:
+        info["description"] = info["description"].replace(
+            "class regions from blurred ground-truth masks",
+            "classes named by a noisy classifier over class embeddings, class regions from the "
+            "blurred masks of the objects so named")
+        info["naming"] = {"noise": namer.noise,
+                          "vocabulary": [names[c] for c in namer.vocabulary or sorted(names)],
+                          "confusion": confusion}
     return {"info": info, "images": list(gt["images"]), "annotations": annotations,
             "categories": list(gt["categories"])}
 
 
 def write_discovery_pseudo_labels(gt_json: str, out_json: str,
                                   params: DiscoveryLabelParams = DiscoveryLabelParams(),
-                                  seed: int = 0) -> dict:
+                                  seed: int = 0, namer: NoisyNamer = None) -> dict:
     """Read ``gt_json``, make discovery-made labels, validate, write ``out_json`` atomically."""
     refuse_overwriting_inputs({"--out": out_json}, {"--gt": gt_json})
     data = discovery_pseudo_labels(load_json(gt_json), params, seed,
-                                   source=os.path.abspath(gt_json))
+                                   source=os.path.abspath(gt_json), namer=namer)
     problems = validate_coco(data, check_segmentations=True)
     if problems:
         raise DatasetError(f"discovery-made labels are invalid: {problems[0]}")
