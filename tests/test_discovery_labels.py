@@ -133,3 +133,34 @@ def test_impossible_settings_are_refused_before_any_work(synthetic_dataset, tmp_
     assert res.stderr.strip().splitlines()[-1] == ("make_discovery_labels.py: error: stride "
                                                    "must be >= 1, got 0")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_noisy_namer_names_by_the_nearest_embedding_within_its_vocabulary():
+    from zip_d2.pseudo.discovery_labels import NoisyNamer
+    emb = {1: np.array([1.0, 0, 0]), 2: np.array([0, 1.0, 0]), 3: np.array([0.6, 0.8, 0])}
+    classes = np.array([1, 2, 3, 3, 1])
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(NoisyNamer(emb, 0.0)(classes, rng), classes)
+    # Without class 3 in the vocabulary, its objects take the nearest other name (2).
+    np.testing.assert_array_equal(NoisyNamer(emb, 0.0, (1, 2))(classes, rng), [1, 2, 2, 2, 1])
+    many = np.repeat([1, 2, 3], 300)
+    named = NoisyNamer(emb, 0.5)(many, np.random.default_rng(1))
+    wrong = named != many
+    assert 0.05 < wrong.mean() < 0.6 and set(named) <= {1, 2, 3}
+    assert (named == NoisyNamer(emb, 0.5)(many, np.random.default_rng(1))).all()
+
+
+def test_named_labels_record_the_confusion_of_every_object(synthetic_dataset):
+    from zip_d2.pseudo.discovery_labels import NoisyNamer
+    gt = load_json(synthetic_dataset["val"])
+    ids = [c["id"] for c in gt["categories"]]
+    namer = NoisyNamer({i: np.eye(len(ids))[k] for k, i in enumerate(ids)}, 0.6)
+    data = discovery_pseudo_labels(gt, seed=0, namer=namer)
+    confusion = data["info"]["naming"]["confusion"]
+    names = {c["name"] for c in gt["categories"]}
+    assert set(confusion) <= names and all(set(row) <= names for row in confusion.values())
+    objects = sum(1 for a in gt["annotations"] if not a.get("iscrowd", 0))
+    assert sum(sum(row.values()) for row in confusion.values()) == objects
+    assert sum(row.get(true, 0) for true, row in confusion.items()) < objects  # some misnamed
+    assert "noisy classifier" in data["info"]["description"]
+    assert not validate_coco(data, check_segmentations=True)

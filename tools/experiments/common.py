@@ -71,20 +71,12 @@ SOURCES = {
     "disc_paper": f"{DISCOVERY_LABEL}, paper rule",
     "disc_new": f"{DISCOVERY_LABEL}, thinness rule (radius >= 2)",
 }
-# The same, short enough for a figure's axis.
-SHORT_NAMES = {
-    "gt": "ground truth",
-    "simulated": "SIMULATED",
-    "disc_paper": "discovery-made\n(constructed features)\npaper rule",
-    "disc_new": "discovery-made\n(constructed features)\nthinness rule",
-}
 THINNESS_RADIUS = 2.0  # the zip_plus preset's DISCOVERY.MIN_INSCRIBED_RADIUS
 # Experiment 2's labeller: every label right (no merges, rims, blobs or wrong classes), half the
 # objects missing: high precision, low recall, the regime where self-training can add objects.
 PRECISE = SimulationParams(merge_prob=0.0, miss_prob=0.5, boundary_prob=0.0,
                            spurious_per_image=0.0, flip_prob=0.0)
 SOURCES["sim_precise"] = "SIMULATED, precise: no wrong labels, half the objects missing"
-SHORT_NAMES["sim_precise"] = "SIMULATED precise\n(recall 0.5)"
 
 
 def experiment_parser(doc, iters, iters_what="training iterations"):
@@ -341,9 +333,3 @@ class Records:
             finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
         write_json_atomic(record, self.path(experiment, run), indent=1)
         print(f"[{experiment}/{run}] " + json.dumps(record), flush=True)
-
-
-def mean_spread(values):
-    """(mean, half range) of a list of numbers; the spread of one value is 0."""
-    values = np.asarray(values, np.float64)
-    return float(values.mean()), float((values.max() - values.min()) / 2)

@@ -1,304 +1,427 @@
 #!/usr/bin/env python
-"""Tables (markdown, printed) and one figure per experiment (PNG) from the stored results.
+"""Every table and figure of docs/EXPERIMENTS_RESULTS.md, from the run records alone.
 
-Reads ROOT/results/e{1,2,3,4}/*.json as written by the experiment scripts; an experiment without
-results is left out. Every number is the mean over seeds ± half their range, with each seed's
-value in brackets. Pseudo-label sources are named as common.SOURCES names them.
+Reads RECORDS/e{1,2,3,4}/*.json (tools/experiments/*.py write them; common.Records). The claims
+below are those of docs/experiments/PREREGISTRATION.md, with its thresholds and its rule: per
+seed, the difference of two arms (paired: they share the seed); its mean and 95 % Student-t
+interval; **shown** when the interval lies on the expected side of the threshold, **opposite**
+when it lies on the other side, **not shown** when it holds the threshold; fewer seeds than
+pre-registered: **incomplete**.
 
-    python tools/experiments/report.py --root work/exp15 --figures docs/figures
+The document holds the tables between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``:
+
+    python tools/experiments/report.py                      # print every table
+    python tools/experiments/report.py --write --figures docs/figures   # fill the doc, draw
+    python tools/experiments/report.py --check              # exit 1 if the doc differs
+
+``--check`` needs no training and no torch: it recomputes every table from the records and
+compares them with the document, line by line.
 """
-import zip_d2.quiet  # noqa: F401  (first: silences known third-party noise at import)
-
-# isort: split
 import argparse
 import glob
+import json
+import math
 import os
-from collections import defaultdict
+import re
+import sys
 
-import common
-import matplotlib
+import numpy as np
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-import numpy as np  # noqa: E402
-
-FOOTER = ("\nSynthetic shapes, CPU. Discovery-made = zip_d2's discovery on CONSTRUCTED features "
-          "(not CLIP); SIMULATED = degraded ground truth. Bars: mean; dots: seeds.")
-
-
-def load(root, experiment):
-    return [common.load_json(p) for p in sorted(glob.glob(
-        os.path.join(root, "results", experiment, "*.json")))]
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECORDS = os.path.join(REPO, "docs", "experiments", "records")
+DOC = os.path.join(REPO, "docs", "EXPERIMENTS_RESULTS.md")
+SEEDS = 4  # pre-registered seeds per arm
+BLOCK = re.compile(r"(<!-- report:(\w+) -->\n)(.*?)(<!-- /report:\2 -->)", re.S)
 
 
-def cell(values):
-    """'mean ± half-range (seed values)'."""
-    if not values:
-        return "—"
-    m, s = common.mean_spread(values)
-    seeds = ", ".join(f"{v:.1f}" for v in values)
-    return f"{m:.1f} ± {s:.1f} ({seeds})"
+def load_records(folder):
+    """{experiment: {run: record}}."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "e*", "*.json"))):
+        with open(path) as f:
+            record = json.load(f)
+        out.setdefault(record["experiment"], {})[record["run"]] = record
+    return out
+
+
+def by_seed(runs, prefix, value):
+    """{seed: value(record)} of the runs named ``<prefix>_s<seed>``."""
+    out = {}
+    for name, record in runs.items():
+        m = re.fullmatch(re.escape(prefix) + r"_s(\d+)", name)
+        if m:
+            out[int(m.group(1))] = value(record)
+    return out
+
+
+def paired(a, b, op="diff"):
+    """Per-seed a - b (or a / b) over the seeds both have: (seeds, values)."""
+    seeds = sorted(set(a) & set(b))
+    if op == "ratio":
+        return seeds, [a[s] / b[s] if b[s] else math.nan for s in seeds]
+    return seeds, [a[s] - b[s] for s in seeds]
+
+
+def interval(values):
+    """(mean, low, high) of the 95 % t interval; low = high = mean for one value."""
+    v = np.asarray(values, np.float64)
+    if v.size < 2:
+        return float(v.mean()), float(v.mean()), float(v.mean())
+    half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+def verdict(values, threshold, side=">"):
+    if len(values) < SEEDS:
+        return f"incomplete ({len(values)} of {SEEDS} seeds)"
+    _, low, high = interval(values)
+    above, below = low > threshold, high < threshold
+    if (above and side == ">") or (below and side == "<"):
+        return "shown"
+    if above or below:
+        return "opposite"
+    return "not shown"
+
+
+def fmt(x, digits=1):
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
-def bars(ax, groups, series, title, ylabel):
-    """Grouped bars of means with each seed as a dot; series = {label: [values per group]}."""
-    width = 0.8 / max(len(series), 1)
-    x = np.arange(len(groups))
-    for i, (label, per_group) in enumerate(series.items()):
-        pos = x - 0.4 + width * (i + 0.5)
-        means = [np.mean(v) if v else np.nan for v in per_group]
-        ax.bar(pos, means, width, label=label)
-        for p, v in zip(pos, per_group):
-            ax.plot([p] * len(v), v, "k.", ms=4)
-    ax.set_xticks(x, groups, fontsize=7)
-    ax.set_title(title, fontsize=9)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
+def box50(record):
+    return record["test"]["box"]["AP50"]
 
 
-def by_key(records, key):
-    out = defaultdict(list)
-    for r in sorted(records, key=lambda r: r["seed"]):
-        out[r[key]].append(r)
-    return out
+def mask50(record):
+    return record["test"]["mask"]["AP50"]
 
 
-def experiment1(root, fig_dir):
-    records = load(root, "e1")
-    runs = by_key([r for r in records if "val" in r], "source")
-    labels = by_key([r for r in records if "vs_train_gt" in r], "source")
-    if not runs and not labels:
-        return None
-    order = [s for s in common.SOURCES if s in runs or s in labels]
-    rows = []
-    for s in order:
-        lab = labels.get(s, [])
-        det = runs.get(s, [])
-        rows.append([common.SOURCES[s], ", ".join(str(r["seed"]) for r in det or lab),
-                     cell([r["vs_train_gt"]["mask"]["AP50"] for r in lab]) if lab else "100",
-                     cell([r["vs_train_gt"]["mask"]["AP"] for r in lab]) if lab else "100",
-                     cell([r["val"]["box"]["AP50"] for r in det]),
-                     cell([r["val"]["box"]["AP"] for r in det]),
-                     cell([r["val"]["mask"]["AP50"] for r in det]),
-                     cell([r["val"]["mask"]["AP"] for r in det])])
-    text = table(["labels (source)", "seeds", "labels: mask AP50 (train GT)",
-                  "labels: mask AP", "detector: box AP50 (val)", "box AP", "mask AP50",
-                  "mask AP"], rows)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-    names = [common.SHORT_NAMES[s] for s in order]
-    bars(axes[0], names, {
-        "labels vs train GT": [[r["vs_train_gt"]["mask"]["AP50"] for r in labels.get(s, [])]
-                               for s in order],
-        "detector on val": [[r["val"]["mask"]["AP50"] for r in runs.get(s, [])] for s in order],
-    }, "Mask AP50", "AP50 (%)")
-    bars(axes[1], names, {
-        "detector box AP50": [[r["val"]["box"]["AP50"] for r in runs.get(s, [])] for s in order],
-        "detector box AP": [[r["val"]["box"]["AP"] for r in runs.get(s, [])] for s in order],
-    }, "Detector on val (600 it.)", "%")
-    fig.suptitle("Experiment 1: Mask R-CNN trained on each label source. " + FOOTER, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(fig_dir, "exp1_annotation_free.png"), dpi=110)
-    plt.close(fig)
-    return text
+def ov(key):
+    return lambda record: record["test_generalised_box"][key]
 
 
-def experiment2(root, fig_dir):
-    records = load(root, "e2")
-    if not records:
-        return None
-    text = []
-    for source, recs in by_key(records, "source").items():
-        seeds = ", ".join(str(r["seed"]) for r in recs)
+class Report:
+    """The claims, tables and figures of one set of records."""
+
+    def __init__(self, records):
+        self.r = records
+        self.claims = []  # dicts: id, text, expected, seeds, values, threshold, side, digits
+
+    def runs(self, experiment):
+        return self.r.get(experiment, {})
+
+    def claim(self, cid, text, expected, a, b, threshold=0.0, side=">", op="diff", digits=1,
+              figure=None):
+        seeds, values = paired(a, b, op)
+        c = dict(id=cid, text=text, expected=expected, seeds=seeds, values=values,
+                 threshold=threshold, side=side, digits=digits, figure=figure,
+                 verdict=verdict(values, threshold, side) if values else "not run")
+        self.claims.append(c)
+        return c
+
+    # ----- experiment 1
+    def e1(self):
+        runs = self.runs("e1")
+        gt, disc = by_seed(runs, "gt", box50), by_seed(runs, "disc_new", box50)
+        self.claim("C1a", "ground truth above discovery-made labels (test box AP50, gt - disc)",
+                   "shown, +10 to +35", gt, disc, figure="e1")
+        self.claim("C1b", "discovery-made detector reaches half of the ground-truth one "
+                   "(box AP50 ratio disc / gt, threshold 0.5)", "0.5 to 0.8 (either way)",
+                   disc, gt, threshold=0.5, op="ratio", digits=2, figure="e1")
+        seeds = sorted(set(gt) | set(disc))
+        gtm, discm = by_seed(runs, "gt", mask50), by_seed(runs, "disc_new", mask50)
+        labels = by_seed(runs, "labels_disc_new", lambda r: r["vs_train_gt"])
+        rows = [[s, fmt(gt.get(s)), fmt(disc.get(s)), fmt(gtm.get(s)), fmt(discm.get(s)),
+                 fmt(labels[s]["box"]["AP50"]) if s in labels else "—",
+                 fmt(labels[s]["mask"]["AP50"]) if s in labels else "—",
+                 labels[s]["num_labels"] if s in labels else "—"] for s in seeds]
+        return table(["seed", "gt box AP50", "disc box AP50", "gt mask AP50", "disc mask AP50",
+                      "labels box AP50 (train)", "labels mask AP50 (train)", "labels"], rows)
+
+    # ----- experiment 2
+    def e2(self):
+        runs = self.runs("e2")
+        pre = by_seed(runs, "round0", lambda r: r["precondition"])
         rows = []
-        for arm, key in (("round 0 (experiment 1's detector)", "round0_val"),
-                         (f"round 1 (CutLER rule, t = {recs[0]['threshold']})", "round1_val"),
-                         ("control: round 0 + same iterations on round-0 labels",
-                          "control_val")):
-            rows.append([arm, seeds] + [cell([r[key][t][m] for r in recs])
-                                        for t in ("box", "mask") for m in ("AP50", "AP")])
-        text.append(f"Detectors ({common.SOURCES[source]}), scored on val; round 1 and control "
-                    f"train {recs[0]['round_iterations']} iterations from round 0:\n")
-        text.append(table(["detector", "seeds", "box AP50", "box AP", "mask AP50", "mask AP"],
-                          rows))
-        lrows = [[name, seeds] + [cell([r[key][t][m] for r in recs])
-                                  for t in ("box", "mask") for m in ("AP50", "AP")]
-                 for name, key in (("round-0 labels", "round0_labels_vs_train_gt"),
-                                   ("round-1 labels", "round1_labels_vs_train_gt"))]
-        text.append("\nLabels, scored against the train ground truth:\n")
-        text.append(table(["labels", "seeds", "box AP50", "box AP", "mask AP50", "mask AP"],
-                          lrows))
-        prow = [[str(r["seed"]), str(r["predictions_on_train"]["predictions"]),
-                 str(r["predictions_on_train"][">=0.5"]), str(r["predictions_on_train"][">=0.7"]),
-                 str(r["predictions_on_train"]["max"]), str(r["merge"]["predictions_kept"]),
-                 str(r["merge"]["old_kept"]), str(r["merge"]["old_replaced"])] for r in recs]
-        text.append("\nRound-0 predictions on the 400 train images and the merge:\n")
-        text.append(table(["seed", "predictions", ">= 0.5", ">= 0.7 (passed)", "max score",
-                           "kept as labels", "old labels kept", "old labels replaced"], prow))
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        arms = ["round 0", "round 1", "control"]
-        bars(axes[0], arms, {m: [[r[k]["box"][m] for r in recs] for k in
-                                 ("round0_val", "round1_val", "control_val")]
-                             for m in ("AP50", "AP")}, "Detectors: box AP on val", "%")
-        bars(axes[1], ["round-0 labels", "round-1 labels"],
-             {m: [[r[k]["mask"][m] for r in recs] for k in
-                  ("round0_labels_vs_train_gt", "round1_labels_vs_train_gt")]
-              for m in ("AP50", "AP")}, "Labels: mask AP vs train GT", "%")
-        fig.suptitle(f"Experiment 2: self-training, {common.SOURCES[source]}. " + FOOTER,
-                     fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(fig_dir, f"exp2_self_training_{source}.png"), dpi=110)
-        plt.close(fig)
-    return "\n".join(text)
+        for s, p in sorted(pre.items()):
+            missed = p["label_missed_objects"]
+            rows.append([s, fmt(p["labels_vs_train_gt"]["recall"], 3),
+                         fmt(p["detector_vs_train_gt"]["recall"], 3),
+                         fmt(p["detector_vs_train_gt"]["precision"], 3),
+                         f"{p['label_missed_found_by_detector']} / {missed}",
+                         fmt(p["label_missed_found_by_detector"] / max(missed, 1), 3)])
+        found = [p["label_missed_found_by_detector"] / max(p["label_missed_objects"], 1)
+                 for p in pre.values()]
+        precision = [p["detector_vs_train_gt"]["precision"] for p in pre.values()]
+        met = bool(found) and np.mean(found) >= 0.2 and np.mean(precision) >= 0.8
+        self.precondition = {"found": np.mean(found) if found else math.nan,
+                             "precision": np.mean(precision) if precision else math.nan,
+                             "met": met, "n": len(found)}
+        pre_table = table(["seed", "labels recall", "detector recall (score >= 0.7)",
+                           "detector precision", "label-missed objects found",
+                           "share found"], rows)
+        r0_recall = by_seed(runs, "round0",
+                            lambda r: r["precondition"]["labels_vs_train_gt"]["recall"])
+        r1 = by_seed(runs, "round1", lambda r: r["round1_labels_vs_train_gt"])
+        self.claim("C2a", "round-1 labels recall above round-0 labels recall (train)",
+                   "shown (at precision >= 0.9)", {s: v["recall"] for s, v in r1.items()},
+                   r0_recall, digits=3, figure="e2")
+        r1_precision = [v["precision"] for v in r1.values()]
+        if len(r1_precision) >= SEEDS and np.mean(r1_precision) < 0.9:
+            self.claims[-1]["verdict"] = (f"not shown (precision {np.mean(r1_precision):.3f} "
+                                          "< 0.9)")
+        c = self.claim("C2b", "round 1 above the control (test mask AP50, round1 - control)",
+                       "shown, +1 to +6 (if P2 holds)", by_seed(runs, "round1", mask50),
+                       by_seed(runs, "control", mask50), figure="e2")
+        if len(found) >= SEEDS and not met:
+            c["verdict"] = "not tested (P2 not met)"
+        rows = []
+        for s in sorted(set(pre) | set(r1)):
+            def get(prefix, fn, s=s):
+                rec = runs.get(f"{prefix}_s{s}")
+                return fmt(fn(rec)) if rec else "—"
+            merge = runs.get(f"round1_s{s}", {}).get("merge", {})
+            rows.append([s, get("round0", box50), get("round1", box50), get("control", box50),
+                         get("round0", mask50), get("round1", mask50), get("control", mask50),
+                         merge.get("predictions_kept", "—"), merge.get("old_kept", "—"),
+                         merge.get("old_replaced", "—"),
+                         fmt(r1[s]["recall"], 3) if s in r1 else "—",
+                         fmt(r1[s]["precision"], 3) if s in r1 else "—"])
+        rounds_table = table(["seed", "round 0 box", "round 1 box", "control box",
+                              "round 0 mask", "round 1 mask", "control mask",
+                              "predictions kept", "old labels kept", "old labels replaced",
+                              "round-1 labels recall", "round-1 labels precision"], rows)
+        return pre_table, rounds_table
 
+    # ----- experiment 3
+    def e3(self):
+        runs = self.runs("e3")
+        arms = {arm: by_seed(runs, f"{arm}_5pct", box50) for arm in ("pseudo", "shuffled",
+                                                                        "scratch")}
+        self.claim("C3a", "pseudo-label start above scratch with as many iterations "
+                   "(test box AP50, pseudo - scratch)", "shown, +5 to +25", arms["pseudo"],
+                   arms["scratch"], figure="e3")
+        self.claim("C3b", "pseudo-label start above the shuffled-label start "
+                   "(test box AP50, pseudo - shuffled)", "shown, +3 to +20", arms["pseudo"],
+                   arms["shuffled"], figure="e3")
+        starts = by_seed(runs, "shuffled_start", box50)
+        masks = {arm: by_seed(runs, f"{arm}_5pct", mask50) for arm in arms}
+        seeds = sorted(set().union(*arms.values(), starts))
+        rows = [[s] + [fmt(arms[a].get(s)) for a in arms] + [fmt(masks[a].get(s)) for a in arms]
+                + [fmt(starts.get(s))] for s in seeds]
+        return table(["seed", "pseudo box", "shuffled box", "scratch box", "pseudo mask",
+                      "shuffled mask", "scratch mask", "shuffled start before finetuning "
+                      "(box)"], rows)
 
-def experiment3(root, fig_dir):
-    records = load(root, "e3")
-    if not records:
-        return None
-    groups = defaultdict(list)
-    for r in sorted(records, key=lambda r: r["seed"]):
-        groups[(r["percent"], r["start"])].append(r)
-    percents = sorted({p for p, _ in groups})
-    starts = [s for s in ("self_trained", "control", "round0", "scratch")
-              if any(k[1] == s for k in groups)]
-    names = {"self_trained": "self-trained (round 1)", "round0": "round 0",
-             "scratch": "scratch", "control": "control (added after)"}
-    rows = []
-    for p in percents:
-        for s in starts:
-            recs = groups.get((p, s), [])
-            if not recs:
+    # ----- experiment 4
+    def e4(self):
+        runs = self.runs("e4")
+        novel = {arm: by_seed(runs, arm, ov("AP50-novel"))
+                 for arm in ("ov_base", "ov_free", "ov_free_base")}
+        base = {arm: by_seed(runs, arm, ov("AP50-base")) for arm in novel}
+        self.claim("C4a", "annotation-free (named among 6) above base ground truth on novel "
+                   "classes (novel AP50, ov_free - ov_base)", "shown, +5 to +25",
+                   novel["ov_free"], novel["ov_base"], figure="e4")
+        self.claim("C4b", "naming the novel classes is what helps (novel AP50, ov_free - "
+                   "ov_free_base)", "shown", novel["ov_free"], novel["ov_free_base"],
+                   figure="e4")
+        self.claim("C4c", "exploratory: annotation-free vs ground truth on base classes "
+                   "(base AP50, ov_free_base - ov_base)", "negative", base["ov_free_base"],
+                   base["ov_base"], side="<", figure="e4")
+        seeds = sorted(set().union(*novel.values()))
+        rows = [[s] + [f"{fmt(base[a].get(s))} / {fmt(novel[a].get(s))}" for a in novel]
+                for s in seeds]
+        arms_table = table(["seed", "ov_base base / novel", "ov_free base / novel",
+                            "ov_free_base base / novel"], rows)
+        ob = base["ov_base"]
+        median = float(np.median(list(ob.values()))) if ob else math.nan
+        collapsed = sorted(s for s, v in ob.items() if v < median / 2)
+        self.collapse = (collapsed, len(ob), median)
+        confusion, labels = {}, by_seed(runs, "labels", lambda r: r["confusion"])
+        for conf in labels.values():
+            for true, row in conf.items():
+                for name, n in row.items():
+                    confusion.setdefault(true, {}).setdefault(name, 0)
+                    confusion[true][name] += n
+        names = ["circle", "square", "triangle", "hexagon", "star", "cross"]
+        rows = []
+        for true in names:
+            row = confusion.get(true, {})
+            total = sum(row.values())
+            rows.append([true] + [row.get(n, 0) for n in names]
+                        + [fmt(row.get(true, 0) / total, 3) if total else "—"])
+        conf_table = table(["true \\ named"] + names + ["accuracy"], rows)
+        return arms_table, conf_table, len(labels)
+
+    # ----- summary and compute
+    def summary(self):
+        rows = []
+        for c in self.claims:
+            if c["values"]:
+                mean, low, high = interval(c["values"])
+                d = c["digits"]
+                measured = (f"{fmt(mean, d)} [{fmt(low, d)}, {fmt(high, d)}], "
+                            f"n = {len(c['values'])}")
+            else:
+                measured = "—"
+            rows.append([c["id"], c["text"], c["expected"], measured,
+                         f"{c['side']} {c['threshold']:g}", c["verdict"]])
+        p = self.precondition
+        rows.insert([c["id"] for c in self.claims].index("C2a"), [
+            "P2", "precondition: round-0 detector (score >= 0.7) finds >= 20 % of the objects "
+            "its labels miss, precision >= 0.8", "met",
+            f"found {fmt(p['found'], 3)}, precision {fmt(p['precision'], 3)}, n = {p['n']}",
+            ">= 0.2, >= 0.8",
+            ("met" if p["met"] else "not met") if p["n"] >= SEEDS
+            else f"incomplete ({p['n']} of {SEEDS} seeds)"])
+        collapsed, n, median = self.collapse
+        rows.append(["E4d", "exploratory: base-annotated seeds whose base AP50 is below half "
+                     "the median", "some", f"{len(collapsed)} of {n} (median {fmt(median)})",
+                     "—", "seeds " + ", ".join(map(str, collapsed)) if collapsed else "none"])
+        return table(["claim", "what", "expected (pre-registered)",
+                      "measured: mean [95 % CI], seeds", "threshold", "verdict"], rows)
+
+    def compute(self):
+        rows, total = [], {"iters": 0, "train": 0.0, "wall": 0.0, "cpu": 0.0}
+        for exp in ("e1", "e2", "e3", "e4"):
+            runs = list(self.runs(exp).values())
+            if not runs:
                 continue
-            rows.append([f"{p:g} %", names[s], ", ".join(str(r["seed"]) for r in recs),
-                         "/".join(str(r["num_images"]) for r in recs)]
-                        + [cell([r["val"][t][m] for r in recs])
-                           for t in ("box", "mask") for m in ("AP50", "AP")])
-    text = table(["labels", "start", "seeds", "images", "box AP50", "box AP", "mask AP50",
-                  "mask AP"], rows)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, metric in zip(axes, ("AP50", "AP")):
-        for s in starts:
-            xs = [p for p in percents if (p, s) in groups]
-            vals = [[r["val"]["box"][metric] for r in groups[(p, s)]] for p in xs]
-            means = [np.mean(v) for v in vals]
-            lo = [m - min(v) for m, v in zip(means, vals)]
-            hi = [max(v) - m for m, v in zip(means, vals)]
-            ax.errorbar(xs, means, yerr=[lo, hi], marker="o", capsize=3, label=names[s])
-        for label, value, style in start_lines(root, records[0], metric):
-            ax.axhline(value, ls=style, lw=0.8, color="gray")
-            ax.text(percents[0], value, label, fontsize=6, va="bottom", color="gray")
-        ax.set_xscale("log")
-        ax.set_xticks(percents, [f"{p:g}%" for p in percents])
-        ax.set_xlabel("ground truth used (% of 400 train images)")
-        ax.set_ylabel(f"box {metric} on val (%)")
-        ax.legend(fontsize=7)
-    src = records[0].get("start_trained_on", "")
-    fig.suptitle(f"Experiment 3: label-efficient finetuning, same schedule; starts trained on "
-                 f"{src}. Lines: starts before finetuning."
-                 + FOOTER, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(fig_dir, "exp3_label_efficient.png"), dpi=110)
-    plt.close(fig)
-    return text
+            iters = sum(r.get("iterations", 0) or 0 for r in runs)
+            train = sum(r.get("train_seconds") or 0 for r in runs)
+            wall = sum(r["wall_seconds"] for r in runs)
+            cpu = sum(r["cpu_seconds"] for r in runs)
+            loads = [x for r in runs for x in (r["load_average_start"][0],
+                                               r["load_average_end"][0])]
+            commits = sorted({r["commit"][:7] + ("+changes" if r["dirty"] else "")
+                              for r in runs})
+            threads = sorted({str(r["torch_threads"]) for r in runs})
+            rows.append([exp, len(runs), iters, f"{train / 60:.0f}", f"{wall / 60:.0f}",
+                         f"{cpu / 3600:.2f}", f"{min(loads):.1f}-{max(loads):.1f}",
+                         ", ".join(threads), ", ".join(commits)])
+            for k, v in zip(("iters", "train", "wall", "cpu"), (iters, train, wall, cpu)):
+                total[k] += v
+        rows.append(["all", sum(r[1] for r in rows), total["iters"],
+                     f"{total['train'] / 60:.0f}", f"{total['wall'] / 60:.0f}",
+                     f"{total['cpu'] / 3600:.2f}", "", "", ""])
+        return table(["experiment", "records", "training iterations", "training min",
+                      "wall min", "CPU h", "load (1-min)", "torch threads", "commits"], rows)
+
+    def blocks(self):
+        e1 = self.e1()
+        e2_pre, e2_rounds = self.e2()
+        e3 = self.e3()
+        e4_arms, e4_conf, n_label_files = self.e4()
+        return {"summary": self.summary(), "e1": e1, "e2_precondition": e2_pre,
+                "e2_rounds": e2_rounds, "e3": e3, "e4_arms": e4_arms,
+                "e4_confusion": e4_conf + f"\n\nSummed over {n_label_files} label files "
+                                          "(one per seed).", "compute": self.compute()}
+
+    def figures(self, folder):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        os.makedirs(folder, exist_ok=True)
+        for exp in ("e1", "e2", "e3", "e4"):
+            claims = [c for c in self.claims if c["figure"] == exp and c["values"]]
+            if not claims:
+                continue
+            fig, axes = plt.subplots(1, len(claims), figsize=(3.6 * len(claims), 3.4),
+                                     squeeze=False)
+            for ax, c in zip(axes[0], claims):
+                x = np.arange(len(c["values"]))
+                ax.plot(x, c["values"], "ko", ms=5, label="one seed (paired difference)"
+                        if c["id"] != "C1b" else "one seed (ratio)")
+                mean, low, high = interval(c["values"])
+                ax.errorbar([len(x) + 0.5], [mean], yerr=[[mean - low], [high - mean]],
+                            fmt="s", color="tab:blue", capsize=4, label="mean, 95 % t interval")
+                ax.axhline(c["threshold"], color="tab:red", ls="--",
+                           label=f"pre-registered threshold {c['threshold']:g}")
+                ax.set_xticks(list(x) + [len(x) + 0.5],
+                              [f"s{s}" for s in c["seeds"]] + ["mean"], fontsize=7)
+                ax.set_title(f"{c['id']}: {c['verdict']}", fontsize=9)
+                ax.set_ylabel("ratio" if c["id"] == "C1b" else "difference (AP points)",
+                              fontsize=8)
+                ax.legend(fontsize=6, loc="best")
+            fig.suptitle(f"Experiment {exp[1]} (synthetic shapes; no real CLIP or SAM)",
+                         fontsize=9)
+            fig.tight_layout()
+            fig.savefig(os.path.join(folder, f"exp23_{exp}.png"), dpi=110)
+            plt.close(fig)
 
 
-def start_lines(root, record, metric):
-    """(label, mean box ``metric`` on val, line style) of experiment 3's pseudo-label starts
-    before finetuning: experiment 1's round-0 and experiment 2's round-1 detectors."""
-    source = next((k for k, v in common.SOURCES.items() if v == record["start_trained_on"]), None)
-    out = []
-    e1 = [r["val"]["box"][metric] for r in load(root, "e1") if r.get("source") == source
-          and "val" in r]
-    e2 = [r["round1_val"]["box"][metric] for r in load(root, "e2") if r.get("source") == source]
-    if e1:
-        out.append(("round 0, no finetuning", float(np.mean(e1)), "--"))
-    if e2:
-        out.append(("self-trained, no finetuning", float(np.mean(e2)), ":"))
-    return out
+def fill(doc_text, blocks):
+    def sub(m):
+        name = m.group(2)
+        if name not in blocks:
+            raise SystemExit(f"report: the document has a block {name!r} the report does not "
+                             f"make; known: {sorted(blocks)}")
+        return m.group(1) + blocks[name] + "\n" + m.group(4)
+    return BLOCK.sub(sub, doc_text)
 
 
-SHAPES6 = ("circle", "square", "triangle", "hexagon", "star", "cross")  # category ids 1-6
-
-
-def predicted_classes(root, records, min_score=0.3):
-    """Which class each run's val detections (score >= min_score) were given, against the
-    val objects per class: where the detections of a generalised evaluation went."""
-    val = common.load_json(os.path.join(root, "d2_datasets", "coco", "annotations",
-                                        "instances_val2017_ov_all.json"))
-    objects = defaultdict(int)
-    for a in val["annotations"]:
-        objects[a["category_id"]] += 1
-    rows = [["val objects", "—"] + [str(objects[i]) for i in range(1, 7)]]
-    for r in sorted(records, key=lambda r: (r["run"], r["seed"])):
-        found = glob.glob(os.path.join(os.path.dirname(r["checkpoint"]), "eval_ov_coco",
-                                       "inference", "*", "coco_instances_results.json"))
-        if not found:
+def check(doc_path, blocks):
+    """Problems (one line each) where the document's blocks differ from the records'."""
+    with open(doc_path) as f:
+        text = f.read()
+    found = {m.group(2): m.group(3) for m in BLOCK.finditer(text)}
+    problems = [f"{doc_path}: no block {name!r} (<!-- report:{name} -->)"
+                for name in blocks if name not in found]
+    for name, body in found.items():
+        want = blocks.get(name)
+        if want is None:
+            problems.append(f"{doc_path}: block {name!r} is not made by the report")
             continue
-        given = defaultdict(int)
-        for d in common.load_json(found[0]):
-            if d["score"] >= min_score:
-                given[d["category_id"]] += 1
-        rows.append([r["run"], str(r["seed"])] + [str(given[i]) for i in range(1, 7)])
-    return (f"Val detections with score >= {min_score} by the class they were given "
-            "(star and cross are novel):\n\n"
-            + table(["run", "seed"] + list(SHAPES6), rows))
-
-
-def experiment4(root, fig_dir):
-    records = load(root, "e4")
-    if not records:
-        return None
-    runs = by_key(records, "run")
-    order = [r for r in ("closed_all", "ov_base", "ov_free") if r in runs]
-    keys = ("AP50-base", "AP50-novel", "AP50-all")
-    rows = [[name, runs[name][0]["trained_on"], ", ".join(str(r["seed"]) for r in runs[name])]
-            + [cell([r["val_generalised_box"][k] for r in runs[name]]) for k in keys]
-            for name in order]
-    text = table(["run", "trained on", "seeds", "AP50 base", "AP50 novel", "AP50 all"], rows)
-    text += "\n\n" + predicted_classes(root, records)
-    fig, ax = plt.subplots(figsize=(9, 4))
-    bars(ax, order, {k: [[r["val_generalised_box"][k] for r in runs[n]] for n in order]
-                     for k in keys},
-         "Generalised box AP50 on val (6 classes scored together), via tools/train_net.py",
-         "AP50 (%)")
-    fig.suptitle("Experiment 4: novel classes (star, cross). Open-vocabulary heads score "
-                 "CONSTRUCTED attribute embeddings, not CLIP. " + FOOTER, fontsize=6)
-    fig.tight_layout()
-    fig.savefig(os.path.join(fig_dir, "exp4_open_vocab.png"), dpi=110)
-    plt.close(fig)
-    return text
-
-
-def compute(root):
-    """Training seconds per experiment, summed over every run directory's metrics.json."""
-    return {e: round(sum(common.training_seconds(p) for p in glob.glob(
-        os.path.join(root, "runs", e, "**", "metrics.json"), recursive=True)))
-        for e in ("e1", "e2", "e3", "e4")}
+        have_lines, want_lines = body.rstrip("\n").split("\n"), want.split("\n")
+        for i, (h, w) in enumerate(zip(have_lines, want_lines)):
+            if h != w:
+                problems.append(f"{doc_path}: block {name!r} line {i + 1}: the document says "
+                                f"{h!r}, the records give {w!r}")
+                break
+        else:
+            if len(have_lines) != len(want_lines):
+                problems.append(f"{doc_path}: block {name!r} has {len(have_lines)} lines, the "
+                                f"records give {len(want_lines)}")
+    return problems
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="work/exp15")
-    parser.add_argument("--figures", default="docs/figures", help="where the PNGs go")
+    parser.add_argument("--records", default=RECORDS)
+    parser.add_argument("--doc", default=DOC)
+    parser.add_argument("--write", action="store_true", help="fill the document's blocks")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if any block of the document differs from the records")
+    parser.add_argument("--figures", help="folder for the figures (PNG)")
     args = parser.parse_args()
-    root = os.path.abspath(args.root)
-    os.makedirs(args.figures, exist_ok=True)
-    for title, fn in (("1. Annotation-free detector", experiment1),
-                      ("2. Self-training", experiment2),
-                      ("3. Label-efficient finetuning", experiment3),
-                      ("4. Novel classes (open-vocabulary split)", experiment4)):
-        text = fn(root, args.figures)
-        print(f"### {title}\n\n{text if text else '(no results yet)'}\n")
-    seconds = compute(root)
-    print("training time per experiment (detectron2 iteration times, CPU, 1 thread): "
-          + ", ".join(f"{e} {v / 60:.0f} min" for e, v in seconds.items())
-          + f"; total {sum(seconds.values()) / 3600:.1f} h")
+    records = load_records(args.records)
+    if not records:
+        sys.exit(f"report: no records in {args.records}")
+    report = Report(records)
+    blocks = report.blocks()
+    if args.check:
+        problems = check(args.doc, blocks)
+        for p in problems:
+            print(p)
+        n = sum(len(v) for v in records.values())
+        print(f"report --check: {len(blocks)} blocks from {n} records: "
+              + ("the document matches" if not problems else f"{len(problems)} differ"))
+        sys.exit(1 if problems else 0)
+    if args.write:
+        with open(args.doc) as f:
+            text = f.read()
+        with open(args.doc, "w") as f:
+            f.write(fill(text, blocks))
+    else:
+        for name, body in blocks.items():
+            print(f"## {name}\n{body}\n")
+    if args.figures:
+        report.figures(args.figures)
 
 
 if __name__ == "__main__":
