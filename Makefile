@@ -12,7 +12,7 @@ WORK ?= work
 ARGS ?=
 OPTS ?=
 
-.PHONY: setup lint test demo smoke train-synthetic chain gpu-wheels clean
+.PHONY: setup lint test demo smoke train-synthetic chain experiments gpu-wheels clean
 
 setup: $(STAMP)
 
@@ -72,6 +72,14 @@ train-synthetic: setup $(WORK)/synthetic/val.json
 # OPTS go to every training and evaluation step.
 chain: setup
 	PY=$(PY) WORK=$(WORK)/chain OPTS="$(OPTS)" bash tools/whole_chain.sh
+
+# Every experiment of docs/EXPERIMENTS_RESULTS.md (about 3.5 CPU hours), then its tables and
+# figures from the run records (tools/experiments/run_all.sh). A finished run's record is never
+# redone: to reproduce from scratch, give a new folder, make experiments RECORDS=work/my_records,
+# and `git diff docs/` shows every number that moved.
+RECORDS ?= docs/experiments/records
+experiments: setup
+	PY=$(PY) ROOT=$(WORK)/exp23 RECORDS=$(RECORDS) bash tools/experiments/run_all.sh
 
 # Wheels for the prepared GPU check on a machine without network (tools/bench/gpu_check.sh).
 gpu-wheels: setup
