@@ -132,7 +132,7 @@ def draw_instances(image: np.ndarray, masks: Sequence[Optional[np.ndarray]], box
     vis = Visualizer(big, metadata=None, scale=1.0, instance_mode=ColorMode.IMAGE)
     # Detectron2 sizes label text (0.6-1x) and box lines (1/4) from this; its own default,
     # sqrt(H * W) / 90 px, is unreadable on all but the largest pictures.
-    vis._default_font_size = unit
+    vis._default_font_size = unit * 0.75
     out = vis.output
     if order:
         enlarged = [None if m is None else
