@@ -146,7 +146,7 @@ def _train_net_cli(argv, monkeypatch):
     def no_launch(*args, **kwargs):
         raise AssertionError("refused before any worker starts")
 
-    monkeypatch.setattr(tool, "launch", no_launch)
+    monkeypatch.setattr("zip_d2.engine.train_net.launch", no_launch)
     return tool.cli([str(a) for a in argv])
 
 

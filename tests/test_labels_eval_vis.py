@@ -173,8 +173,8 @@ def test_ground_truth_is_drawn_beside_the_labels_and_without_a_score(tmp_path):
     alone = np.asarray(Image.open(tmp_path / "alone" / "00000001.jpg"))
     both = np.asarray(Image.open(tmp_path / "both" / "00000001.jpg"))
     assert both.shape[1] > 2 * alone.shape[1]  # two panels side by side
-    assert _label("cat", {"category_id": 8}) == "cat"  # ground truth: no fake "1.00"
-    assert _label("cat", {"category_id": 8, "score": 0.5}) == "cat 0.50"
+    assert _label("cat", None) == "cat"  # ground truth: no fake "1.00"
+    assert _label("cat", 0.5) == "cat 0.50"
     # A ground-truth file drawn on its own is not called pseudo-labels.
     page = open(write_overlays(gt, str(root), str(tmp_path / "gt"), num=1)).read()
     assert "<h1>Labels (no scores)" in page and "Pseudo-labels" not in page

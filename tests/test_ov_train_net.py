@@ -254,4 +254,8 @@ def test_demo_runs_every_frame_of_a_video_and_writes_a_video(trained, synthetic_
         if not ok:
             break
         got.append(frame)
-    assert len(got) == 3 and got[0].shape == frames[0].shape
+    # Drawn as the pseudo-label overlays are: enlarged for display, a legend below.
+    from zip_d2.labels.visualize import display_factor
+
+    assert len(got) == 3 and len({f.shape for f in got}) == 1
+    assert got[0].shape[1] == width * display_factor(height, width) and got[0].shape[0] > height

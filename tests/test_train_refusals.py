@@ -28,7 +28,8 @@ def _no_launch(*args, **kwargs):
 def _refused(tool_name, argv, monkeypatch, capsys):
     """The tool's one-line error (asserting exit status 2, nothing launched)."""
     tool = load_tool(tool_name)
-    monkeypatch.setattr(tool, "launch", _no_launch)
+    library = {"train_net": "zip_d2.engine.train_net", "self_train": "zip_d2.selftrain.launch"}
+    monkeypatch.setattr(f"{library[tool_name]}.launch", _no_launch)
     entry = tool.cli if tool_name == "train_net" else tool.main
     rc = entry([str(a) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()

@@ -47,7 +47,7 @@ def _no_launch(*args, **kwargs):
 
 def _train_net_error(argv, monkeypatch, capsys):
     tool = load_tool("train_net")
-    monkeypatch.setattr(tool, "launch", _no_launch)
+    monkeypatch.setattr("zip_d2.engine.train_net.launch", _no_launch)
     rc = tool.cli([str(a) for a in argv])
     captured = capsys.readouterr()
     assert rc == 2 and captured.out == "", captured.out[-2000:]
@@ -163,7 +163,7 @@ def test_self_train_from_a_given_checkpoint_does_not_need_round_0_weights(
 def test_a_missing_dataset_is_reported_as_such_not_as_a_vocabulary_problem(
         synthetic_dataset, tmp_path, monkeypatch, capsys):
     tool = load_tool("train_net")
-    monkeypatch.setattr(tool, "launch", _no_launch)
+    monkeypatch.setattr("zip_d2.engine.train_net.launch", _no_launch)
     missing = tmp_path / "gone.json"
     rc = tool.cli(["--config-file", SYNTHETIC_OV, "--register-dataset", "pf4_train", str(missing),
                    os.path.join(synthetic_dataset["root"], "train"),

@@ -27,12 +27,6 @@ except ModuleNotFoundError as e:  # not zip_d2's Python (e.g. the system one): s
 import argparse
 import sys
 
-from detectron2.data.detection_utils import read_image
-
-import zip_d2.modeling  # noqa: F401  (registers zip_d2's heads and proposal generators)
-from zip_d2.config import SetupError
-from zip_d2.engine.demo import Demo, collect_inputs, demo_cfg, output_paths, vocabulary_spec
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,31 +58,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        vocabulary = vocabulary_spec(args.vocabulary, args.custom_vocabulary)
-        inputs = collect_inputs(args.input)
-        destination = output_paths(args.output, inputs)
-        cfg, names = demo_cfg(args.config_file, list(args.opts) + list(args.flag_opts),
-                              weights=args.weights, vocabulary=vocabulary,
-                              embeddings=args.embeddings,
-                              device="cpu" if args.cpu else args.device,
-                              confidence_threshold=args.confidence_threshold)
-        demo = Demo(cfg, names)
-        for path in inputs.images:
-            out = destination(path)
-            instances = demo.run_on_image(read_image(path, format="BGR"), out)
-            found = demo.describe(instances)
-            print(f"demo: {path}{' -> ' + out if out else ''}: {len(instances)} detections"
-                  f"{': ' + found if found else ''}")
-        for path in inputs.videos:
-            out = destination(path)
-            counts = [len(instances) for _, instances in demo.run_on_video(path, out)]
-            print(f"demo: {path}{' -> ' + out if out else ''}: {len(counts)} frames, "
-                  f"{sum(counts)} detections")
-    except SetupError as e:
-        print(f"demo: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    # torch and detectron2 load only now: --help and argument errors answer without them.
+    from zip_d2.engine.demo import run_demo
+    return run_demo(args)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,7 @@ import argparse
 import sys
 from dataclasses import fields
 
-from zip_d2.data.validate import DatasetError
-from zip_d2.pseudo.discovery_labels import (
-    DISCOVERY_LABEL,
-    DiscoveryLabelParams,
-    write_discovery_pseudo_labels,
-)
+from zip_d2.pseudo.discovery_label_params import DISCOVERY_LABEL, DiscoveryLabelParams
 
 
 def main(argv=None):
@@ -44,6 +39,10 @@ def main(argv=None):
                                          for f in fields(DiscoveryLabelParams)})
     except ValueError as e:
         p.error(str(e))
+    # torch loads only now: --help and argument errors answer without it.
+    from zip_d2.data.validate import DatasetError
+    from zip_d2.pseudo.discovery_labels import write_discovery_pseudo_labels
+
     try:
         data = write_discovery_pseudo_labels(args.gt, args.out, params, seed=args.seed)
     except (DatasetError, ValueError, OSError) as e:

@@ -11,6 +11,7 @@ means the same as ``--vocabulary a,b,c``, and ``--custom_vocabulary`` alone impl
 import glob
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -18,11 +19,11 @@ import cv2
 import numpy as np
 import torch
 
-from detectron2.data.catalog import Metadata
-
+from .. import modeling  # noqa: F401  (registers zip_d2's heads and proposal generators)
 from ..config import SetupError, setup_cfg
 from ..data.paths import OverwriteError, refuse_overwriting_inputs
 from ..labels.images import IMAGE_EXTENSIONS, list_image_paths
+from ..labels.visualize import draw_instances
 from ..modeling.vocabulary import uses_open_vocab_heads
 from ..models import MissingWeightsError
 from ..text import TextEmbeddings, load_vocabulary, looks_like_path
@@ -30,7 +31,7 @@ from .class_names import checkpoint_class_names, head_class_names, match_names, 
 from .setup import check_weights, inference_cfg
 
 __all__ = ["VIDEO_EXTENSIONS", "vocabulary_spec", "demo_cfg", "DemoInputs", "collect_inputs",
-           "output_paths", "Demo"]
+           "output_paths", "Demo", "run_demo"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 # OpenCV codec per output container (both ship with opencv-python-headless).
@@ -219,12 +220,13 @@ def output_paths(output: Optional[str], inputs: DemoInputs) -> Callable[[str], O
 
 
 class Demo:
-    """A DefaultPredictor and detectron2's visualizers around a demo config.
+    """A DefaultPredictor around a demo config, and the drawing of its detections.
 
     ``run_on_image`` takes an (H, W, 3) uint8 BGR image; ``run_on_video`` a video file, whose
-    frames go through the same predictor and, with an output path, are drawn (colours kept
-    per instance by detectron2's VideoVisualizer) into a video written by OpenCV at the
-    input's frame rate and size.
+    frames go through the same predictor and, with an output path, are drawn (one colour per
+    class) into a video written by OpenCV at the input's frame rate. Drawings are the
+    pseudo-label overlays' (:meth:`draw`): small inputs enlarged, so a drawn video can be
+    larger than its input.
     """
 
     def __init__(self, cfg, class_names):
@@ -234,8 +236,6 @@ class Demo:
             self.predictor = DefaultPredictor(cfg)
         except (ValueError, MissingWeightsError) as e:  # the heads' one-line config errors
             raise SetupError(str(e)) from None
-        # Not registered in MetadataCatalog: two demos in one process may differ in classes.
-        self.metadata = Metadata(name="zip_d2_demo", thing_classes=list(class_names))
         self.class_names = list(class_names)
         # The model's classes (its test vocabulary, or those its checkpoint records) to
         # class_names, by name; detections of other classes are not shown.
@@ -243,46 +243,47 @@ class Demo:
                        or checkpoint_class_names(cfg.MODEL.WEIGHTS))
         self.index = match_names(model_names, class_names, cfg.MODEL.WEIGHTS, "--vocabulary",
                                  cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+        # A vocabulary embedded by a random-weight CLIP: the class names it gives are noise.
+        ov = cfg.MODEL.ROI_BOX_HEAD.OPEN_VOCAB
+        random_clip = uses_open_vocab_heads(cfg) and ov.RANDOM_WEIGHTS
+        self.stamp = "RANDOM-WEIGHT CLIP: class names are noise" if random_clip else ""
 
     def describe(self, instances) -> str:
         return ", ".join(f"{self.class_names[c]} {s:.2f}" for c, s in
                          zip(instances.pred_classes.tolist(), instances.scores.tolist()))
 
+    def draw(self, image_bgr: np.ndarray, instances, legend: bool = False) -> np.ndarray:
+        """(H', W', 3) uint8 RGB: ``instances`` over the image, drawn as the pseudo-label
+        overlays are (:func:`zip_d2.labels.visualize.draw_instances`: enlarged for display,
+        text labels on the best-scored, a legend, random-weight runs stamped). ``legend``: list
+        every class of the vocabulary, so that all frames of a video have one size."""
+        masks = (list(instances.pred_masks.numpy()) if instances.has("pred_masks")
+                 else [None] * len(instances))
+        return draw_instances(image_bgr[:, :, ::-1], masks, instances.pred_boxes.tensor.numpy(),
+                              instances.pred_classes.tolist(), dict(enumerate(self.class_names)),
+                              scores=instances.scores.tolist(), stamp=self.stamp,
+                              legend_classes=range(len(self.class_names)) if legend else None,
+                              empty="no detections")
+
     @torch.no_grad()
     def run_on_image(self, image_bgr: np.ndarray, out_path: Optional[str] = None):
-        """Instances on the CPU; the drawing saved to ``out_path`` when given."""
-        from detectron2.utils.visualizer import ColorMode, Visualizer
-
+        """Instances on the CPU; the drawing (:meth:`draw`) saved to ``out_path`` when given."""
         instances = remap_instances(self.predictor(image_bgr)["instances"].to("cpu"), self.index)
         if out_path:
             os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-            vis = Visualizer(image_bgr[:, :, ::-1], self.metadata, instance_mode=ColorMode.IMAGE)
-            vis.draw_instance_predictions(instances).save(out_path)
+            cv2.imwrite(out_path, np.ascontiguousarray(self.draw(image_bgr, instances)[:, :, ::-1]))
         return instances
 
     @torch.no_grad()
     def run_on_video(self, path: str, out_path: Optional[str] = None):
-        """Yield (frame index, instances) for every frame; write the drawn video to
-        ``out_path`` (codec from its extension) when given. SetupError if it cannot be read."""
-        from detectron2.utils.video_visualizer import VideoVisualizer
-        from detectron2.utils.visualizer import ColorMode
-
+        """Yield (frame index, instances) for every frame; write the drawn video (:meth:`draw`,
+        every class in the legend: one frame size) to ``out_path`` (codec from its extension)
+        at the input's frame rate when given. SetupError if it cannot be read or written."""
         capture = cv2.VideoCapture(path)
         if not capture.isOpened():
             raise SetupError(f"cannot read video {path}")
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        writer = visualizer = None
-        if out_path:
-            os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-            ext = os.path.splitext(out_path)[1].lower()
-            writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*_FOURCC.get(ext, "mp4v")),
-                                     fps, (width, height))
-            if not writer.isOpened():
-                capture.release()
-                raise SetupError(f"OpenCV cannot write video {out_path}")
-            visualizer = VideoVisualizer(self.metadata, ColorMode.IMAGE)
+        writer = None
         try:
             index = 0
             while True:
@@ -291,12 +292,56 @@ class Demo:
                     break
                 instances = remap_instances(self.predictor(frame)["instances"].to("cpu"),
                                             self.index)
-                if writer is not None:
-                    drawn = visualizer.draw_instance_predictions(frame[:, :, ::-1], instances)
-                    writer.write(np.ascontiguousarray(drawn.get_image()[:, :, ::-1]))
+                if out_path:
+                    drawn = self.draw(frame, instances, legend=True)[:, :, ::-1]
+                    drawn = np.ascontiguousarray(drawn)
+                    if writer is None:
+                        writer = _video_writer(out_path, fps, drawn.shape[1], drawn.shape[0])
+                    writer.write(drawn)
                 yield index, instances
                 index += 1
         finally:
             capture.release()
             if writer is not None:
                 writer.release()
+
+
+def _video_writer(out_path: str, fps: float, width: int, height: int):
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    ext = os.path.splitext(out_path)[1].lower()
+    writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*_FOURCC.get(ext, "mp4v")), fps,
+                             (width, height))
+    if not writer.isOpened():
+        raise SetupError(f"OpenCV cannot write video {out_path}")
+    return writer
+
+def run_demo(args) -> int:
+    """tools/demo.py once its arguments are parsed: every input through one :class:`Demo`, a
+    line per input on stdout. Returns the exit status (2 after a one-line error on stderr)."""
+    from detectron2.data.detection_utils import read_image
+
+    try:
+        vocabulary = vocabulary_spec(args.vocabulary, args.custom_vocabulary)
+        inputs = collect_inputs(args.input)
+        destination = output_paths(args.output, inputs)
+        cfg, names = demo_cfg(args.config_file, list(args.opts) + list(args.flag_opts),
+                              weights=args.weights, vocabulary=vocabulary,
+                              embeddings=args.embeddings,
+                              device="cpu" if args.cpu else args.device,
+                              confidence_threshold=args.confidence_threshold)
+        demo = Demo(cfg, names)
+        for path in inputs.images:
+            out = destination(path)
+            instances = demo.run_on_image(read_image(path, format="BGR"), out)
+            found = demo.describe(instances)
+            print(f"demo: {path}{' -> ' + out if out else ''}: {len(instances)} detections"
+                  f"{': ' + found if found else ''}")
+        for path in inputs.videos:
+            out = destination(path)
+            counts = [len(instances) for _, instances in demo.run_on_video(path, out)]
+            print(f"demo: {path}{' -> ' + out if out else ''}: {len(counts)} frames, "
+                  f"{sum(counts)} detections")
+    except SetupError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -20,35 +20,13 @@ import urllib.parse
 
 import torch
 
-from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
 
 from ..config import SetupError
 
-__all__ = ["add_launch_arguments", "check_launch", "ddp_device_ids", "run_on_main",
-           "set_cpu_threads", "LAUNCH_HELP"]
+__all__ = ["check_launch", "ddp_device_ids", "run_on_main", "set_cpu_threads"]
 
 logger = logging.getLogger(__name__)
-
-LAUNCH_HELP = """\
-Processes: --num-gpus N starts N processes on this machine (detectron2's flag name). With
-MODEL.DEVICE cuda each takes one GPU (NCCL); on a machine without a GPU, with MODEL.DEVICE cpu,
-each is a CPU replica (gloo) with cores // N threads (OMP_NUM_THREADS overrides). The total
-batch SOLVER.IMS_PER_BATCH is split between the processes. Several machines: --num-machines,
---machine-rank and the same --dist-url tcp://HOST:PORT on every machine; --dist-url auto picks
-a free port on one machine.
-"""
-
-
-def add_launch_arguments(parser):
-    """Detectron2's launch flags (``--num-gpus``, ``--num-machines``, ``--machine-rank``,
-    ``--dist-url``) with detectron2's own defaults, on any argparse parser."""
-    d2 = {a.dest: a for a in default_argument_parser()._actions}
-    for flag, dest in (("--num-gpus", "num_gpus"), ("--num-machines", "num_machines"),
-                       ("--machine-rank", "machine_rank"), ("--dist-url", "dist_url")):
-        action = d2[dest]
-        parser.add_argument(flag, type=action.type, default=action.default, help=action.help)
-    return parser
 
 
 def check_launch(cfg, num_gpus, num_machines=1, machine_rank=0, dist_url="auto", train=True):

@@ -1,5 +1,5 @@
-"""Pre-flight checks and command-line pieces shared by the training tools (the config
-itself is built by ``zip_d2.config.setup_cfg``)."""
+"""Pre-flight checks shared by the training tools (their flags are in :mod:`zip_d2.arguments`,
+the config itself is built by ``zip_d2.config.setup_cfg``)."""
 import os
 
 import torch
@@ -17,16 +17,6 @@ from .class_names import (
     training_class_names,
     weights_file,
 )
-
-
-def add_register_argument(parser):
-    """``--register-dataset NAME JSON IMAGE_ROOT`` (repeatable) on an argparse parser."""
-    parser.add_argument(
-        "--register-dataset", nargs=3, action="append", default=[],
-        metavar=("NAME", "JSON", "IMAGE_ROOT"),
-        help="register a COCO-format JSON as dataset NAME (repeatable); same as an entry "
-        "of ZIP.DATASETS.REGISTER",
-    )
 
 
 def required_weights(cfg, resume=False, model_weights=True):

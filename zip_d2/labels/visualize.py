@@ -7,7 +7,7 @@ import os
 import random
 import zlib
 from collections import defaultdict
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -55,22 +55,28 @@ def _class_color(category_id) -> tuple:
     return tuple(float(c) for c in color)
 
 
-def _label(name: str, ann: dict) -> str:
-    """"name 0.87" for a scored label; the bare name for ground truth (no fake score)."""
+def _label(name: str, score: Optional[float]) -> str:
+    """"name 0.87" for a scored instance; the bare name for ground truth (no fake score)."""
     # A "$" is escaped: matplotlib reads text between two of them as math, and fails on most.
     name = str(name).replace("$", r"\$")
-    return f"{name} {ann['score']:.2f}" if "score" in ann else name
+    return name if score is None else f"{name} {score:.2f}"
 
 
 def _strip(width: int, lines: List[tuple], unit: int) -> np.ndarray:
     """A white (N, width, 3) strip of text lines, each [(text, rgb in [0, 1] or None)...]."""
     import cv2
 
-    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, unit / 22, max(1, unit // 12)
+    font, thick = cv2.FONT_HERSHEY_SIMPLEX, max(1, unit // 12)
     line_h = int(unit * 1.5)
     strip = np.full((line_h * len(lines) + unit // 2, width, 3), 255, np.uint8)
     for row, parts in enumerate(lines):
         x, y = unit // 2, line_h * (row + 1) - unit // 3
+        # A line wider than the picture is written smaller (swatches keep their size).
+        scale = unit / 22
+        text_w = sum(cv2.getTextSize(t, font, scale, thick)[0][0] for t, _ in parts)
+        room = width - unit - sum(2 * unit if c is not None else unit for _, c in parts)
+        if text_w > room > 0:
+            scale *= room / text_w
         for text, color in parts:
             if color is not None:  # a colour swatch before the text
                 c = tuple(int(255 * v) for v in color)
@@ -81,64 +87,111 @@ def _strip(width: int, lines: List[tuple], unit: int) -> np.ndarray:
     return strip
 
 
-def draw_overlay(image: np.ndarray, annotations: List[dict], names: dict,
-                 score_thresh: float = 0.0, title: str = "", stamp: str = "",
-                 max_labels: int = MAX_LABELS) -> np.ndarray:
-    """(H', W', 3) uint8 RGB: ``image`` enlarged for display (:func:`display_factor`), its
-    masks and boxes in one colour per class, text labels ("name score"; ground truth without a
-    score) on the ``max_labels`` best-scored ones, then a legend (class, colour, count) below;
-    ``title`` above it and ``stamp`` (e.g. RANDOM WEIGHTS) in red across the picture's bottom."""
+def _stamp(picture: np.ndarray, stamp: str, unit: int) -> None:
+    """``stamp`` in white on a red band across the bottom of ``picture`` (in place; text labels
+    sit at the tops of their boxes), its font shrunk until it fits the width."""
     import cv2
 
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, unit / 22, max(1, unit // 10)
+    room = picture.shape[1] - unit
+    width = cv2.getTextSize(stamp, font, scale, thick)[0][0]
+    if width > room:
+        scale *= room / width
+    band = int(unit * 1.6)
+    picture[-band:] = (picture[-band:] * 0.3 + np.array([200, 0, 0]) * 0.7).astype(np.uint8)
+    cv2.putText(picture, stamp, (unit // 2, picture.shape[0] - unit // 2), font, scale,
+                (255, 255, 255), thick, cv2.LINE_AA)
+
+
+def draw_instances(image: np.ndarray, masks: Sequence[Optional[np.ndarray]], boxes: np.ndarray,
+                   classes: Sequence, names: dict, scores: Optional[Sequence[float]] = None,
+                   title: str = "", stamp: str = "", max_labels: int = MAX_LABELS,
+                   legend_classes: Optional[Sequence] = None, empty: str = "no labels"
+                   ) -> np.ndarray:
+    """The one drawing of instances over an image: pseudo-labels, ground truth, demo detections.
+
+    image: (H, W, 3) uint8 RGB; masks: N (H, W) bool arrays (or None for a box-only instance);
+    boxes: (N, 4) float XYXY in image pixels; classes: N class ids, named by ``names`` (id ->
+    name) and coloured one colour per class; scores: N floats, or None (ground truth: labels
+    without a score). Returns (H', W', 3) uint8 RGB: the image enlarged for display
+    (:func:`display_factor`), masks and boxes, text labels ("name score") on the ``max_labels``
+    best-scored instances, then a legend below (class, colour, count, and how many instances
+    carry no text label); ``title`` above and ``stamp`` (e.g. RANDOM WEIGHTS) in red across the
+    picture's bottom. Text and lines scale with the displayed size. ``legend_classes``: list
+    exactly these classes in the legend (count 0 included) and always keep its last line, so
+    that every picture of one image size has one size (video frames); ``empty``: the legend's
+    text when there is no instance.
+    """
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
     factor = display_factor(*image.shape[:2])
     big = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1) if factor > 1 else image
-    anns = sorted((a for a in annotations if a.get("score", 1.0) >= score_thresh),
-                  key=lambda a: -a.get("score", 1.0))
+    order = (sorted(range(len(classes)), key=lambda i: -scores[i]) if scores is not None
+             else list(range(len(classes))))
+    unit = max(12, min(big.shape[:2]) // 24)  # text height of the title, stamp and legend
     vis = Visualizer(big, metadata=None, scale=1.0, instance_mode=ColorMode.IMAGE)
+    # Detectron2 sizes label text (0.6-1x) and box lines (1/4) from this; its own default,
+    # sqrt(H * W) / 90 px, is unreadable on all but the largest pictures.
+    vis._default_font_size = unit * 0.75
     out = vis.output
-    if anns:
-        masks = []
-        for a in anns:
-            mask = segmentation_to_mask(a["segmentation"], *a["segmentation"]["size"])
-            masks.append(np.repeat(np.repeat(mask, factor, 0), factor, 1) if factor > 1 else mask)
-        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
-                         dtype=np.float64) * factor
-        colors = [_class_color(a["category_id"]) for a in anns]
-        labelled = min(max_labels, len(anns))
-        if len(anns) > labelled:  # the rest: masks and boxes only, drawn first (underneath)
-            vis.overlay_instances(masks=masks[labelled:], boxes=boxes[labelled:],
+    if order:
+        enlarged = [None if m is None else
+                    np.repeat(np.repeat(m, factor, 0), factor, 1) if factor > 1 else m
+                    for m in (masks[i] for i in order)]
+        drawn = None if any(m is None for m in enlarged) else enlarged
+        sorted_boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[order] * factor
+        colors = [_class_color(classes[i]) for i in order]
+        labels = [_label(names.get(classes[i], str(classes[i])),
+                         None if scores is None else scores[i]) for i in order]
+        labelled = min(max_labels, len(order))
+        if len(order) > labelled:  # the rest: masks and boxes only, drawn first (underneath)
+            vis.overlay_instances(masks=None if drawn is None else drawn[labelled:],
+                                  boxes=sorted_boxes[labelled:],
                                   assigned_colors=colors[labelled:], alpha=0.4)
-        out = vis.overlay_instances(
-            masks=masks[:labelled], boxes=boxes[:labelled], assigned_colors=colors[:labelled],
-            labels=[_label(names.get(a["category_id"], str(a["category_id"])), a)
-                    for a in anns[:labelled]], alpha=0.4)
+        out = vis.overlay_instances(masks=None if drawn is None else drawn[:labelled],
+                                    boxes=sorted_boxes[:labelled],
+                                    assigned_colors=colors[:labelled], labels=labels[:labelled],
+                                    alpha=0.4)
     picture = out.get_image()
-    unit = max(12, min(picture.shape[:2]) // 24)  # text height of the title, stamp and legend
     if stamp:
-        band = int(unit * 1.6)  # at the bottom: text labels sit at the tops of their boxes
-        picture[-band:] = (picture[-band:] * 0.3 + np.array([200, 0, 0]) * 0.7).astype(np.uint8)
-        cv2.putText(picture, stamp, (unit // 2, picture.shape[0] - unit // 2),
-                    cv2.FONT_HERSHEY_SIMPLEX, unit / 22, (255, 255, 255), max(1, unit // 10),
-                    cv2.LINE_AA)
+        _stamp(picture, stamp, unit)
     counts = defaultdict(int)
-    for a in anns:
-        counts[a["category_id"]] += 1
-    legend = [[(f"{names.get(c, str(c))} x{n}", _class_color(c))]
-              for c, n in sorted(counts.items(), key=lambda kv: -kv[1])]
-    if not anns:
-        legend = [[("no labels" + (f" scored >= {score_thresh}" if score_thresh else ""),
-                    None)]]
+    for c in classes:
+        counts[c] += 1
+    listed = (sorted(counts, key=lambda c: -counts[c]) if legend_classes is None
+              else list(legend_classes))
+    legend = [[(f"{names.get(c, str(c))} x{counts.get(c, 0)}", _class_color(c))]
+              for c in listed]
+    if not len(classes) and legend_classes is None:
+        legend = [[(empty, None)]]
     # Legend entries side by side while they fit, so a picture stays about as tall as wide.
     per_row = max(1, picture.shape[1] // (unit * 12))
     rows = [sum(legend[i:i + per_row], []) for i in range(0, len(legend), per_row)]
-    if len(anns) > max_labels:
-        rows.append([(f"{len(anns) - max_labels} more without a text label "
-                      f"(the {max_labels} best-scored are labelled)", None)])
+    if len(classes) > max_labels:
+        rows.append([(f"{len(classes) - max_labels} more without a text label "
+                      f"({max_labels} best-scored labelled)", None)])
+    elif legend_classes is not None:
+        rows.append([(f"{len(classes)} labelled" if len(classes) else empty, None)])
     parts = ([_strip(picture.shape[1], [[(title, None)]], unit)] if title else []) + [
         picture, _strip(picture.shape[1], rows, unit)]
     return np.concatenate(parts, axis=0)
+
+
+def draw_overlay(image: np.ndarray, annotations: List[dict], names: dict,
+                 score_thresh: float = 0.0, title: str = "", stamp: str = "",
+                 max_labels: int = MAX_LABELS) -> np.ndarray:
+    """COCO annotations (RLE masks, XYWH boxes; ground truth without scores) scored at least
+    ``score_thresh`` drawn over ``image`` with :func:`draw_instances`."""
+    anns = [a for a in annotations if a.get("score", 1.0) >= score_thresh]
+    masks = [segmentation_to_mask(a["segmentation"], *a["segmentation"]["size"]) for a in anns]
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
+                     dtype=np.float64).reshape(-1, 4)
+    scored = all("score" in a for a in anns)
+    return draw_instances(image, masks, boxes, [a["category_id"] for a in anns], names,
+                          scores=[a["score"] for a in anns] if scored else None, title=title,
+                          stamp=stamp, max_labels=max_labels,
+                          empty="no labels" + (f" scored >= {score_thresh}" if score_thresh
+                                               else ""))
 
 
 def _side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
