@@ -34,7 +34,7 @@ output says so in its ``info`` block (``DISCOVERY_LABEL``), and results made fro
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import List, Tuple
 
 import numpy as np
