@@ -292,7 +292,7 @@ class Report:
             runs = list(self.runs(exp).values())
             if not runs:
                 continue
-            iters = sum(r.get("iterations", 0) or 0 for r in runs)
+            iters = sum(r.get("iterations") or r.get("round_iterations") or 0 for r in runs)
             train = sum(r.get("train_seconds") or 0 for r in runs)
             wall = sum(r["wall_seconds"] for r in runs)
             cpu = sum(r["cpu_seconds"] for r in runs)
