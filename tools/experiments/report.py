@@ -116,9 +116,9 @@ class Report:
         return self.r.get(experiment, {})
 
     def claim(self, cid, text, expected, a, b, threshold=0.0, side=">", op="diff", digits=1,
-              figure=None):
+              figure=None, short=""):
         seeds, values = paired(a, b, op)
-        c = dict(id=cid, text=text, expected=expected, seeds=seeds, values=values,
+        c = dict(id=cid, text=text, short=short, expected=expected, seeds=seeds, values=values,
                  threshold=threshold, side=side, digits=digits, figure=figure,
                  verdict=verdict(values, threshold, side) if values else "not run")
         self.claims.append(c)
@@ -129,10 +129,11 @@ class Report:
         runs = self.runs("e1")
         gt, disc = by_seed(runs, "gt", box50), by_seed(runs, "disc_new", box50)
         self.claim("C1a", "ground truth above discovery-made labels (test box AP50, gt - disc)",
-                   "shown, +10 to +35", gt, disc, figure="e1")
+                   "shown, +10 to +35", gt, disc, short="gt - disc_new (box AP50)", figure="e1")
         self.claim("C1b", "discovery-made detector reaches half of the ground-truth one "
                    "(box AP50 ratio disc / gt, threshold 0.5)", "0.5 to 0.8 (either way)",
-                   disc, gt, threshold=0.5, op="ratio", digits=2, figure="e1")
+                   disc, gt, threshold=0.5, op="ratio", digits=2,
+                   short="disc_new / gt (box AP50 ratio)", figure="e1")
         seeds = sorted(set(gt) | set(disc))
         gtm, discm = by_seed(runs, "gt", mask50), by_seed(runs, "disc_new", mask50)
         labels = by_seed(runs, "labels_disc_new", lambda r: r["vs_train_gt"])
@@ -170,14 +171,15 @@ class Report:
         r1 = by_seed(runs, "round1", lambda r: r["round1_labels_vs_train_gt"])
         self.claim("C2a", "round-1 labels recall above round-0 labels recall (train)",
                    "shown (at precision >= 0.9)", {s: v["recall"] for s, v in r1.items()},
-                   r0_recall, digits=3, figure="e2")
+                   r0_recall, digits=3, short="round-1 - round-0 labels recall", figure="e2")
         r1_precision = [v["precision"] for v in r1.values()]
         if len(r1_precision) >= SEEDS and np.mean(r1_precision) < 0.9:
             self.claims[-1]["verdict"] = (f"not shown (precision {np.mean(r1_precision):.3f} "
                                           "< 0.9)")
         c = self.claim("C2b", "round 1 above the control (test mask AP50, round1 - control)",
                        "shown, +1 to +6 (if P2 holds)", by_seed(runs, "round1", mask50),
-                       by_seed(runs, "control", mask50), figure="e2")
+                       by_seed(runs, "control", mask50),
+                       short="round 1 - control (mask AP50)", figure="e2")
         if len(found) >= SEEDS and not met:
             c["verdict"] = "not tested (P2 not met)"
         rows = []
@@ -205,10 +207,10 @@ class Report:
                                                                         "scratch")}
         self.claim("C3a", "pseudo-label start above scratch with as many iterations "
                    "(test box AP50, pseudo - scratch)", "shown, +5 to +25", arms["pseudo"],
-                   arms["scratch"], figure="e3")
+                   arms["scratch"], short="pseudo - scratch (box AP50)", figure="e3")
         self.claim("C3b", "pseudo-label start above the shuffled-label start "
                    "(test box AP50, pseudo - shuffled)", "shown, +3 to +20", arms["pseudo"],
-                   arms["shuffled"], figure="e3")
+                   arms["shuffled"], short="pseudo - shuffled (box AP50)", figure="e3")
         starts = by_seed(runs, "shuffled_start", box50)
         masks = {arm: by_seed(runs, f"{arm}_5pct", mask50) for arm in arms}
         seeds = sorted(set().union(*arms.values(), starts))
@@ -226,13 +228,15 @@ class Report:
         base = {arm: by_seed(runs, arm, ov("AP50-base")) for arm in novel}
         self.claim("C4a", "annotation-free (named among 6) above base ground truth on novel "
                    "classes (novel AP50, ov_free - ov_base)", "shown, +5 to +25",
-                   novel["ov_free"], novel["ov_base"], figure="e4")
+                   novel["ov_free"], novel["ov_base"],
+                   short="ov_free - ov_base (novel AP50)", figure="e4")
         self.claim("C4b", "naming the novel classes is what helps (novel AP50, ov_free - "
                    "ov_free_base)", "shown", novel["ov_free"], novel["ov_free_base"],
-                   figure="e4")
+                   short="ov_free - ov_free_base (novel AP50)", figure="e4")
         self.claim("C4c", "exploratory: annotation-free vs ground truth on base classes "
                    "(base AP50, ov_free_base - ov_base)", "negative", base["ov_free_base"],
-                   base["ov_base"], side="<", figure="e4")
+                   base["ov_base"], side="<",
+                   short="ov_free_base - ov_base (base AP50)", figure="e4")
         seeds = sorted(set().union(*novel.values()))
         rows = [[s] + [f"{fmt(base[a].get(s))} / {fmt(novel[a].get(s))}" for a in novel]
                 for s in seeds]
@@ -344,7 +348,7 @@ class Report:
                            label=f"pre-registered threshold {c['threshold']:g}")
                 ax.set_xticks(list(x) + [len(x) + 0.5],
                               [f"s{s}" for s in c["seeds"]] + ["mean"], fontsize=7)
-                ax.set_title(f"{c['id']}: {c['verdict']}", fontsize=9)
+                ax.set_title(f"{c['id']}: {c['short']}\n{c['verdict']}", fontsize=9)
                 ax.set_ylabel("ratio" if c["id"] == "C1b" else "difference (AP points)",
                               fontsize=8)
                 ax.legend(fontsize=6, loc="best")
