@@ -17,6 +17,9 @@ The document holds the tables between ``<!-- report:NAME -->`` and ``<!-- /repor
 ``--check`` needs no training and no torch: it recomputes every table from the records and
 compares them with the document, line by line.
 """
+import zip_d2.quiet  # noqa: F401  (first, as in every tool; standard library only, no torch)
+
+# isort: split
 import argparse
 import glob
 import json
