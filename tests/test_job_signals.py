@@ -82,8 +82,11 @@ def test_ctrl_c_stops_the_job_in_one_line_with_exit_130_and_the_shards_resume(tm
     )
     cmd = [sys.executable, "-c", code, os.path.join(REPO, "tests"), "--images", root, "--out",
            out, "--config", TINY, "--batch-size", "1", "--workers", "2", "--no-progress"]
+    # SIGINT at its default, as in a terminal: a shell that starts the suite in the background
+    # (`cmd &`) leaves SIGINT ignored, and an ignored SIGINT is inherited across exec.
     proc = subprocess.Popen(cmd, env=ENV, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     shard = shards.shard_path(out + ".shards", 0, 1)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
